@@ -1,0 +1,154 @@
+"""Conversations from toolworld for pretraining and evaluating the tiny policy.
+
+The pretraining mixture (one draw per example):
+
+* ``base`` (40%): the base conventions, not stated; sometimes irrelevant
+  skills, sometimes some base conventions stated.
+* ``stated`` (48%): random convention values, every non-base one stated in
+  plain words (phrasings 0-2 only) in the skills block, a separate system
+  message after the agent prompt rendered with ``render_skills_block`` (15%
+  of the time in the context block instead), plus random base statements and
+  distractor skills, shuffled.
+* ``recover`` (12%): one API convention drifted and *not* stated; the first
+  call it affects is made the base way (not trained on), the tool's error
+  follows, then the corrected call and the rest of the plan.
+
+No drifted (family, value) pair ever appears as an unstated default, so the
+policy cannot know a drift unless its context says so.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeling.blocks import SkillText, render_context_block, render_skills_block
+
+from bench.toolworld.conventions import BASE, FAMILIES, Conventions
+from bench.toolworld.phrasings import DISTRACTORS, TRAIN_PHRASINGS, statement
+from bench.toolworld.tasks import TEMPLATES, PlannedCall, Task, make_task
+from bench.toolworld.tools import call_tool
+
+AGENT_PROMPTS = (
+    "You are a helpful assistant. Use the tools to do what the user asks.",
+    "You are an assistant with tools. Call tools, then answer briefly.",
+    "Help the user with their request using the available tools.",
+    "You are a concise agent. Use tools when needed.",
+)
+#: The system prompt the agent driver should send (seen in pretraining).
+DEFAULT_SYSTEM_PROMPT = AGENT_PROMPTS[0]
+API_FAMILIES = tuple(f for f, spec in FAMILIES.items() if spec.kind == "api")
+
+
+@dataclass
+class Conversation:
+    messages: list[dict[str, Any]]
+    no_loss: set[int] = field(default_factory=set)  # indices of assistant messages not trained on
+
+
+def random_drift(rng: random.Random, p: float = 0.45) -> Conventions:
+    """Conventions with at least one family off its base value."""
+    while True:
+        conv = {f: (rng.choice(spec.values[1:]) if rng.random() < p else spec.base)
+                for f, spec in FAMILIES.items()}
+        if conv != BASE:
+            return conv
+
+
+def system_messages(skills: list[SkillText], prompt: str | None,
+                    as_context: bool = False) -> list[dict[str, Any]]:
+    """The agent's system prompt, then molt's block (skills or context) as its own message."""
+    out: list[dict[str, Any]] = []
+    if prompt is not None:
+        out.append({"role": "system", "content": prompt})
+    if skills:
+        block = (render_context_block("\n".join(s.body for s in skills)) if as_context
+                 else render_skills_block(skills))
+        out.append({"role": "system", "content": block})
+    return out
+
+
+def _call_message(call: PlannedCall, index: int) -> dict[str, Any]:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"id": f"call_{index}", "type": "function",
+         "function": {"name": call.name, "arguments": call.arguments}}]}
+
+
+def play(task: Task, head: list[dict[str, Any]], upto: int | None = None,
+         wrong_first: Conventions | None = None) -> Conversation:
+    """The conversation that follows ``task``'s plan (to step ``upto``, or to the answer).
+
+    With ``wrong_first``, the first planned call that these (wrong) conventions
+    would write differently is first made their way, gets the tool's error, and
+    is then made right; the wrong call is marked as not trained on.
+    """
+    conv = Conversation([*head, {"role": "user", "content": task.user_message}])
+    steps = task.plan if upto is None else task.plan[:upto]
+    wrong_plan: tuple[PlannedCall, ...] = ()
+    if wrong_first is not None:
+        wrong_plan = make_task_like(task, wrong_first).plan
+    world = task.world()
+    pending_error = wrong_first is not None
+    for i, call in enumerate(steps):
+        if pending_error and i < len(wrong_plan) and wrong_plan[i] != call:
+            bad = wrong_plan[i]
+            conv.no_loss.add(len(conv.messages))
+            conv.messages.append(_call_message(bad, 100 + i))
+            error = call_tool(world, bad.name, bad.arguments)
+            conv.messages.append({"role": "tool", "tool_call_id": f"call_{100 + i}",
+                                  "content": error})
+            pending_error = False
+        conv.messages.append(_call_message(call, i))
+        result = call_tool(world, call.name, call.arguments)
+        conv.messages.append({"role": "tool", "tool_call_id": f"call_{i}", "content": result})
+    if upto is None:
+        conv.messages.append({"role": "assistant", "content": task.final_answer})
+    return conv
+
+
+def make_task_like(task: Task, conventions: Conventions) -> Task:
+    """The same task (same slots, same world) under other conventions."""
+    rng = random.Random(task.id)  # tasks made here are seeded by their id
+    return make_task(task.template, rng, task.world_seed, conventions, task.day, task.id)
+
+
+def sample_task(rng: random.Random, conventions: Conventions, need_affected: bool,
+                world_prefix: str = "pre") -> Task:
+    """A random task; with ``need_affected``, one the conventions change (if one is found)."""
+    for _ in range(6):
+        task_id = f"t{rng.randrange(10**9)}"
+        task = make_task(rng.choice(sorted(TEMPLATES)), random.Random(task_id),
+                         f"{world_prefix}:{rng.randrange(10**6)}", conventions, 0, task_id)
+        if not need_affected or any(c.affected for c in task.plan):
+            return task
+    return task
+
+
+def pretraining_example(rng: random.Random) -> Conversation:
+    """One conversation from the pretraining mixture (see the module docstring)."""
+    prompt = rng.choice(AGENT_PROMPTS) if rng.random() < 0.9 else None
+    distractors = rng.sample(DISTRACTORS, rng.randint(0, 3))
+    kind = rng.random()
+    if kind < 0.40:
+        conv: Conventions = dict(BASE)
+        stated = rng.sample(list(FAMILIES), rng.randint(0, 3)) if rng.random() < 0.3 else []
+        skills = [statement(f, BASE[f], rng.choice(TRAIN_PHRASINGS)) for f in stated]
+        skills += distractors if rng.random() < 0.5 else []
+        rng.shuffle(skills)
+        return play(sample_task(rng, conv, False), system_messages(skills, prompt))
+    if kind < 0.88:
+        conv = random_drift(rng)
+        all_families = rng.random() < 0.3
+        stated = [f for f in FAMILIES
+                  if conv[f] != BASE[f] or all_families or rng.random() < 0.3]
+        skills = [statement(f, conv[f], rng.choice(TRAIN_PHRASINGS)) for f in stated]
+        skills += distractors
+        rng.shuffle(skills)
+        head = system_messages(skills, prompt, as_context=rng.random() < 0.15)
+        return play(sample_task(rng, conv, True), head)
+    family = rng.choice(API_FAMILIES)
+    conv = dict(BASE)
+    conv[family] = rng.choice(FAMILIES[family].values[1:])
+    task = sample_task(rng, conv, True)
+    return play(task, system_messages(distractors, prompt), wrong_first=dict(BASE))

@@ -1,0 +1,172 @@
+"""Pretrain the tiny policy from scratch on CPU: ``python -m bench.policy.pretrain``.
+
+Reads top to bottom: arguments, tokenizer, model, the training loop on
+conversations generated on the fly from toolworld (see ``bench.policy.data``
+for the mixture), loss on assistant tokens only, then the checkpoint
+(``config.json``, ``model.safetensors``, tokenizer files, ``meta.json``).
+The learning-rate schedule runs on wall-clock time, so a run always ends
+within ``--minutes`` whatever the machine's speed; ``meta.json`` records the
+steps it reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from bench.policy.chat import ASSISTANT_HEAD, CHAT_TEMPLATE, END
+from bench.policy.data import Conversation, pretraining_example
+from bench.policy.model import CHECKPOINT_DIR, ModelShape, llama_config, shape_dict, train_tokenizer
+from bench.toolworld.tools import tool_schemas
+
+IGNORE = -100
+_ASSISTANT = re.compile(re.escape(ASSISTANT_HEAD) + r".*?" + re.escape(END), re.DOTALL)
+
+
+def encode(conv: Conversation, tokenizer: PreTrainedTokenizerFast,
+           tools: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """Token ids and labels; labels are -100 outside the trained assistant turns."""
+    text = tokenizer.apply_chat_template(conv.messages, tools=tools, tokenize=False)
+    assert isinstance(text, str)
+    assistant_indices = [i for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
+    spans = []
+    for index, match in zip(assistant_indices, _ASSISTANT.finditer(text), strict=True):
+        if index not in conv.no_loss:
+            spans.append((match.start() + len(ASSISTANT_HEAD), match.end()))
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids: list[int] = enc["input_ids"]
+    labels = [IGNORE] * len(ids)
+    for k, (start, _end) in enumerate(enc["offset_mapping"]):
+        if any(a <= start < b for a, b in spans):
+            labels[k] = ids[k]
+    return ids, labels
+
+
+def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_size: int,
+            max_len: int) -> Any:
+    """Endless padded batches; examples are grouped by length to waste little on padding."""
+    tools = tool_schemas()
+    pad = tokenizer.pad_token_id
+    while True:
+        pool = [encode(pretraining_example(rng), tokenizer, tools) for _ in range(batch_size * 4)]
+        pool = [(i[:max_len], lab[:max_len]) for i, lab in pool]
+        pool.sort(key=lambda p: len(p[0]))
+        groups = [pool[k:k + batch_size] for k in range(0, len(pool), batch_size)]
+        rng.shuffle(groups)
+        for group in groups:
+            width = max(len(i) for i, _ in group)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            labels = torch.full((len(group), width), IGNORE, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for row, (i, lab) in enumerate(group):
+                ids[row, :len(i)] = torch.tensor(i)
+                labels[row, :len(lab)] = torch.tensor(lab)
+                mask[row, :len(i)] = 1
+            yield ids, labels, mask
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=17.0, help="wall-clock training budget")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--max-len", type=int, default=768)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(f"pretrain:{args.seed}")
+    start = time.monotonic()
+
+    # 1. tokenizer, trained on rendered conversations from the same mixture
+    plain = train_tokenizer(["hello"], 300)  # only to render text with the chat template
+    tools = tool_schemas()
+    corpus = [plain.apply_chat_template(pretraining_example(rng).messages, tools=tools,
+                                        tokenize=False) for _ in range(3000)]
+    tokenizer = train_tokenizer([str(t) for t in corpus], args.vocab)
+    print(f"tokenizer: {len(tokenizer)} tokens ({time.monotonic() - start:.0f}s)", flush=True)
+
+    # 2. model
+    shape = ModelShape(vocab_size=len(tokenizer))
+    model = LlamaForCausalLM(llama_config(shape, tokenizer))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                                   {"params": other, "weight_decay": 0.0}],
+                                  lr=args.lr, betas=(0.9, 0.98))
+
+    # 3. training loop: cosine schedule over the wall-clock budget
+    budget = args.minutes * 60 - (time.monotonic() - start)
+    train_start = time.monotonic()
+    step, tokens, ema = 0, 0, None
+    model.train()
+    for ids, labels, mask in batches(rng, tokenizer, args.batch_size, args.max_len):
+        frac = (time.monotonic() - train_start) / budget
+        if frac >= 1.0:
+            break
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        tokens += int(mask.sum())
+        ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+        if step % 25 == 0:
+            elapsed = time.monotonic() - train_start
+            print(f"step {step:5d}  loss {ema:.4f}  lr {lr:.2e}  {elapsed / 60:5.1f} min  "
+                  f"{tokens / elapsed:,.0f} tok/s", flush=True)
+
+    # 4. checkpoint
+    train_minutes = (time.monotonic() - start) / 60
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out, safe_serialization=True)
+    save_tokenizer(tokenizer, args.out)
+    meta = {
+        "step": step,
+        "tokens": tokens,
+        "final_loss_ema": ema,
+        "train_minutes": round(train_minutes, 2),
+        "parameters": n_params,
+        "shape": shape_dict(shape),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "date": dt.date.today().isoformat(),
+        "figures": {},
+    }
+    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"done: {step} steps, {tokens:,} tokens, loss {ema:.4f}, {train_minutes:.1f} min "
+          f"-> {args.out}", flush=True)
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out: Path) -> None:
+    """Save tokenizer files; the chat template also goes into ``tokenizer_config.json``."""
+    tokenizer.save_pretrained(out)
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = CHAT_TEMPLATE
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

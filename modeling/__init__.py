@@ -1,0 +1,1 @@
+"""What serving and training must agree on, token for token."""

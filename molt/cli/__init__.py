@@ -1,0 +1,24 @@
+"""`molt`: the command line."""
+
+from __future__ import annotations
+
+import click
+
+from molt.cli import doctor, feedback, keys, serve, sessions
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", envvar="MOLT_CONFIG", default=None, help="molt.toml to read.")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """molt: a self-improving proxy for LLM agents."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+for module in (serve, keys, sessions, feedback, doctor):
+    module.register(cli)
+
+
+def main() -> None:
+    cli(prog_name="molt")

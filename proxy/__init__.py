@@ -1,0 +1,1 @@
+"""The OpenAI-compatible proxy: routes, upstreams, recorder, injection, local serving."""

@@ -1,0 +1,142 @@
+"""`create_app(settings, ...)`: the proxy as a FastAPI app.
+
+Nothing is created at import time: the database, the upstream clients, the
+recorder and any extra services (skills, evolver, scheduler) are opened in the
+lifespan and closed in reverse order; the recorder drains before the store
+closes, so an orderly shutdown loses no turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from proxy.auth import Authenticator
+from proxy.errors import ProxyError, error_envelope
+from proxy.hooks import RequestHook, ResponseHook
+from proxy.metrics import Metrics
+from proxy.recorder import Recorder
+from proxy.routes import chat, feedback, health, models
+from proxy.sessions import SessionTracker
+from proxy.state import ProxyState
+from proxy.upstream.routing import BackendFactory, Upstreams
+from store.database import Database
+from store.feedback import FeedbackStore
+from store.keys import KeyStore
+from store.settings import MoltSettings
+from store.trajectories import TrajectoryStore
+
+log = logging.getLogger("molt.proxy")
+
+
+class Service(Protocol):
+    """Something that lives as long as the app (skill index, evolver loop...)."""
+
+    async def start(self, state: ProxyState) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _error_response(exc: ProxyError) -> JSONResponse:
+    headers = getattr(exc, "headers", None)
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProxyError)
+    async def _proxy_error(_req: Request, exc: ProxyError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        message = first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            message = "request body is not valid JSON"
+        body = error_envelope(message, "invalid_request_error", ".".join(loc) or None, "invalid_value")
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_req: Request, exc: HTTPException) -> JSONResponse:
+        etype = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(
+            error_envelope(str(exc.detail), etype, None, code), status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", type(exc).__name__)
+        return JSONResponse(
+            error_envelope("internal error in molt", "server_error", None, "internal_error"),
+            status_code=500,
+        )
+
+
+def create_app(
+    settings: MoltSettings,
+    *,
+    backend_factories: dict[str, BackendFactory] | None = None,
+    request_hooks: Sequence[RequestHook] = (),
+    response_hooks: Sequence[ResponseHook] = (),
+    routers: Sequence[APIRouter] = (),
+    services: Sequence[Service] = (),
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = await Database.open(settings.store)
+        metrics = Metrics()
+        trajectories = TrajectoryStore(db)
+        keys = KeyStore(db)
+        auth = Authenticator(keys, settings.server)
+        await auth.start()
+        upstreams = Upstreams.from_routes(settings.models, factories=backend_factories)
+        recorder = Recorder(trajectories, settings.recorder, metrics)
+        state = ProxyState(
+            settings=settings, db=db, trajectories=trajectories, feedback=FeedbackStore(db),
+            keys=keys, auth=auth, sessions=SessionTracker(trajectories), recorder=recorder,
+            upstreams=upstreams, metrics=metrics, request_hooks=list(request_hooks),
+            response_hooks=list(response_hooks),
+        )
+        app.state.molt = state
+        recorder.start()
+        started: list[Service] = []
+        try:
+            for svc in services:
+                await svc.start(state)
+                started.append(svc)
+            if await auth.is_open(force=True):
+                log.warning(
+                    "no API keys configured: the proxy is open to anyone who can reach %s",
+                    settings.server.host,
+                )
+            yield
+        finally:
+            for svc in reversed(started):
+                await svc.stop()
+            await recorder.stop()
+            await upstreams.aclose()
+            await db.close()
+
+    app = FastAPI(
+        title="molt", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    _install_error_handlers(app)
+    for r in (chat.router, models.router, feedback.router, health.router, *routers):
+        app.include_router(r)
+    return app
+
+
+def app_state(app: Any) -> ProxyState:
+    state: ProxyState = app.state.molt
+    return state

@@ -1,0 +1,123 @@
+"""POST /v1/chat/completions: the hot path.
+
+Auth, session, hooks (injection), then the upstream; the non-streamed body and
+the streamed bytes go back to the client untouched, and the turn is handed to
+the recorder, which never slows or fails the request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from proxy.deps import get_state
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
+from proxy.hooks import TurnContext
+from proxy.protocol import read_json, validate_chat
+from proxy.state import ProxyState
+from proxy.streaming import PassThroughStream
+from proxy.upstream.base import UpstreamCall
+from store.ids import new_id
+from store.records import TurnRecord
+
+router = APIRouter()
+
+
+def _record(state: ProxyState, ctx: TurnContext, body: dict[str, Any], upstream_body: dict[str, Any], stream: bool) -> TurnRecord:
+    return TurnRecord(
+        id=ctx.turn_id,
+        tenant_id=ctx.principal.tenant_id,
+        session_id=ctx.session.id,
+        idx=ctx.session.idx,
+        turn_type=ctx.session.turn_type,
+        created_at=time.time(),
+        request_model=body["model"],
+        stream=stream,
+        request=body,
+        session_external_id=ctx.session.external_id,
+        session_done=ctx.session.done,
+        upstream_request=upstream_body if upstream_body is not body else None,
+        skill_generation=ctx.skill_generation,
+        injected_skills=ctx.injected_skills,
+        context_version=ctx.context_version,
+        request_hash=ctx.session.request_hash,
+    )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    state = get_state(request)
+    started = time.perf_counter()
+    principal = await state.auth.authenticate(request.headers)
+    body = validate_chat(await read_json(request, state.settings.server.max_body_bytes))
+    alias, version, backend = state.upstreams.resolve(body["model"])
+    session = await state.sessions.resolve(principal.tenant_id, request.headers, body["messages"])
+    ctx = TurnContext(new_id("turn"), principal, session, alias, version, started)
+    upstream_body = body
+    for hook in state.request_hooks:
+        upstream_body = await hook(ctx, upstream_body)
+    stream = bool(body.get("stream"))
+    rec = _record(state, ctx, body, upstream_body, stream)
+    headers = {"x-molt-turn-id": ctx.turn_id, "x-molt-session-id": session.id}
+    if session.done:
+        state.sessions.forget(principal.tenant_id, session)
+    m = state.metrics
+    try:
+        resp = await backend.send(
+            UpstreamCall(alias, version, upstream_body, stream, principal.tenant_id, ctx.turn_id)
+        )
+    except ProxyError as exc:
+        rec.status = "upstream_error" if isinstance(exc, UpstreamError) else "error"
+        rec.http_status = exc.status
+        rec.error = exc.envelope()["error"]
+        rec.latency_ms = (time.perf_counter() - started) * 1000
+        rec.upstream = getattr(backend, "name", None)
+        state.recorder.submit(rec)
+        m.requests.labels(alias, str(exc.status)).inc()
+        m.upstream_errors.labels(alias, "timeout" if isinstance(exc, UpstreamTimeout) else "error").inc()
+        exc.headers = headers  # type: ignore[attr-defined]
+        raise
+    rec.upstream = resp.upstream
+    rec.weight_version = resp.served_version
+    if resp.served_version:
+        headers["x-molt-weight-version"] = resp.served_version
+
+    if resp.chunks is None:
+        if resp.body is not None and not state.response_hooks:
+            payload = resp.body
+            rec.response_bytes = payload
+        else:
+            data = resp.data if resp.data is not None else json.loads(resp.body or b"{}")
+            for rhook in state.response_hooks:
+                data = rhook(ctx, data)
+            payload = json.dumps(data).encode()
+            rec.response = data
+        elapsed = time.perf_counter() - started
+        rec.latency_ms = elapsed * 1000
+        rec.http_status = 200
+        state.recorder.submit(rec)
+        m.requests.labels(alias, "200").inc()
+        m.latency.labels(alias, "false").observe(elapsed)
+        return Response(payload, media_type="application/json", headers=headers)
+
+    def finish(status: str, kept: list[bytes], ttft: float | None, error: ProxyError | None) -> None:
+        elapsed = time.perf_counter() - started
+        rec.status = status
+        rec.stream_chunks = kept
+        rec.latency_ms = elapsed * 1000
+        rec.ttft_ms = ttft * 1000 if ttft is not None else None
+        rec.http_status = 200
+        if error is not None:
+            rec.error = error.envelope()["error"]
+            m.upstream_errors.labels(alias, "stream").inc()
+        state.recorder.submit(rec)
+        m.requests.labels(alias, "200").inc()
+        m.latency.labels(alias, "true").observe(elapsed)
+        if ttft is not None:
+            m.ttft.labels(alias).observe(ttft)
+
+    return PassThroughStream(resp.chunks, resp.aclose, headers, finish, started)

@@ -1,0 +1,114 @@
+"""A pure ASGI response that passes upstream SSE bytes through as they arrive.
+
+No re-chunking, no buffering. A task watches for the client's disconnect and
+cancels the copy at once (even while waiting for the next upstream chunk); the
+upstream response is then closed, shielded from the cancellation. An upstream
+failure after the first byte becomes an error event and `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+
+from proxy.errors import ProxyError, UpstreamError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+FinishCallback = Callable[[str, list[bytes], float | None, ProxyError | None], None]
+
+
+def error_event(exc: ProxyError) -> bytes:
+    return b"data: " + json.dumps(exc.envelope()).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+class PassThroughStream(Response):
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        aclose: Callable[[], Awaitable[None]],
+        headers: dict[str, str],
+        on_finish: FinishCallback,
+        started: float,
+    ) -> None:
+        self.status_code = 200
+        self.background: BackgroundTask | None = None
+        self.chunks = chunks
+        self.aclose = aclose
+        self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.on_finish = on_finish
+        self.started = started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kept: list[bytes] = []
+        ttft: float | None = None
+        status = "ok"
+        error: ProxyError | None = None
+        client_gone = False
+        task = asyncio.current_task()
+        assert task is not None
+
+        async def watch() -> None:
+            nonlocal client_gone
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    client_gone = True
+                    task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                        *self.extra_headers,
+                    ],
+                }
+            )
+            try:
+                async for piece in self.chunks:
+                    if ttft is None:
+                        ttft = time.perf_counter() - self.started
+                    kept.append(piece)
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+            except UpstreamError as exc:
+                status, error = "upstream_error", exc
+                tail = error_event(exc)
+                await send({"type": "http.response.body", "body": tail, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not client_gone:
+                raise
+            task.uncancel()
+            status = "client_disconnected"
+        except OSError:
+            status = "client_disconnected"
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._close())
+            self.on_finish(status, kept, ttft, error)
+
+    async def _close(self) -> None:
+        aclose = getattr(self.chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        await self.aclose()

@@ -1,0 +1,1 @@
+"""Upstreams: the one extension point for where a request is served."""

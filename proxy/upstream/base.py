@@ -1,0 +1,56 @@
+"""The backend interface every upstream implements.
+
+A backend gets the request body as the client sent it (after molt's
+injection) and returns either a whole body or an async iterator of SSE bytes
+in the OpenAI chat.completion.chunk format. Errors are raised as
+`proxy.errors.UpstreamError` (or a subclass): every backend translates its own
+library's exceptions at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    alias: str
+    # What followed '@' in the requested model name (`tiny@v7` -> "v7"), if anything.
+    version: str | None
+    body: dict[str, Any]
+    stream: bool
+    tenant_id: str
+    turn_id: str
+
+
+async def _noop() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """Exactly one of `body` (non-streamed, JSON bytes), `data` (non-streamed,
+    already a dict) or `chunks` (streamed SSE bytes) is set."""
+
+    upstream: str
+    body: bytes | None = None
+    data: dict[str, Any] | None = None
+    chunks: AsyncIterator[bytes] | None = None
+    served_version: str | None = None
+    aclose: Callable[[], Awaitable[None]] = field(default=_noop)
+
+
+class Backend(Protocol):
+    """Where requests for one or more aliases are served."""
+
+    name: str
+
+    async def send(self, call: UpstreamCall) -> UpstreamResponse: ...
+
+    async def check(self) -> str:
+        """Probe reachability for `molt doctor`; return a short status, raise on failure."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,148 @@
+"""Tenants and API keys. Keys are stored as SHA-256 hashes, never in clear."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from store import tables as t
+from store.database import Database
+from store.errors import InvalidInput, NotFound
+from store.ids import new_id
+
+KEY_PREFIX = "molt-"
+ROLES = ("agent", "admin")
+DEFAULT_TENANT = "default"
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random tokens, so a fast hash is enough (no password stretching).
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    tenant_id: str
+    tenant: str
+    name: str | None
+    role: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+
+
+class KeyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def ensure_tenant(self, name: str) -> Tenant:
+        if not name or len(name) > 128:
+            raise InvalidInput("tenant name must be 1-128 characters")
+        async with self.db.engine.begin() as conn:
+            row = (
+                await conn.execute(sa.select(t.tenants.c.id).where(t.tenants.c.name == name))
+            ).first()
+            if row is not None:
+                return Tenant(row[0], name)
+            tid = new_id("ten")
+            await conn.execute(
+                t.tenants.insert().values(id=tid, name=name, created_at=time.time())
+            )
+            return Tenant(tid, name)
+
+    async def tenant_by_name(self, name: str) -> Tenant | None:
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(t.tenants.c.id).where(t.tenants.c.name == name))
+            ).first()
+        return Tenant(row[0], name) if row else None
+
+    async def create_key(
+        self, tenant: str, *, name: str | None = None, role: str = "agent"
+    ) -> tuple[str, KeyInfo]:
+        """Create a key; the clear key is returned once and never stored."""
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {ROLES}")
+        ten = await self.ensure_tenant(tenant)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        kid = new_id("key")
+        now = time.time()
+        prefix = key[: len(KEY_PREFIX) + 6]
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                t.api_keys.insert().values(
+                    id=kid,
+                    tenant_id=ten.id,
+                    name=name,
+                    role=role,
+                    prefix=prefix,
+                    key_hash=hash_key(key),
+                    created_at=now,
+                )
+            )
+        return key, KeyInfo(kid, ten.id, ten.name, name, role, prefix, now, None)
+
+    def _select(self) -> sa.Select[tuple[object, ...]]:
+        k = t.api_keys.c
+        return sa.select(
+            k.id, k.tenant_id, t.tenants.c.name, k.name, k.role, k.prefix, k.created_at,
+            k.revoked_at,
+        ).join(t.tenants, t.tenants.c.id == k.tenant_id)
+
+    async def list_keys(self) -> list[KeyInfo]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(self._select().order_by(t.api_keys.c.created_at))).all()
+        return [KeyInfo(*r) for r in rows]  # type: ignore[arg-type]
+
+    async def lookup(self, key: str) -> KeyInfo | None:
+        """The live key with this clear value, or None (unknown or revoked)."""
+        stmt = self._select().where(
+            t.api_keys.c.key_hash == hash_key(key), t.api_keys.c.revoked_at.is_(None)
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return KeyInfo(*row) if row else None  # type: ignore[arg-type]
+
+    async def revoke(self, key_id_or_prefix: str) -> KeyInfo:
+        k = t.api_keys.c
+        async with self.db.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    self._select().where(
+                        sa.or_(k.id == key_id_or_prefix, k.prefix == key_id_or_prefix)
+                    )
+                )
+            ).all()
+            if not rows:
+                raise NotFound(f"no key {key_id_or_prefix!r}")
+            if len(rows) > 1:
+                raise InvalidInput(f"{key_id_or_prefix!r} matches several keys; use the key id")
+            info = KeyInfo(*rows[0])  # type: ignore[arg-type]
+            now = time.time()
+            await conn.execute(
+                t.api_keys.update().where(k.id == info.id).values(revoked_at=now)
+            )
+        return KeyInfo(
+            info.id, info.tenant_id, info.tenant, info.name, info.role, info.prefix,
+            info.created_at, now,
+        )
+
+    async def any_live_keys(self) -> bool:
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.api_keys.c.id).where(t.api_keys.c.revoked_at.is_(None)).limit(1)
+                )
+            ).first()
+        return row is not None

@@ -1,0 +1,142 @@
+"""The schema, as append-only migrations.
+
+Each `mNNN_*` function runs once, in order, and is recorded in
+`schema_migrations`. Never edit a migration that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+Migration = Callable[[AsyncConnection], Awaitable[None]]
+
+
+async def _create(conn: AsyncConnection, *tables: sa.Table) -> None:
+    def run(sync_conn: sa.Connection) -> None:
+        for table in tables:
+            table.create(sync_conn)
+
+    await conn.run_sync(run)
+
+
+async def m001_initial(conn: AsyncConnection) -> None:
+    md = sa.MetaData()
+    tenants = sa.Table(
+        "tenants",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("name", sa.String(128), nullable=False, unique=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("settings", sa.JSON, nullable=True),
+    )
+    api_keys = sa.Table(
+        "api_keys",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=False),
+        sa.Column("name", sa.String(128), nullable=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("prefix", sa.String(32), nullable=False),
+        sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("revoked_at", sa.Float, nullable=True),
+    )
+    sessions = sa.Table(
+        "sessions",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+        sa.Column("external_id", sa.String(256), nullable=True),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("last_turn_at", sa.Float, nullable=False),
+        sa.Column("done", sa.Boolean, nullable=False),
+        sa.Column("turn_count", sa.Integer, nullable=False),
+        sa.UniqueConstraint("tenant_id", "external_id", name="uq_sessions_tenant_external"),
+    )
+    turns = sa.Table(
+        "turns",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("session_id", sa.String(64), nullable=False, index=True),
+        sa.Column("idx", sa.Integer, nullable=False),
+        sa.Column("turn_type", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False, index=True),
+        sa.Column("request_model", sa.String(256), nullable=False),
+        sa.Column("response_model", sa.String(256), nullable=True),
+        sa.Column("upstream", sa.String(512), nullable=True),
+        sa.Column("stream", sa.Boolean, nullable=False),
+        sa.Column("request", sa.JSON, nullable=False),
+        sa.Column("upstream_request", sa.JSON, nullable=True),
+        sa.Column("response", sa.JSON, nullable=True),
+        sa.Column("content", sa.Text, nullable=True),
+        sa.Column("tool_calls", sa.JSON, nullable=True),
+        sa.Column("think", sa.JSON, nullable=True),
+        sa.Column("finish_reason", sa.String(64), nullable=True),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("http_status", sa.Integer, nullable=True),
+        sa.Column("error", sa.JSON, nullable=True),
+        sa.Column("latency_ms", sa.Float, nullable=True),
+        sa.Column("ttft_ms", sa.Float, nullable=True),
+        sa.Column("input_tokens", sa.Integer, nullable=True),
+        sa.Column("output_tokens", sa.Integer, nullable=True),
+        sa.Column("weight_version", sa.String(64), nullable=True),
+        sa.Column("skill_generation", sa.Integer, nullable=True),
+        sa.Column("injected_skills", sa.JSON, nullable=True),
+        sa.Column("context_version", sa.String(64), nullable=True),
+        sa.Column("request_hash", sa.String(64), nullable=True, index=True),
+    )
+    feedback = sa.Table(
+        "feedback",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("session_id", sa.String(64), nullable=True, index=True),
+        sa.Column("turn_id", sa.String(64), nullable=True, index=True),
+        sa.Column("score", sa.Float, nullable=True),
+        sa.Column("text", sa.Text, nullable=True),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("meta", sa.JSON, nullable=True),
+    )
+    await _create(conn, tenants, api_keys, sessions, turns, feedback)
+
+
+# Append new migrations below and register them in MIGRATIONS, in order.
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("m001_initial", m001_initial),
+]
+
+
+async def migrate(engine: AsyncEngine) -> list[str]:
+    """Bring the database to the head; return the names applied now."""
+    applied_now: list[str] = []
+    async with engine.begin() as conn:
+        def ensure(sync_conn: sa.Connection) -> None:
+            md = sa.MetaData()
+            sa.Table(
+                "schema_migrations",
+                md,
+                sa.Column("name", sa.String(128), primary_key=True),
+                sa.Column("applied_at", sa.Float, nullable=False),
+            ).create(sync_conn, checkfirst=True)
+
+        await conn.run_sync(ensure)
+    for name, fn in MIGRATIONS:
+        async with engine.begin() as conn:
+            row = await conn.execute(
+                sa.text("SELECT name FROM schema_migrations WHERE name = :n"), {"n": name}
+            )
+            if row.first() is not None:
+                continue
+            await fn(conn)
+            await conn.execute(
+                sa.text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
+                {"n": name, "t": time.time()},
+            )
+            applied_now.append(name)
+    return applied_now

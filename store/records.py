@@ -1,0 +1,87 @@
+"""Plain data records passed between the proxy, the recorder and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = dict[str, Any]
+
+TURN_STATUSES = ("ok", "error", "upstream_error", "client_disconnected")
+FEEDBACK_SOURCES = ("user", "judge", "verifier", "tool")
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """One model call as the recorder writes it.
+
+    For a streamed call the proxy keeps the raw SSE bytes in `stream_chunks`
+    and the recorder assembles `response` from them off the request path.
+    """
+
+    id: str
+    tenant_id: str
+    session_id: str
+    idx: int
+    turn_type: str
+    created_at: float
+    request_model: str
+    stream: bool
+    request: JSON
+    session_external_id: str | None = None
+    session_done: bool = False
+    upstream: str | None = None
+    upstream_request: JSON | None = None
+    response: JSON | None = None
+    stream_chunks: list[bytes] | None = None
+    # A non-streamed upstream body kept as bytes; parsed by the recorder.
+    response_bytes: bytes | None = None
+    status: str = "ok"
+    http_status: int | None = None
+    error: JSON | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    weight_version: str | None = None
+    skill_generation: int | None = None
+    injected_skills: list[JSON] | None = None
+    context_version: str | None = None
+    request_hash: str | None = None
+    # Filled from `response` by the recorder.
+    response_model: str | None = None
+    content: str | None = None
+    tool_calls: list[JSON] | None = None
+    think: list[JSON] | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class FeedbackRecord:
+    id: str
+    tenant_id: str
+    source: str
+    created_at: float
+    session_id: str | None = None
+    turn_id: str | None = None
+    score: float | None = None
+    text: str | None = None
+    meta: JSON | None = None
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    id: str
+    tenant: str
+    external_id: str | None
+    turns: int
+    started_at: float
+    last_turn_at: float
+    done: bool
+
+
+@dataclass(slots=True)
+class SessionDetail:
+    summary: SessionSummary
+    turns: list[JSON] = field(default_factory=list)
+    feedback: list[JSON] = field(default_factory=list)

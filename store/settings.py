@@ -1,0 +1,121 @@
+"""The one settings tree of molt.
+
+The types live here (the bottom layer) so that every package can receive them;
+`molt.config` builds an instance from `molt.toml` and `MOLT_*` variables and
+passes it down. Nothing reads settings at import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8787
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    admin_key: SecretStr | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    # How long an API key lookup is cached; a revoked key stops working within this.
+    key_cache_ttl_s: float = 5.0
+
+    def is_loopback(self) -> bool:
+        host = self.host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+class StoreSettings(BaseModel):
+    url: str = "sqlite+aiosqlite:///./.molt/molt.db"
+    echo: bool = False
+
+
+class RecorderSettings(BaseModel):
+    queue_size: int = 10_000
+    batch_size: int = 256
+    # Drops are logged at most once per this many seconds.
+    drop_log_interval_s: float = 10.0
+
+
+class ModelRoute(BaseModel):
+    """One model alias a client can ask for, and where it is served.
+
+    Exactly one of `base_url` (any OpenAI-compatible server: the byte-stream
+    fast path), `litellm` (any litellm model string) or `local` (a local
+    model folder served by molt itself) is set.
+    """
+
+    alias: str
+    base_url: str | None = None
+    litellm: str | None = None
+    local: str | None = None
+    # Model name sent upstream; defaults to the alias (base_url) or the litellm string.
+    upstream_model: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    num_retries: int = 2
+    fallbacks: list[str] = Field(default_factory=list)
+    # A vLLM server with runtime LoRA updating behind base_url.
+    vllm: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "ModelRoute":
+        targets = [t for t in (self.base_url, self.litellm, self.local) if t]
+        if len(targets) != 1:
+            raise ValueError(
+                f"model alias {self.alias!r} needs exactly one of base_url, litellm or local"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["http", "litellm", "local"]:
+        if self.base_url:
+            return "http"
+        if self.litellm:
+            return "litellm"
+        return "local"
+
+
+class MoltSettings(BaseSettings):
+    """Everything molt can be told. Built by `molt.config.load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOLT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".molt")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
+    models: list[ModelRoute] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_aliases(self) -> "MoltSettings":
+        seen: set[str] = set()
+        for route in self.models:
+            if route.alias in seen:
+                raise ValueError(f"model alias {route.alias!r} is configured twice")
+            seen.add(route.alias)
+        if self.environment == "production" and self.server.admin_key is not None:
+            secret = self.server.admin_key.get_secret_value()
+            if len(secret) < 16 or secret.lower() in {"changeme", "secret", "admin", "password"}:
+                raise ValueError("server.admin_key is a placeholder; set a real secret")
+        return self
+
+    def route(self, alias: str) -> ModelRoute | None:
+        for r in self.models:
+            if r.alias == alias:
+                return r
+        return None

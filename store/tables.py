@@ -1,0 +1,104 @@
+"""The current shape of every table, for queries.
+
+The schema itself is created and changed only by `store.migrations`; a test
+checks that a blank database migrated to the head matches these definitions.
+Column names follow the OpenTelemetry GenAI conventions where one exists
+(`request_model` ~ gen_ai.request.model, `input_tokens`/`output_tokens` ~
+gen_ai.usage.*, `session_id` ~ gen_ai.conversation.id).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=True),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(128), nullable=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+    sa.Column("external_id", sa.String(256), nullable=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("last_turn_at", sa.Float, nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False, default=False),
+    sa.Column("turn_count", sa.Integer, nullable=False, default=0),
+    sa.UniqueConstraint("tenant_id", "external_id", name="uq_sessions_tenant_external"),
+)
+
+turns = sa.Table(
+    "turns",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=False, index=True),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("turn_type", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("request_model", sa.String(256), nullable=False),
+    sa.Column("response_model", sa.String(256), nullable=True),
+    sa.Column("upstream", sa.String(512), nullable=True),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("upstream_request", sa.JSON, nullable=True),
+    sa.Column("response", sa.JSON, nullable=True),
+    sa.Column("content", sa.Text, nullable=True),
+    sa.Column("tool_calls", sa.JSON, nullable=True),
+    sa.Column("think", sa.JSON, nullable=True),
+    sa.Column("finish_reason", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=True),
+    sa.Column("error", sa.JSON, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=True),
+    sa.Column("output_tokens", sa.Integer, nullable=True),
+    sa.Column("weight_version", sa.String(64), nullable=True),
+    sa.Column("skill_generation", sa.Integer, nullable=True),
+    sa.Column("injected_skills", sa.JSON, nullable=True),
+    sa.Column("context_version", sa.String(64), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True, index=True),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=True, index=True),
+    sa.Column("turn_id", sa.String(64), nullable=True, index=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("text", sa.Text, nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=True),
+)

@@ -1,0 +1,204 @@
+"""Sessions and turns: batch writes from the recorder, reads for the CLI and the evolver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from store import tables as t
+from store.database import Database
+from store.errors import NotFound
+from store.records import SessionDetail, SessionSummary, TurnRecord
+
+_TURN_COLUMNS = {c.name for c in t.turns.columns}
+
+
+def _insert(db: Database, table: sa.Table) -> Any:
+    if db.dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def turn_row(rec: TurnRecord) -> dict[str, Any]:
+    data = asdict(rec)
+    return {k: v for k, v in data.items() if k in _TURN_COLUMNS}
+
+
+class TrajectoryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write_turns(self, batch: Sequence[TurnRecord]) -> None:
+        """Write a batch of finished turns and their sessions in one transaction."""
+        if not batch:
+            return
+        s = t.sessions.c
+        async with self.db.engine.begin() as conn:
+            sessions: dict[str, TurnRecord] = {}
+            for rec in batch:
+                sessions.setdefault(rec.session_id, rec)
+            ins = _insert(self.db, t.sessions).values(
+                [
+                    {
+                        "id": rec.session_id,
+                        "tenant_id": rec.tenant_id,
+                        "external_id": rec.session_external_id,
+                        "started_at": rec.created_at,
+                        "last_turn_at": rec.created_at,
+                        "done": False,
+                        "turn_count": 0,
+                    }
+                    for rec in sessions.values()
+                ]
+            )
+            await conn.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
+            await conn.execute(t.turns.insert(), [turn_row(r) for r in batch])
+            for sid in sessions:
+                recs = [r for r in batch if r.session_id == sid]
+                values: dict[str, Any] = {
+                    "turn_count": s.turn_count + len(recs),
+                    "last_turn_at": sa.func.max(s.last_turn_at, max(r.created_at for r in recs))
+                    if self.db.dialect == "sqlite"
+                    else sa.func.greatest(s.last_turn_at, max(r.created_at for r in recs)),
+                }
+                if any(r.session_done for r in recs):
+                    values["done"] = True
+                await conn.execute(t.sessions.update().where(s.id == sid).values(**values))
+
+    async def mark_session_done(self, session_id: str) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                t.sessions.update().where(t.sessions.c.id == session_id).values(done=True)
+            )
+
+    def _summary_select(self) -> sa.Select[tuple[object, ...]]:
+        s = t.sessions.c
+        return sa.select(
+            s.id, t.tenants.c.name, s.tenant_id, s.external_id, s.turn_count, s.started_at,
+            s.last_turn_at, s.done,
+        ).outerjoin(t.tenants, t.tenants.c.id == s.tenant_id)
+
+    @staticmethod
+    def _summary(row: sa.Row[tuple[object, ...]]) -> SessionSummary:
+        sid, tname, tid, ext, count, started, last, done = row
+        return SessionSummary(
+            id=str(sid), tenant=str(tname or tid), external_id=ext,  # type: ignore[arg-type]
+            turns=int(count), started_at=float(started),  # type: ignore[call-overload, arg-type]
+            last_turn_at=float(last), done=bool(done),  # type: ignore[arg-type]
+        )
+
+    async def list_sessions(
+        self, *, tenant_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[SessionSummary]:
+        stmt = self._summary_select()
+        if tenant_id is not None:
+            stmt = stmt.where(t.sessions.c.tenant_id == tenant_id)
+        stmt = stmt.order_by(t.sessions.c.started_at.desc()).limit(limit).offset(offset)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [self._summary(r) for r in rows]
+
+    async def get_session(self, session_id: str) -> SessionDetail:
+        s = t.sessions.c
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    self._summary_select().where(sa.or_(s.id == session_id, s.external_id == session_id))
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no session {session_id!r}")
+            summary = self._summary(row)
+            turns = (
+                await conn.execute(
+                    sa.select(t.turns).where(t.turns.c.session_id == summary.id).order_by(t.turns.c.idx)
+                )
+            ).mappings().all()
+            fb = (
+                await conn.execute(
+                    sa.select(t.feedback)
+                    .where(
+                        sa.or_(
+                            t.feedback.c.session_id == summary.id,
+                            t.feedback.c.turn_id.in_([r["id"] for r in turns] or [""]),
+                        )
+                    )
+                    .order_by(t.feedback.c.created_at)
+                )
+            ).mappings().all()
+        return SessionDetail(summary, [dict(r) for r in turns], [dict(r) for r in fb])
+
+    async def get_turn(self, turn_id: str) -> dict[str, Any]:
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(t.turns).where(t.turns.c.id == turn_id))
+            ).mappings().first()
+        if row is None:
+            raise NotFound(f"no turn {turn_id!r}")
+        return dict(row)
+
+    async def session_exists(self, session_id: str) -> bool:
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(t.sessions.c.id).where(t.sessions.c.id == session_id))
+            ).first()
+        return row is not None
+
+    async def find_by_external_id(self, tenant_id: str, external_id: str) -> tuple[str, int] | None:
+        """(session id, next turn index) of a session named by the client."""
+        s = t.sessions.c
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(s.id, s.turn_count).where(
+                        s.tenant_id == tenant_id, s.external_id == external_id
+                    )
+                )
+            ).first()
+        return (str(row[0]), int(row[1])) if row else None
+
+    async def find_by_request_hash(
+        self, tenant_id: str, hashes: Sequence[str]
+    ) -> tuple[str, int] | None:
+        """The most recent session with a turn whose request hashed to one of `hashes`."""
+        if not hashes:
+            return None
+        tc = t.turns.c
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(tc.session_id)
+                    .where(tc.tenant_id == tenant_id, tc.request_hash.in_(list(hashes)))
+                    .order_by(tc.created_at.desc())
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                return None
+            count = (
+                await conn.execute(
+                    sa.select(t.sessions.c.turn_count).where(t.sessions.c.id == row[0])
+                )
+            ).scalar_one_or_none()
+        return str(row[0]), int(count or 0)
+
+    async def turns_since(self, since: float, *, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        stmt = sa.select(t.turns).where(t.turns.c.created_at >= since)
+        if tenant_id is not None:
+            stmt = stmt.where(t.turns.c.tenant_id == tenant_id)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt.order_by(t.turns.c.created_at))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def count_turns(self) -> int:
+        async with self.db.engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(t.turns))).scalar_one())
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,83 @@
+"""Shared fixtures: the scripted fake upstream and molt under a real uvicorn."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from molt.config import load_settings  # noqa: E402
+from molt.wiring import build_app  # noqa: E402
+from store.settings import MoltSettings  # noqa: E402
+from tests.fakes.fake_llm import FakeLLM  # noqa: E402
+from tests.fakes.server import ServerThread  # noqa: E402
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM()
+    with ServerThread(fake.app) as srv:
+        fake.url = srv.url  # type: ignore[attr-defined]
+        yield fake
+
+
+def make_settings(tmp_path: Path, fake_url: str, **extra: Any) -> MoltSettings:
+    data: dict[str, Any] = {
+        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
+        "data_dir": str(tmp_path / "data"),
+        "models": [
+            {"alias": "gpt-fake", "base_url": f"{fake_url}/v1", "timeout_s": 5},
+        ],
+    }
+    for k, v in extra.items():
+        data[k] = v
+    return load_settings(None, data)
+
+
+class Molt:
+    """A running molt proxy and what tests need to reach it."""
+
+    def __init__(self, srv: ServerThread, settings: MoltSettings, app: Any) -> None:
+        self.srv = srv
+        self.settings = settings
+        self.app = app
+        self.url = srv.url
+        self.base_url = srv.url + "/v1"
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.molt
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the server's event loop (store reads in tests)."""
+        return self.srv.call(coro)
+
+    def flush(self) -> None:
+        self.run(self.state.recorder.flush())
+
+
+@pytest.fixture
+def molt_factory(tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Any]:
+    running: list[ServerThread] = []
+
+    def factory(**extra: Any) -> Molt:
+        settings = make_settings(tmp_path, fake_llm.url, **extra)  # type: ignore[attr-defined]
+        app = build_app(settings)
+        srv = ServerThread(app)
+        srv.__enter__()
+        running.append(srv)
+        return Molt(srv, settings, app)
+
+    yield factory
+    for srv in reversed(running):
+        srv.__exit__(None, None, None)
+
+
+@pytest.fixture
+def molt(molt_factory: Any) -> Molt:
+    return molt_factory()
