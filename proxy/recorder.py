@@ -99,6 +99,8 @@ class Recorder:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            if self.settings.linger_s > 0 and self._queue.qsize() < self.settings.batch_size:
+                await asyncio.sleep(self.settings.linger_s)
             batch = self._take_batch(first)
             try:
                 await self._write(batch)

@@ -43,6 +43,9 @@ class StoreSettings(BaseModel):
 class RecorderSettings(BaseModel):
     queue_size: int = 10_000
     batch_size: int = 256
+    # After the first queued turn, wait this long for more so that slow traffic
+    # still writes in batches (one transaction per turn costs ~1 ms of CPU).
+    linger_s: float = 0.05
     # Drops are logged at most once per this many seconds.
     drop_log_interval_s: float = 10.0
 
@@ -87,6 +90,37 @@ class ModelRoute(BaseModel):
         return "local"
 
 
+class SkillsSettings(BaseModel):
+    """The skill library, its index and injection (per-tenant overrides live in tenants.settings)."""
+
+    enabled: bool = True
+    # Library root: `<dir>/<tenant>/<name>/SKILL.md`; default `<data_dir>/skills`.
+    dir: Path | None = None
+    # Seed skills imported into each tenant's library on first use; None ships none.
+    seed_dir: Path | None = Path(__file__).resolve().parent.parent / "skills"
+    # Embedded Chroma under this path (default `<data_dir>/chroma`), or a Chroma server by URL.
+    chroma_path: Path | None = None
+    chroma_url: str | None = None
+    top_k: int = Field(default=3, ge=0, le=50)
+    # Cosine similarity under which a skill is never injected.
+    min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # Most tokens (estimated at 4 characters each) the injected block may take.
+    token_budget: int = Field(default=1200, ge=0)
+    max_body_bytes: int = Field(default=8192, ge=256)
+    # Skills written by the evolver land as `quarantined` until approved.
+    quarantine_evolver_edits: bool = False
+    # How often a proxy rescans the library files and the generation counter.
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # Torch intra-op threads for the embedding model; None leaves torch's default.
+    embed_threads: int | None = None
+
+    def library_dir(self, data_dir: Path) -> Path:
+        return self.dir if self.dir is not None else data_dir / "skills"
+
+    def index_path(self, data_dir: Path) -> Path:
+        return self.chroma_path if self.chroma_path is not None else data_dir / "chroma"
+
+
 class MoltSettings(BaseSettings):
     """Everything molt can be told. Built by `molt.config.load_settings`."""
 
@@ -100,6 +134,11 @@ class MoltSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
     models: list[ModelRoute] = Field(default_factory=list)
+    # The weight-version registry; None means `data_dir / "registry"`.
+    registry_dir: Path | None = None
+    # Retention: candidates kept per tenant and base (older ones are removed).
+    registry_keep_candidates: int = 10
+    skills: SkillsSettings = Field(default_factory=SkillsSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> "MoltSettings":
@@ -113,6 +152,9 @@ class MoltSettings(BaseSettings):
             if len(secret) < 16 or secret.lower() in {"changeme", "secret", "admin", "password"}:
                 raise ValueError("server.admin_key is a placeholder; set a real secret")
         return self
+
+    def registry_root(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
 
     def route(self, alias: str) -> ModelRoute | None:
         for r in self.models:

@@ -102,3 +102,31 @@ feedback = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("meta", sa.JSON, nullable=True),
 )
+
+skill_state = sa.Table(
+    "skill_state",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("seeded_at", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+skill_revisions = sa.Table(
+    "skill_revisions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=True),
+    sa.Column("content", sa.Text, nullable=True),
+    sa.Column("content_hash", sa.String(64), nullable=True),
+    sa.Column("diff", sa.Text, nullable=False),
+    sa.Column("author", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("provenance", sa.JSON, nullable=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_skill_revisions_tenant_name", "tenant_id", "name"),
+)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,9 +23,12 @@ def _insert(db: Database, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+_ROW_FIELDS = tuple(f for f in TurnRecord.__slots__ if f in _TURN_COLUMNS)  # type: ignore[attr-defined]
+
+
 def turn_row(rec: TurnRecord) -> dict[str, Any]:
-    data = asdict(rec)
-    return {k: v for k, v in data.items() if k in _TURN_COLUMNS}
+    # Not dataclasses.asdict: that deep-copies every request body.
+    return {f: getattr(rec, f) for f in _ROW_FIELDS}
 
 
 class TrajectoryStore:

@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make serve   set up and run `molt serve` on the embedded defaults
+#   make test    set up and run the test suite (starts a local PostgreSQL when it can)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup serve test bench-proxy lint clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned by constraints.txt: otherwise pip pulls a
+# multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+serve: setup
+	$(VENV)/bin/molt serve
+
+test: setup
+	@if [ -z "$$MOLT_TEST_PG_URL" ]; then \
+	  url=$$(bash scripts/start_postgres.sh | tail -n 1); \
+	  case "$$url" in postgresql*) export MOLT_TEST_PG_URL="$$url";; esac; \
+	  echo "PostgreSQL for tests: $${MOLT_TEST_PG_URL:-none (PostgreSQL cases will skip)}"; \
+	  $(PY) -m pytest -q -p no:cacheprovider -rs; \
+	else \
+	  $(PY) -m pytest -q -p no:cacheprovider -rs; \
+	fi
+
+bench-proxy: setup
+	$(PY) -m bench.proxy_overhead
+
+lint: setup
+	$(PY) -m ruff check store proxy evolver trainer molt modeling bench tests
+	$(PY) -m mypy store proxy evolver
+
+clean:
+	rm -rf $(VENV) .molt

@@ -1,0 +1,146 @@
+"""Bad input and failing upstreams: the right OpenAI error, and nothing recorded is lost."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.fake_llm import FakeLLM, Reply
+
+OK = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _assert_envelope(r: httpx.Response, status: int, etype: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if etype:
+        assert err["type"] == etype
+    return err
+
+
+@pytest.fixture
+def recorded(fake_llm: FakeLLM, molt: Any) -> Any:
+    """One good turn recorded before the bad input."""
+    with httpx.Client(base_url=molt.base_url) as c:
+        r = c.post("/chat/completions", json=OK)
+        assert r.status_code == 200
+    return r.headers["x-molt-turn-id"]
+
+
+def _still_there(molt: Any, turn_id: str) -> None:
+    molt.flush()
+    assert molt.run(molt.state.trajectories.get_turn(turn_id))["status"] == "ok"
+
+
+def test_malformed_and_invalid_requests(molt: Any, recorded: str) -> None:
+    with httpx.Client(base_url=molt.base_url) as c:
+        _assert_envelope(c.post("/chat/completions", content=b"{not json",
+                                headers={"content-type": "application/json"}), 400, "invalid_request_error")
+        e = _assert_envelope(c.post("/chat/completions", json={"model": "gpt-fake", "messages": "hi"}), 400)
+        assert e["param"] == "messages"
+        e = _assert_envelope(c.post("/chat/completions", json={**OK, "temperature": "hot"}), 400)
+        assert e["param"] == "temperature"
+        e = _assert_envelope(c.post("/chat/completions", json={**OK, "stream": "yes"}), 400)
+        assert e["param"] == "stream"
+        e = _assert_envelope(c.post("/chat/completions", json={"messages": OK["messages"]}), 400)
+        assert e["param"] == "model"
+        e = _assert_envelope(c.post("/chat/completions", json={**OK, "messages": [{"role": "wizard", "content": "x"}]}), 400)
+        assert e["param"] == "messages[0].role"
+        e = _assert_envelope(c.post("/chat/completions", json={**OK, "model": "nope"}), 404)
+        assert e["code"] == "model_not_found" and e["param"] == "model"
+        _assert_envelope(c.get("/nothing-here"), 404)
+    _still_there(molt, recorded)
+
+
+def test_unknown_model_through_sdk(molt: Any) -> None:
+    client = openai.OpenAI(base_url=molt.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-nope", messages=OK["messages"])
+    assert "gpt-nope" in str(info.value)
+
+
+def test_oversized_body(molt_factory: Any) -> None:
+    m = molt_factory(server={"max_body_bytes": 2000})
+    with httpx.Client(base_url=m.base_url) as c:
+        big = {**OK, "messages": [{"role": "user", "content": "x" * 5000}]}
+        e = _assert_envelope(c.post("/chat/completions", json=big), 413)
+        assert e["code"] == "request_too_large"
+
+
+def test_upstream_500_and_timeout(fake_llm: FakeLLM, molt_factory: Any) -> None:
+    m = molt_factory(models=[{"alias": "gpt-fake", "base_url": fake_llm.url + "/v1", "timeout_s": 0.5}])  # type: ignore[attr-defined]
+    with httpx.Client(base_url=m.base_url, timeout=10) as c:
+        good = c.post("/chat/completions", json=OK).headers["x-molt-turn-id"]
+        fake_llm.push(Reply(status=500, error="boom"))
+        r = c.post("/chat/completions", json=OK)
+        e = _assert_envelope(r, 502, "upstream_error")
+        assert "boom" in e["message"]
+        failed_turn = r.headers["x-molt-turn-id"]
+        fake_llm.push(Reply(status=429, error="slow down"))
+        _assert_envelope(c.post("/chat/completions", json=OK), 429, "rate_limit_error")
+        fake_llm.push(Reply(delay_s=2.0, content="late"))
+        e = _assert_envelope(c.post("/chat/completions", json=OK), 504, "timeout")
+    _still_there(m, good)
+    t = m.run(m.state.trajectories.get_turn(failed_turn))
+    assert t["status"] == "upstream_error" and t["http_status"] == 502
+
+
+def test_upstream_unreachable(molt_factory: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = molt_factory(models=[{"alias": "gpt-fake", "base_url": f"http://127.0.0.1:{port}/v1"}])
+    with httpx.Client(base_url=m.base_url) as c:
+        e = _assert_envelope(c.post("/chat/completions", json=OK), 502, "upstream_error")
+    assert e["code"] == "upstream_unreachable"
+
+
+def test_upstream_closes_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str) -> None:
+    fake_llm.push(Reply(content="a b c d e f", cut_after=3))
+    with httpx.Client(base_url=molt.base_url) as c:
+        with c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
+            assert r.status_code == 200
+            body = b"".join(r.iter_bytes()).decode()
+            turn = r.headers["x-molt-turn-id"]
+    events = [e for e in body.split("\n\n") if e.strip()]
+    assert events[-1] == "data: [DONE]"
+    assert '"error"' in events[-2] and "upstream_stream_closed" in events[-2]
+    _still_there(molt, recorded)
+    t = molt.run(molt.state.trajectories.get_turn(turn))
+    assert t["status"] == "upstream_error" and t["content"] == "a b"
+
+
+def test_client_disconnect_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str) -> None:
+    fake_llm.push(Reply(content=" ".join(f"w{i}" for i in range(200)), chunk_delay_s=0.02))
+    with httpx.Client(base_url=molt.base_url) as c:
+        with c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
+            turn = r.headers["x-molt-turn-id"]
+            it = r.iter_bytes()
+            next(it)
+            next(it)
+    # the upstream request is closed too
+    deadline = time.monotonic() + 10
+    while fake_llm.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_llm.disconnects == 1
+    molt.flush()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            t = molt.run(molt.state.trajectories.get_turn(turn))
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            molt.flush()
+    assert t["status"] == "client_disconnected"
+    assert t["content"].startswith("w0")
+    _still_there(molt, recorded)
