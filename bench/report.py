@@ -1,0 +1,68 @@
+"""The report folder of `molt bench run`: report.json, summary.md and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.toolworld import drift_days
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    arms = report["arms"]
+    lines = [
+        f"# molt bench: {len(report['days'])} days x {report['tasks_per_day']} tasks, seed {report['seed']}",
+        "",
+        "| arm | success | step accuracy | drift-affected step accuracy | complaints | episodes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, a in arms.items():
+        o = a["overall"]
+        lines.append(f"| {name} | {_fmt(o['success'])} | {_fmt(o['step_accuracy'])} | "
+                     f"{_fmt(o['affected_accuracy'])} | {o['complaints']} | {o['episodes']} |")
+    lines += ["", "## Per day (success / step accuracy)", ""]
+    drifts = set(drift_days())
+    head = "| day | " + " | ".join(arms) + " |"
+    lines += [head, "|---" * (len(arms) + 1) + "|"]
+    for day in report["days"]:
+        cells = []
+        for a in arms.values():
+            d = a["per_day"].get(str(day))
+            cells.append(f"{_fmt(d['success'])} / {_fmt(d['step_accuracy'])}" if d else "-")
+        mark = " (drift)" if day in drifts else ""
+        lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path, metric: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    days = report["days"]
+    for name, a in report["arms"].items():
+        ys = [a["per_day"][str(d)][metric] for d in days]
+        ax.plot(days, [100 * y for y in ys], marker="o", label=name)
+    for d in drift_days():
+        if days and days[0] < d <= days[-1]:
+            ax.axvline(d - 0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("simulated day (dashed: a convention drifts)")
+    ax.set_ylabel(f"{title} (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    (out / "summary.md").write_text(markdown(report))
+    plot(report, out / "success.png", "success", "episode success")
+    plot(report, out / "step_accuracy.png", "step_accuracy", "step accuracy")

@@ -1,0 +1,140 @@
+"""`molt bench run`: simulated days of toolworld tasks, arm by arm, through a fresh molt.
+
+Each arm gets its own freshly started molt (own store, own skill library) on
+the local backend serving the tiny policy, and the same tasks (same seeds).
+The agent driver talks to it with the `openai` SDK only. With `--endpoint`,
+the same driver runs against any OpenAI-compatible server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import openai
+from tqdm import tqdm
+
+from bench.agent import AgentDriver, EpisodeResult
+from bench.arms import ARMS, Arm
+from bench.policy.data import DEFAULT_SYSTEM_PROMPT
+from bench.toolworld import generate_tasks
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "policy" / "checkpoint"
+
+
+def molt_settings(arm: Arm, data_dir: Path, checkpoint: Path) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "store": {"url": f"sqlite+aiosqlite:///{data_dir}/molt.db"},
+        "models": [{"alias": "tiny", "local": str(checkpoint)}],
+    }
+    base.update(arm.settings(data_dir))
+    return base
+
+
+def day_tasks(day: int, n: int, seed: int) -> list[Any]:
+    return generate_tasks(day, n, seed * 1000 + day)
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    n = max(1, len(results))
+    affected = sum(r.affected_steps for r in results)
+    return {
+        "episodes": len(results),
+        "success": sum(r.success for r in results) / n,
+        "step_accuracy": sum(r.step_accuracy for r in results) / n,
+        "score": sum(r.score for r in results) / n,
+        "complaints": sum(len(r.complaints) for r in results),
+        "tool_errors": sum(r.tool_errors for r in results),
+        "affected_steps": affected,
+        "affected_accuracy": (sum(r.affected_ok for r in results) / affected) if affected else None,
+        "errors": sum(1 for r in results if r.error),
+    }
+
+
+def run_arm(
+    arm: Arm,
+    *,
+    days: Sequence[int],
+    tasks_per_day: int,
+    seed: int,
+    out: Path,
+    checkpoint: Path,
+    endpoint: str | None = None,
+    model: str = "tiny",
+    progress: Callable[[int], None] = lambda _n: None,
+) -> dict[str, Any]:
+    from molt.config import load_settings
+    from molt.embedded import ServerThread
+    from molt.wiring import build_app
+
+    server: ServerThread | None = None
+    if endpoint is None:
+        settings = load_settings(None, molt_settings(arm, out / arm.name / "molt", checkpoint))
+        server = ServerThread(build_app(settings)).__enter__()
+        endpoint = server.url + "/v1"
+    client = openai.OpenAI(base_url=endpoint, api_key=os.environ.get("MOLT_BENCH_API_KEY", "bench"),
+                           max_retries=2, timeout=120)
+    driver = AgentDriver(client, model, system_prompt=DEFAULT_SYSTEM_PROMPT,
+                         feedback=server is not None)
+    per_day: dict[str, Any] = {}
+    episodes: list[dict[str, Any]] = []
+    started = time.time()
+    try:
+        for day in days:
+            results = []
+            for task in day_tasks(day, tasks_per_day, seed):
+                results.append(driver.run(task, extra_system=arm.extra_system(day)))
+                progress(1)
+            per_day[str(day)] = summarize(results)
+            episodes += [asdict(r) for r in results]
+            if arm_hook := ARM_DAY_END.get(arm.name):
+                arm_hook(server, day)
+    finally:
+        driver.close()
+        if server is not None:
+            server.__exit__(None, None, None)
+    flat = [EpisodeResult(**e) for e in episodes]
+    return {"arm": arm.name, "description": arm.description, "per_day": per_day,
+            "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes}
+
+
+# Work an arm does at the end of each simulated day (e.g. an overnight update).
+ARM_DAY_END: dict[str, Callable[[Any, int], None]] = {}
+
+
+def run(
+    arms: Sequence[str],
+    *,
+    days: Sequence[int],
+    tasks_per_day: int,
+    seed: int,
+    out: Path,
+    checkpoint: Path = DEFAULT_CHECKPOINT,
+    endpoint: str | None = None,
+    model: str = "tiny",
+) -> dict[str, Any]:
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"days": list(days), "tasks_per_day": tasks_per_day, "seed": seed,
+                              "checkpoint": str(checkpoint), "arms": {}}
+    total = len(arms) * len(days) * tasks_per_day
+    with tqdm(total=total, desc="molt bench", unit="episode") as bar:
+        for name in arms:
+            bar.set_postfix_str(name)
+            report["arms"][name] = run_arm(
+                ARMS[name], days=days, tasks_per_day=tasks_per_day, seed=seed, out=out,
+                checkpoint=checkpoint, endpoint=endpoint, model=model, progress=bar.update,
+            )
+    from bench.report import write_report
+
+    write_report(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
