@@ -1,0 +1,1 @@
+"""The fast loop: judge turns, mine failures, propose skill edits, gate them, apply them."""

@@ -97,3 +97,12 @@ class Authenticator:
         if not principal.is_admin:
             raise PermissionDenied("this route needs an admin key", code="admin_required")
         return principal
+
+    async def on_behalf(self, principal: Principal, tenant: str) -> Principal:
+        """An admin acting as `tenant` (the evolver's replays); others may not."""
+        if not principal.is_admin:
+            raise PermissionDenied("acting for another tenant needs an admin key", code="admin_required")
+        ten = await self.keys.tenant_by_name(tenant)
+        if ten is None:
+            raise PermissionDenied(f"unknown tenant {tenant!r}", code="unknown_tenant")
+        return Principal(ten.id, ten.name, "admin", principal.key_id)

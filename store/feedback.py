@@ -69,3 +69,14 @@ class FeedbackStore:
                 await conn.execute(sa.select(t.feedback).where(t.feedback.c.turn_id.in_(turn_ids)))
             ).mappings().all()
         return [dict(r) for r in rows]
+
+    async def for_sessions(self, session_ids: list[str]) -> list[dict[str, Any]]:
+        if not session_ids:
+            return []
+        async with self.db.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.feedback).where(t.feedback.c.session_id.in_(session_ids))
+                )
+            ).mappings().all()
+        return [dict(r) for r in rows]

@@ -137,10 +137,62 @@ async def m002_skills(conn: AsyncConnection) -> None:
     await _create(conn, skill_state, skill_revisions)
 
 
+async def m003_evolver(conn: AsyncConnection) -> None:
+    md = sa.MetaData()
+    evolver_locks = sa.Table(
+        "evolver_locks",
+        md,
+        sa.Column("tenant_id", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    evolutions = sa.Table(
+        "evolutions",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("finished_at", sa.Float, nullable=True),
+        sa.Column("trigger", sa.String(32), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("summary", sa.JSON, nullable=True),
+    )
+    proposals = sa.Table(
+        "skill_proposals",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+        sa.Column("evolution_id", sa.String(64), nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("ops", sa.JSON, nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("provenance", sa.JSON, nullable=True),
+        sa.Column("scores", sa.JSON, nullable=True),
+        sa.Column("revisions", sa.JSON, nullable=True),
+    )
+    context_versions = sa.Table(
+        "context_versions",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("parent", sa.String(64), nullable=True),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("scores", sa.JSON, nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("tenant_id", "version", name="uq_context_versions_tenant_version"),
+    )
+    await _create(conn, evolver_locks, evolutions, proposals, context_versions)
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_skills", m002_skills),
+    ("m003_evolver", m003_evolver),
 ]
 
 

@@ -130,3 +130,50 @@ skill_revisions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_skill_revisions_tenant_name", "tenant_id", "name"),
 )
+
+evolver_locks = sa.Table(
+    "evolver_locks",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+evolutions = sa.Table(
+    "evolutions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=True),
+)
+proposals = sa.Table(
+    "skill_proposals",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+    sa.Column("evolution_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("ops", sa.JSON, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("provenance", sa.JSON, nullable=True),
+    sa.Column("scores", sa.JSON, nullable=True),
+    sa.Column("revisions", sa.JSON, nullable=True),
+)
+context_versions = sa.Table(
+    "context_versions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("parent", sa.String(64), nullable=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("scores", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("tenant_id", "version", name="uq_context_versions_tenant_version"),
+)

@@ -1,0 +1,124 @@
+"""What a replayed turn must do to count as fixed (or as not broken).
+
+A check names a recorded turn (its request is replayed through serving) and
+the call it should produce: a tool and the arguments that matter. Checks come
+from evidence in the trajectories, never from the benchmark's verifier:
+- a tool error followed, later in the session, by the same tool succeeding:
+  the arguments that changed are the fix (hindsight);
+- a complaint whose words name a parameter of a tool the agent called, with a
+  value read from the complaint (a number, a boolean, an enum value);
+- a turn that went well: the same call again (non-regression).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from evolver.cases import Case
+
+# Plain-world synonyms for enum values (units are named many ways).
+SYNONYMS = {
+    "fahrenheit": "imperial", "miles": "imperial", "mph": "imperial", "pounds": "imperial",
+    "feet": "imperial", "inches": "imperial", "celsius": "metric", "kilometers": "metric",
+    "kilometres": "metric", "meters": "metric", "metres": "metric", "kilograms": "metric",
+}
+_NEGATION = re.compile(r"\b(don't|do not|did not want|didn't want|no more|stop|without asking)\b")
+
+
+@dataclass(frozen=True)
+class Check:
+    turn_id: str
+    request: dict[str, Any]
+    tool: str
+    expect: dict[str, Any]
+    kind: str  # fix | keep
+
+    def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
+        for name, args in calls:
+            if name == self.tool and all(_same(args.get(k), v) for k, v in self.expect.items()):
+                return True
+        return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    return json.dumps(a, sort_keys=True).strip('"').lower() == json.dumps(b, sort_keys=True).strip('"').lower()
+
+
+def fix_check(case: Case) -> Check | None:
+    """From a tool error with a hindsight target: the arguments that changed."""
+    if case.kind != "tool_error" or case.target is None:
+        return None
+    tool, target = case.target
+    failed = case.extras.get("arguments") or {}
+    changed = {k: v for k, v in target.items() if not _same(failed.get(k), v)}
+    return Check(case.turn_id, case.request, tool, changed or dict(target), "fix")
+
+
+def keep_check(case: Case) -> Check | None:
+    if not case.calls:
+        return None
+    tool, args = case.calls[0]
+    return Check(case.turn_id, case.request, tool, dict(args), "keep")
+
+
+def _schemas(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for t in request.get("tools") or []:
+        fn = t.get("function") or {}
+        if fn.get("name"):
+            out[fn["name"]] = (fn.get("parameters") or {}).get("properties") or {}
+    return out
+
+
+def infer_preference(case: Case) -> tuple[str, str, Any] | None:
+    """(tool, parameter, value) a complaint asks for, read against the tools' schemas."""
+    text = case.message.lower()
+    words = re.findall(r"[a-z]+", text)
+    schemas = _schemas(case.request)
+    best: tuple[int, str, str, Any] | None = None
+    for tool, args in case.calls:
+        for param, spec in (schemas.get(tool) or {}).items():
+            parts = [p for p in param.lower().split("_") if len(p) >= 4]
+            hits = sum(1 for p in parts if any(w.startswith(p[:5]) for w in words))
+            enum = [str(e).lower() for e in spec.get("enum") or []]
+            mentioned = [e for e in enum if e in words] + [SYNONYMS[w] for w in words if SYNONYMS.get(w) in enum]
+            if not hits and not mentioned:
+                continue
+            value = _value(spec, text, mentioned, args.get(param))
+            if value is _NOTHING:
+                continue
+            score = hits + len(mentioned)
+            if best is None or score > best[0]:
+                best = (score, tool, param, value)
+    return best[1:] if best else None
+
+
+_NOTHING = object()
+
+
+def _value(spec: dict[str, Any], text: str, mentioned: list[str], sent: Any) -> Any:
+    kind = spec.get("type")
+    if spec.get("enum"):
+        others = [m for m in mentioned if not _same(m, sent)]
+        return others[0] if others else _NOTHING
+    if kind in ("integer", "number"):
+        m = re.search(r"\b(\d+)\b|\b(\d+)-", text)
+        if not m:
+            return _NOTHING
+        return int(m.group(1) or m.group(2))
+    if kind == "boolean":
+        return not bool(_NEGATION.search(text))
+    return _NOTHING
+
+
+def preference_check(case: Case) -> Check | None:
+    found = infer_preference(case)
+    if found is None:
+        return None
+    tool, param, value = found
+    return Check(case.turn_id, case.request, tool, {param: value}, "fix")

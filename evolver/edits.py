@@ -1,0 +1,156 @@
+"""Skill edit operations: the schema a proposal must follow, the safety checks, and applying them.
+
+Skills written from user traffic are untrusted input. An operation is refused
+(never applied, kept as an `invalid` proposal with the reason) when it does
+not match the schema, when a name is not a slug, when a body is oversized,
+or when it carries instructions to exfiltrate data, to contact outside
+addresses, or to ignore or deceive the user.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from evolver.errors import ProposalRejected
+from store.errors import InvalidInput
+from store.skills import Skill, SkillLibrary
+from store.skills.overlay import overlay
+from store.skills.revisions import Revision
+
+SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+MAX_BODY = 4000
+MAX_DESCRIPTION = 400
+
+_UNSAFE = [
+    (r"\b(ignore|disregard|forget)\b.{0,40}\b(user|previous|prior|above|system|all)\b.{0,20}\b(instructions?|requests?|prompts?|messages?)", "tells the model to ignore instructions"),
+    (r"\b(send|post|upload|forward|email|leak|exfiltrat\w*|transmit)\b.{0,60}\b(password|api[ _-]?keys?|secrets?|tokens?|credentials?|private|personal data|conversation|history)", "moves private data out"),
+    (r"\bexfiltrat", "mentions exfiltration"),
+    (r"https?://|\bcurl\b|\bwget\b", "contacts an outside address"),
+    (r"\b(do not|don't|never)\b.{0,20}\b(tell|inform|show)\b.{0,20}\buser\b", "hides things from the user"),
+    (r"\b(system prompt|developer message)\b.{0,40}\b(reveal|print|repeat|output)\b|\b(reveal|print|repeat|output)\b.{0,40}\b(system prompt|developer message)\b", "leaks the prompt"),
+]
+
+
+class _Op(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+    turn_ids: list[str] = Field(default_factory=list, max_length=200)
+
+
+class AddOp(_Op):
+    op: Literal["add"]
+    name: str = Field(pattern=SLUG)
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
+    body: str = Field(min_length=1, max_length=MAX_BODY)
+    category: str | None = Field(default=None, max_length=64)
+    tools: list[str] = Field(default_factory=list, max_length=32)
+
+
+class UpdateOp(_Op):
+    op: Literal["update"]
+    name: str = Field(pattern=SLUG)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+    body: str | None = Field(default=None, max_length=MAX_BODY)
+
+
+class MergeOp(_Op):
+    op: Literal["merge"]
+    sources: list[str] = Field(min_length=2, max_length=8)
+    name: str = Field(pattern=SLUG)
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
+    body: str = Field(min_length=1, max_length=MAX_BODY)
+
+
+class RetireOp(_Op):
+    op: Literal["retire"]
+    name: str = Field(pattern=SLUG)
+
+
+EditOp = Annotated[AddOp | UpdateOp | MergeOp | RetireOp, Field(discriminator="op")]
+_OPS = TypeAdapter(list[EditOp])
+
+
+def unsafe_reason(text: str) -> str | None:
+    low = text.lower()
+    for pattern, why in _UNSAFE:
+        if re.search(pattern, low, re.DOTALL):
+            return why
+    return None
+
+
+def parse_ops(raw: str | dict[str, Any] | list[Any]) -> list[EditOp]:
+    """Parse and check a model's answer: `{"edits": [...]}` or a bare list, maybe in a code fence."""
+    data: Any = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+        if fence:
+            text = fence.group(1)
+        start = min([i for i in (text.find("{"), text.find("[")) if i >= 0], default=-1)
+        if start < 0:
+            raise ProposalRejected("the answer holds no JSON")
+        try:
+            data, _ = json.JSONDecoder().raw_decode(text[start:])
+        except json.JSONDecodeError as exc:
+            raise ProposalRejected(f"the answer is not valid JSON: {exc.msg}") from exc
+    if isinstance(data, dict):
+        data = data.get("edits", data.get("operations"))
+    if not isinstance(data, list) or not data:
+        raise ProposalRejected("expected a non-empty list of edits under 'edits'")
+    try:
+        ops = _OPS.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ProposalRejected(f"edit does not match the schema at {where}: {first.get('msg')}") from exc
+    for op in ops:
+        for field_name in ("description", "body"):
+            text = getattr(op, field_name, None)
+            if text and (why := unsafe_reason(text)):
+                raise ProposalRejected(f"unsafe {op.op} of {op.name!r}: the {field_name} {why}")
+    return ops
+
+
+def ops_to_json(ops: Sequence[EditOp]) -> list[dict[str, Any]]:
+    return [op.model_dump(exclude_none=True) for op in ops]
+
+
+def ops_from_json(data: list[dict[str, Any]]) -> list[EditOp]:
+    return _OPS.validate_python(data)
+
+
+def candidate_skills(ops: Sequence[EditOp], current: dict[str, Skill]) -> tuple[dict[str, Skill], set[str]]:
+    """What the library would serve after `ops`: (skills added or changed, names removed)."""
+    try:
+        return overlay(ops_to_json(ops), current)
+    except InvalidInput as exc:
+        raise ProposalRejected(str(exc)) from exc
+
+
+async def apply_ops(library: SkillLibrary, tenant: str, ops: Sequence[EditOp]) -> list[Revision]:
+    """Write the edits as revisions by author `evolver`, provenance = the turn ids."""
+    revs: list[Revision] = []
+    for op in ops:
+        prov = tuple(op.turn_ids)
+        if isinstance(op, AddOp):
+            skill = Skill(op.name, op.description, op.body, op.category, tuple(op.tools),
+                          origin="evolver", provenance=prov)
+            r = await library.put(tenant, skill, author="evolver", reason=op.reason)
+        elif isinstance(op, UpdateOp):
+            cur = (await library.get(tenant, op.name)).skill
+            skill = cur.with_(description=op.description or cur.description, body=op.body or cur.body,
+                              provenance=tuple(dict.fromkeys(cur.provenance + prov)))
+            r = await library.update(tenant, skill, author="evolver", reason=op.reason)
+        elif isinstance(op, MergeOp):
+            merged = Skill(op.name, op.description, op.body, origin="evolver", provenance=prov)
+            revs += await library.merge(tenant, merged, op.sources, author="evolver", reason=op.reason)
+            continue
+        else:
+            r = await library.retire(tenant, op.name, author="evolver", reason=op.reason)
+        if r is not None:
+            revs.append(r)
+    return revs

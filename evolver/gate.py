@@ -1,0 +1,90 @@
+"""The validation gate: a proposal reaches serving only if replay shows it helps.
+
+Our instantiation of GEPA's minibatch-then-validation accept: the failing
+turns the proposal rests on are replayed with the current and the candidate
+library; a small minibatch first (a cheap early reject), then the rest
+together with a sample of turns that went well. The candidate is accepted iff
+it fixes strictly more failures than the current library and does not break
+more than `tolerance` of the turns that went well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from evolver.checks import Check
+from evolver.errors import ReplayFailed
+from evolver.replay import Replayer
+
+
+@dataclass
+class GateResult:
+    accepted: bool
+    reason: str
+    fix_current: float = 0.0
+    fix_candidate: float = 0.0
+    keep_current: float = 1.0
+    keep_candidate: float = 1.0
+    n_fix: int = 0
+    n_keep: int = 0
+    replays: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Gate:
+    def __init__(self, replayer: Replayer, tenant: str, *, minibatch: int = 3, tolerance: float = 0.0,
+                 max_fix: int = 8) -> None:
+        self.replayer = replayer
+        self.tenant = tenant
+        self.minibatch = minibatch
+        self.tolerance = tolerance
+        self.max_fix = max_fix
+        self._current: dict[str, bool] = {}  # (check) -> passes with the current library
+        self.replays = 0
+
+    async def _passes(self, check: Check, candidate: str | None) -> bool:
+        key = f"{check.turn_id}:{check.tool}:{sorted(check.expect.items())!r}"
+        if candidate is None and key in self._current:
+            return self._current[key]
+        self.replays += 1
+        try:
+            calls = await self.replayer.replay(check.request, tenant=self.tenant, candidate=candidate)
+        except ReplayFailed:
+            ok = False
+        else:
+            ok = check.passes(calls)
+        if candidate is None:
+            self._current[key] = ok
+        return ok
+
+    async def _rate(self, checks: Sequence[Check], candidate: str | None) -> float:
+        if not checks:
+            return 1.0
+        results = [await self._passes(c, candidate) for c in checks]
+        return sum(results) / len(results)
+
+    async def judge(self, candidate: str, fix: Sequence[Check], keep: Sequence[Check]) -> GateResult:
+        fix = list(fix)[: self.max_fix]
+        start = self.replays
+        if not fix:
+            return GateResult(False, "no evidence to replay: no failing turn with a known fix")
+        mb = fix[: self.minibatch]
+        mb_cur, mb_cand = await self._rate(mb, None), await self._rate(mb, candidate)
+        if mb_cand <= mb_cur:
+            return GateResult(False, f"minibatch: fixes {mb_cand:.2f} <= current {mb_cur:.2f}",
+                              mb_cur, mb_cand, n_fix=len(mb), replays=self.replays - start)
+        fc, fk = await self._rate(fix, None), await self._rate(fix, candidate)
+        kc, kk = await self._rate(keep, None), await self._rate(keep, candidate)
+        res = GateResult(False, "", fc, fk, kc, kk, len(fix), len(keep), self.replays - start)
+        if fk <= fc:
+            res.reason = f"validation: fixes {fk:.2f} <= current {fc:.2f}"
+        elif kk < kc - self.tolerance:
+            res.reason = f"validation: breaks turns that went well ({kk:.2f} < {kc:.2f})"
+        else:
+            res.accepted = True
+            res.reason = f"fixes {fc:.2f} -> {fk:.2f}, keeps {kc:.2f} -> {kk:.2f}"
+        return res

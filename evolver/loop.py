@@ -1,0 +1,243 @@
+"""One evolution for one tenant, and the loop that decides when to run one.
+
+An evolution: take the tenant's lock (one evolution per tenant at a time, also
+across processes), judge recent turns if a judge is configured, mine the
+failures not yet used by an earlier proposal, draft edits (the evolver model,
+or the offline rule-based miner), gate each draft by replay, apply the ones
+that pass as skill revisions by `evolver` (raising the generation), and keep
+the others as rejected proposals with their scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from evolver import offline
+from evolver.checks import keep_check
+from evolver.edits import apply_ops, candidate_skills, ops_to_json
+from evolver.errors import EvolverError, ProposalRejected
+from evolver.gate import Gate
+from evolver.judge import Judge
+from evolver.llm import ChatModel
+from evolver.mining import FailureGroup, failure_count, mine
+from evolver.offline import Draft
+from evolver.replay import Replayer
+from evolver.synthesis import synthesize
+from store import tables as t
+from store.database import Database
+from store.evolution import EvolutionStore, Proposal
+from store.feedback import FeedbackStore
+from store.ids import new_id
+from store.settings import EvolverSettings
+from store.skills import SkillLibrary
+from store.trajectories import TrajectoryStore
+
+log = logging.getLogger("molt.evolver")
+
+
+@dataclass
+class EvolutionReport:
+    tenant: str
+    evolution_id: str | None
+    status: str  # done | skipped | locked | failed
+    failures: int = 0
+    groups: int = 0
+    proposals: list[dict[str, Any]] = field(default_factory=list)
+    judged: int = 0
+    cost: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        return [p for p in self.proposals if p["status"] in ("accepted", "quarantined")]
+
+
+class Evolver:
+    def __init__(self, db: Database, library: SkillLibrary, replayer: Replayer, settings: EvolverSettings,
+                 *, model: ChatModel | None = None, judge_model: ChatModel | None = None) -> None:
+        self.db = db
+        self.library = library
+        self.replayer = replayer
+        self.settings = settings
+        self.model = model
+        self.trajectories = TrajectoryStore(db)
+        self.feedback = FeedbackStore(db)
+        self.store = EvolutionStore(db)
+        self.judge = (Judge(judge_model, self.feedback, votes=settings.judge_votes,
+                            temperature=settings.judge_temperature) if judge_model else None)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    async def _used_turns(self, tenant_id: str) -> set[str]:
+        used: set[str] = set()
+        for p in await self.store.proposals(tenant_id, limit=1000):
+            used |= set(p.provenance or [])
+        return used
+
+    async def _groups(self, tenant_id: str, since: float | None = None) -> tuple[list[FailureGroup], list[Any], int]:
+        since = max(since or 0.0, time.time() - self.settings.lookback_s)
+        mined = await mine(self.trajectories, self.feedback, tenant_id, since,
+                           good_sample=self.settings.gate_keep_sample)
+        used = await self._used_turns(tenant_id)
+        groups = []
+        for g in mined.groups:
+            g.cases = [c for c in g.cases if c.turn_id not in used]
+            if g.cases:
+                groups.append(g)
+        groups.sort(key=lambda g: -len(g.cases))
+        return groups, mined.good, mined.turns_seen
+
+    async def pending_failures(self, tenant_id: str, since: float = 0.0) -> int:
+        """Failure cases in turns since `since` not yet used by any proposal."""
+        groups, _, _ = await self._groups(tenant_id, since)
+        return failure_count(groups)
+
+    async def _judge_recent(self, tenant_id: str) -> int:
+        if self.judge is None:
+            return 0
+        turns = await self.trajectories.turns_since(time.time() - self.settings.lookback_s, tenant_id=tenant_id)
+        sessions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for turn in turns:
+            sessions[str(turn["session_id"])].append(turn)
+        n = 0
+        for sturns in sessions.values():
+            n += await self.judge.judge_session(sorted(sturns, key=lambda x: x["idx"]))
+        return n
+
+    async def _drafts(self, tenant: str, groups: list[FailureGroup]) -> tuple[list[Draft], list[dict[str, Any]]]:
+        current = await self.library.current(tenant)
+        serving = {n: ls.skill for n, ls in current.items()}
+        if self.model is None:
+            return offline.propose(groups, set(serving), min_support=self.settings.min_support,
+                                   variant=self.settings.template_variant,
+                                   max_drafts=self.settings.max_proposals), []
+        drafts, invalid = [], []
+        for g in [g for g in groups if len(g.cases) >= self.settings.min_support][: self.settings.max_proposals]:
+            relevant = [s for s in serving.values() if s.serving and set(s.tools) & set(g.tools)] or \
+                [s for s in serving.values() if s.serving][:20]
+            try:
+                drafts.append(await synthesize(self.model, g, relevant))
+            except ProposalRejected as exc:
+                log.warning("evolver: proposal rejected before the gate: %s", exc)
+                invalid.append({"reason": str(exc), "turn_ids": g.turn_ids})
+            except EvolverError as exc:
+                log.warning("evolver: model call failed: %s", exc)
+        return drafts, invalid
+
+    async def evolve(self, tenant: str, *, trigger: str = "manual") -> EvolutionReport:
+        ten = await self.library.tenant(tenant)
+        if not await self.store.try_lock(ten.id, self.holder, ttl_s=900):
+            return EvolutionReport(tenant, None, "locked")
+        eid = await self.store.start_evolution(ten.id, trigger)
+        report = EvolutionReport(tenant, eid, "done")
+        try:
+            report.judged = await self._judge_recent(ten.id)
+            groups, good, _ = await self._groups(ten.id)
+            report.failures, report.groups = failure_count(groups), len(groups)
+            drafts, invalid = await self._drafts(tenant, groups)
+            for bad in invalid:
+                p = Proposal(new_id("prop"), ten.id, eid, time.time(), "llm", "invalid", [], bad["reason"],
+                             bad["turn_ids"], None, None)
+                await self.store.add_proposal(p)
+                report.proposals.append({"id": p.id, "status": "invalid", "reason": bad["reason"]})
+            gate = Gate(self.replayer, tenant, minibatch=self.settings.gate_minibatch,
+                        tolerance=self.settings.gate_tolerance)
+            keep = [c for c in (keep_check(g) for g in good) if c]
+            for d in drafts:
+                report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
+            if self.model is not None:
+                report.cost = self.model.cost.as_dict()
+        except Exception as exc:
+            report.status = "failed"
+            log.exception("evolution %s failed: %s", eid, type(exc).__name__)
+            raise
+        finally:
+            await self.store.finish_evolution(eid, report.status, {
+                "failures": report.failures, "groups": report.groups, "judged": report.judged,
+                "proposals": report.proposals, "cost": report.cost})
+            await self.store.unlock(ten.id, self.holder)
+        return report
+
+    async def _gate_and_apply(self, tenant: str, tenant_id: str, eid: str, d: Draft, gate: Gate,
+                              keep: list[Any]) -> dict[str, Any]:
+        current = {n: ls.skill for n, ls in (await self.library.current(tenant)).items()}
+        p = Proposal(new_id("prop"), tenant_id, eid, time.time(), d.source, "pending", ops_to_json(d.ops),
+                     d.reason, d.turn_ids, None, None)
+        try:
+            candidate_skills(d.ops, current)
+        except ProposalRejected as exc:
+            p.status, p.scores = "invalid", {"reason": str(exc)}
+            await self.store.add_proposal(p)
+            return {"id": p.id, "status": p.status, "reason": str(exc)}
+        await self.store.add_proposal(p)
+        result = await gate.judge(p.id, d.checks, keep)
+        if not result.accepted:
+            await self.store.update_proposal(p.id, status="rejected", scores=result.as_dict())
+            log.info("evolver: proposal %s rejected: %s", p.id, result.reason)
+            return {"id": p.id, "status": "rejected", "reason": result.reason, "scores": result.as_dict()}
+        revs = await apply_ops(self.library, tenant, d.ops)
+        status = "quarantined" if any(r.status == "quarantined" for r in revs) else "accepted"
+        await self.store.update_proposal(p.id, status=status, scores=result.as_dict(),
+                                         revisions=[r.id for r in revs])
+        log.info("evolver: proposal %s %s (%s)", p.id, status, result.reason)
+        return {"id": p.id, "status": status, "reason": result.reason, "scores": result.as_dict(),
+                "skills": [op.name for op in d.ops], "revisions": [r.id for r in revs]}
+
+    async def tenants(self) -> list[tuple[str, str]]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(t.tenants.c.id, t.tenants.c.name))).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+
+class EvolverLoop:
+    """Runs evolutions on a trigger: N new failures, or every interval if there are any."""
+
+    def __init__(self, evolver: Evolver) -> None:
+        self.evolver = evolver
+        self._task: asyncio.Task[None] | None = None
+        self.reports: list[EvolutionReport] = []
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="molt-evolver")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def tick(self) -> list[EvolutionReport]:
+        s = self.evolver.settings
+        out = []
+        for tid, name in await self.evolver.tenants():
+            last = await self.evolver.store.last_evolution_at(tid)
+            pending = await self.evolver.pending_failures(tid, since=last)
+            if not pending:
+                continue
+            due = time.time() - last >= s.interval_s
+            if pending >= s.trigger_failures or due:
+                report = await self.evolver.evolve(name, trigger="failures" if pending >= s.trigger_failures else "interval")
+                out.append(report)
+        self.reports += out
+        return out
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad evolution
+                log.error("evolver loop: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.evolver.settings.poll_s)

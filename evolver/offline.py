@@ -1,0 +1,164 @@
+"""The offline evolver: rule-based skills from recurring tool errors and complaints.
+
+With no evolver model configured, molt still learns from what tools and users
+say. A tool error that recurs (same pattern, >= `min_support` times) becomes
+a skill stating the constraint the tool named, with the value that the tool
+later accepted in the same session as the example; a recurring complaint
+whose words name a tool parameter becomes a skill asking for that value; a
+complaint naming another tool becomes an ordering rule. Every such skill says
+it was written by the rule-based miner.
+
+The wording comes from `TEMPLATES`; variant 0 is the miner's own, the other
+variants are hand-written paraphrases used by the benchmark to show that a gain
+does not depend on one phrasing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolver.cases import constraint_of, refused_value, words
+from evolver.checks import Check, fix_check, infer_preference, preference_check
+from evolver.edits import AddOp, EditOp
+from evolver.mining import FailureGroup
+
+MARK = "Written by molt's rule-based miner"
+
+TEMPLATES: list[dict[str, str]] = [
+    {
+        "error_desc": "Argument rule for {tools}: {constraint}.",
+        "error_body": ("{mark} from {n} tool errors.\n1. When calling {tools}: {constraint}.\n"
+                       "{example}2. If a tool still returns an error, read it and retry with the corrected value.\n\n"
+                       "Anti-patterns:\n- {refused}"),
+        "example": "   Accepted example: {args}.\n",
+        "refused": "Sending {value} (the tool refused it).",
+        "pref_desc": "User preference for {tool}: {complaint}",
+        "pref_body": ("{mark} from {n} user complaints.\n1. When calling {tool}, pass {param}={value}.\n"
+                      "2. Do this even when the request does not mention it.\n\nAnti-patterns:\n- Leaving {param} out or at another value."),
+        "order_desc": "Order rule: {first} before {then}. {complaint}",
+        "order_body": ("{mark} from {n} user complaints.\n1. Call {first} before you call {then}.\n"
+                       "2. Then continue with {then}.\n\nAnti-patterns:\n- Calling {then} first."),
+    },
+    {
+        "error_desc": "How {tools} expects its arguments: {constraint}.",
+        "error_body": ("Rule: {constraint} (for {tools}).\n{example}Anti-patterns:\n- {refused}"),
+        "example": "Like this: {args}.\n",
+        "refused": "Do not pass {value}.",
+        "pref_desc": "What the user wants from {tool}",
+        "pref_body": "Give {tool} the argument {param} = {value} every time.\n\nAnti-patterns:\n- Omitting {param}.",
+        "order_desc": "Use {first} first, then {then}",
+        "order_body": "First {first}, afterwards {then}.\n\nAnti-patterns:\n- Skipping {first}.",
+    },
+    {
+        "error_desc": "{tools} rejects values that break this: {constraint}.",
+        "error_body": ("The tools complained: {constraint}.\n{example}Anti-patterns:\n- {refused}"),
+        "example": "Correct form: {args}.\n",
+        "refused": "{value} was rejected.",
+        "pref_desc": "Standing request about {tool}",
+        "pref_body": "The user asked that {tool} calls include {param} {value}.\n\nAnti-patterns:\n- Forgetting it.",
+        "order_desc": "Before {then}, always {first}",
+        "order_body": "Run {first}, and only then {then}.\n\nAnti-patterns:\n- {then} without {first}.",
+    },
+]
+
+
+@dataclass
+class Draft:
+    """A proposal before the gate: edit ops, the turns they rest on, the checks to replay."""
+
+    ops: list[EditOp]
+    reason: str
+    turn_ids: list[str]
+    checks: list[Check] = field(default_factory=list)
+    source: str = "offline"
+
+
+def slugify(text: str, limit: int = 48) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].strip("-") or "skill"
+
+
+def _fmt_args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items())
+
+
+def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
+    first = g.cases[0]
+    constraint = constraint_of(first.message)
+    checks = [c for c in (fix_check(case) for case in g.cases) if c]
+    example = t["example"].format(args=_fmt_args(checks[0].expect)) if checks else ""
+    refused = refused_value(first.message)
+    tools = ", ".join(g.tools)
+    name = slugify("rule " + " ".join(constraint.split()[:4]))
+    op = AddOp(op="add", name=name,
+               description=t["error_desc"].format(tools=tools, constraint=constraint),
+               body=t["error_body"].format(mark=MARK, n=len(g.cases), tools=tools, constraint=constraint,
+                                           example=example,
+                                           refused=t["refused"].format(value=refused or "a value in another form")),
+               tools=g.tools, category="tool-rules",
+               reason=f"recurring tool error ({len(g.cases)}x): {constraint}", turn_ids=g.turn_ids)
+    return Draft([op], op.reason, g.turn_ids, checks)
+
+
+def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
+    pref = next((p for p in (infer_preference(c) for c in g.cases) if p), None)
+    if pref is not None:
+        tool, param, value = pref
+        checks = [c for c in (preference_check(case) for case in g.cases) if c]
+        op = AddOp(op="add", name=slugify(f"pref {tool} {param}"),
+                   description=t["pref_desc"].format(tool=tool, complaint=g.message),
+                   body=t["pref_body"].format(mark=MARK, n=len(g.cases), tool=tool, param=param,
+                                              value=json.dumps(value)),
+                   tools=[tool], category="preferences",
+                   reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
+        return Draft([op], op.reason, g.turn_ids, checks)
+    order = _order(g)
+    if order is None:
+        return None
+    first, then = order
+    checks = [Check(c.turn_id, c.request, first, {}, "fix") for c in g.cases
+              if any(n == then for n, _ in c.calls)]
+    op = AddOp(op="add", name=slugify(f"order {first} before {then}"),
+               description=t["order_desc"].format(first=first, then=then, complaint=g.message),
+               body=t["order_body"].format(mark=MARK, n=len(g.cases), first=first, then=then),
+               tools=[first, then], category="preferences",
+               reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
+    return Draft([op], op.reason, g.turn_ids, checks)
+
+
+def _order(g: FailureGroup) -> tuple[str, str] | None:
+    """A complaint that names another tool than the one called: call that one first."""
+    case = g.cases[0]
+    cw = words(case.message)
+    names = [(t.get("function") or {}).get("name", "") for t in case.request.get("tools") or []]
+    called = {n for n, _ in case.calls}
+    for name in names:
+        parts = [p for p in name.split("_") if len(p) >= 4]
+        if name not in called and parts and all(any(w.startswith(p[:5]) for w in cw) for p in parts):
+            then = next(iter(sorted(called)), None)
+            if then:
+                return name, then
+    return None
+
+
+def propose(groups: list[FailureGroup], existing: set[str], *, min_support: int = 2,
+            variant: int = 0, max_drafts: int = 3) -> list[Draft]:
+    """Rule-based drafts for the largest recurring failure groups not yet covered."""
+    t = TEMPLATES[variant % len(TEMPLATES)]
+    drafts: list[Draft] = []
+    for g in groups:
+        if len(g.cases) < min_support:
+            continue
+        draft = _error_draft(g, t) if g.kind == "tool_error" else (
+            _complaint_draft(g, t) if g.kind == "complaint" else None)
+        if draft is None or any(op.name in existing for op in draft.ops if isinstance(op, AddOp)):
+            continue
+        if any(d.ops[0].name == draft.ops[0].name for d in drafts):  # type: ignore[union-attr]
+            continue
+        drafts.append(draft)
+        if len(drafts) >= max_drafts:
+            break
+    return drafts

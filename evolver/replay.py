@@ -1,0 +1,58 @@
+"""Replaying a recorded turn through serving, as a client of the proxy's own HTTP API.
+
+The evolver never calls serving's internals: it sends the turn's recorded
+request back to the proxy with an admin key, naming the tenant
+(`X-Molt-Tenant`) and the library to inject (`X-Molt-Replay`: a proposal id,
+or `current`). Replays are recorded as `replay` turns, which mining and
+training ignore. Decoding is greedy so that current and candidate differ only
+by the library.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import httpx
+
+from evolver.errors import ReplayFailed
+
+Calls = list[tuple[str, dict[str, Any]]]
+
+
+class Replayer(Protocol):
+    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None) -> Calls: ...
+
+
+def calls_of(completion: dict[str, Any]) -> Calls:
+    out: Calls = []
+    for choice in completion.get("choices") or []:
+        for c in (choice.get("message") or {}).get("tool_calls") or []:
+            fn = c.get("function") or {}
+            try:
+                args = json.loads(fn.get("arguments") or "{}")
+            except json.JSONDecodeError:
+                args = {}
+            out.append((str(fn.get("name") or ""), args if isinstance(args, dict) else {}))
+    return out
+
+
+class HTTPReplayer:
+    def __init__(self, base_url: str, api_key: str | None, *, timeout_s: float = 120.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None) -> Calls:
+        body = {k: v for k, v in request.items() if k not in ("stream", "stream_options", "n")}
+        body["temperature"] = 0
+        headers = {"X-Molt-Tenant": tenant, "X-Molt-Replay": candidate or "current"}
+        try:
+            r = await self._client.post("/chat/completions", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ReplayFailed(f"replay failed: {type(exc).__name__}") from exc
+        if r.status_code != 200:
+            raise ReplayFailed(f"replay failed: HTTP {r.status_code} {r.text[:200]}")
+        return calls_of(r.json())
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

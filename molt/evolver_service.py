@@ -1,0 +1,103 @@
+"""The evolver inside `molt serve` (or `molt worker`): its loop, and evolutions on demand."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from evolver.llm import OpenAICompatModel
+from evolver.loop import EvolutionReport, Evolver, EvolverLoop
+from evolver.replay import HTTPReplayer
+from proxy.deps import Admin, State
+from proxy.errors import NotFoundError
+from store.database import Database
+from store.evolution import EvolutionStore
+from store.settings import EvolverModelSettings, MoltSettings
+from store.skills import SkillLibrary
+
+
+def _model(cfg: EvolverModelSettings | None) -> OpenAICompatModel | None:
+    return OpenAICompatModel.from_settings(cfg.base_url, cfg.model, cfg.api_key_env) if cfg else None
+
+
+def replay_target(settings: MoltSettings) -> tuple[str, str | None]:
+    ev = settings.evolver
+    host = settings.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    url = ev.replay_url or f"http://{host}:{settings.server.port}/v1"
+    key = os.environ.get(ev.replay_api_key_env) if ev.replay_api_key_env else None
+    if key is None and settings.server.admin_key is not None:
+        key = settings.server.admin_key.get_secret_value()
+    return url, key
+
+
+def build_evolver(settings: MoltSettings, db: Database, library: SkillLibrary) -> Evolver:
+    url, key = replay_target(settings)
+    return Evolver(db, library, HTTPReplayer(url, key), settings.evolver,
+                   model=_model(settings.evolver.model), judge_model=_model(settings.evolver.judge))
+
+
+class EvolverService:
+    """A `proxy.app.Service`: runs the evolver loop beside the proxy."""
+
+    def __init__(self, settings: MoltSettings, library: Any, *, run_loop: bool = True) -> None:
+        self.settings = settings
+        self._library = library  # a callable giving the started SkillLibrary
+        self.run_loop = run_loop
+        self.evolver: Evolver | None = None
+        self.loop: EvolverLoop | None = None
+        self._on_change: Any = None
+
+    async def start(self, state: Any) -> None:
+        self.evolver = build_evolver(self.settings, state.db, self._library())
+        if self.settings.evolver.enabled and self.run_loop:
+            self.loop = EvolverLoop(self.evolver)
+            self.loop.start()
+
+    async def stop(self) -> None:
+        if self.loop is not None:
+            await self.loop.stop()
+        if self.evolver is not None:
+            await self.evolver.replayer.aclose()  # type: ignore[attr-defined]
+
+    async def evolve(self, tenant: str) -> EvolutionReport:
+        assert self.evolver is not None
+        return await self.evolver.evolve(tenant, trigger="manual")
+
+
+class EvolveIn(BaseModel):
+    tenant: str | None = None
+
+
+def build_router(service: EvolverService, after_change: Any) -> APIRouter:
+    router = APIRouter(prefix="/admin")
+
+    @router.post("/evolve")
+    async def evolve_now(item: EvolveIn, admin: Admin) -> dict[str, Any]:
+        tenant = item.tenant or admin.tenant
+        report = await service.evolve(tenant)
+        if report.accepted:
+            await after_change(tenant)
+        return dataclasses.asdict(report)
+
+    @router.get("/proposals")
+    async def proposals(state: State, admin: Admin, tenant: str | None = None,
+                        status: str | None = None) -> list[dict[str, Any]]:
+        ten = await state.keys.tenant_by_name(tenant or admin.tenant)
+        if ten is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+        return [dataclasses.asdict(p) for p in await EvolutionStore(state.db).proposals(ten.id, status=status)]
+
+    @router.get("/evolutions")
+    async def evolutions(state: State, admin: Admin, tenant: str | None = None) -> list[dict[str, Any]]:
+        ten = await state.keys.tenant_by_name(tenant or admin.tenant)
+        if ten is None:
+            raise NotFoundError(f"no tenant {tenant!r}")
+        return await EvolutionStore(state.db).evolutions(ten.id)
+
+    return router

@@ -1,0 +1,78 @@
+"""Failure cases and the checks the gate replays, from hand-written toolworld sessions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench.toolworld import tool_schemas
+from evolver.cases import cases_from_session, constraint_of, group_key
+from evolver.checks import fix_check, infer_preference, keep_check
+from evolver.offline import MARK, propose
+from evolver.mining import FailureGroup
+
+TOOLS = tool_schemas()
+
+
+def _call(cid: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+
+def _turn(idx: int, messages: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": f"turn_{idx}", "session_id": "ses_1", "tenant_id": "t", "idx": idx, "turn_type": "main",
+            "status": "ok", "request": {"model": "tiny", "messages": list(messages), "tools": TOOLS},
+            "tool_calls": calls or None, "content": None}
+
+
+def _session() -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "Book a table for 2 in Oslo on 27 November"}]
+    bad = _call("c1", "book_table", {"restaurant_id": "r1", "date": "2026-11-27", "time": "19:00", "party_size": 2})
+    t0 = _turn(0, msgs, [bad])
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [bad]},
+             {"role": "tool", "tool_call_id": "c1", "content": "error: date must be DD.MM.YYYY, got 2026-11-27"}]
+    good = _call("c2", "book_table", {"restaurant_id": "r1", "date": "27.11.2026", "time": "19:00", "party_size": 2})
+    t1 = _turn(1, msgs, [good])
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [good]},
+             {"role": "tool", "tool_call_id": "c2", "content": '{"booking_id": "b1"}'}]
+    t2 = _turn(2, msgs, [])
+    return [t0, t1, t2]
+
+
+def test_tool_error_with_hindsight_fix() -> None:
+    cases = cases_from_session(_session(), [])
+    assert len(cases) == 1
+    c = cases[0]
+    assert (c.kind, c.turn_id, c.tools) == ("tool_error", "turn_0", ["book_table"])
+    assert constraint_of(c.message) == "date must be DD.MM.YYYY"
+    check = fix_check(c)
+    assert check is not None and check.expect == {"date": "27.11.2026"}
+    assert check.passes([("book_table", {"date": "27.11.2026", "party_size": 2})])
+    assert not check.passes([("book_table", {"date": "2026-11-27"})])
+    assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-28") == c.key
+
+
+def test_complaint_becomes_a_preference_check() -> None:
+    msgs = [{"role": "user", "content": "Add a team sync on Friday at 10"}]
+    call = _call("c1", "create_event", {"title": "team sync", "date": "2026-11-27", "start": "10:00",
+                                        "duration_min": 30})
+    turns = [_turn(0, msgs, [call])]
+    fb = [{"session_id": "ses_1", "turn_id": None, "score": 0.5, "source": "verifier",
+           "text": "You forgot my 15-minute reminder on the event."}]
+    cases = cases_from_session(turns, fb)
+    assert [c.kind for c in cases] == ["complaint"]
+    assert infer_preference(cases[0]) == ("create_event", "reminder_min", 15)
+    weather = [_turn(0, msgs, [_call("c1", "get_weather", {"city": "Oslo", "date": "2026-11-27"})])]
+    fb2 = [{"session_id": "ses_1", "score": 0.5, "source": "verifier",
+            "text": "I wanted the temperature in Fahrenheit, not Celsius."}]
+    assert infer_preference(cases_from_session(weather, fb2)[0]) == ("get_weather", "units", "imperial")
+
+
+def test_offline_miner_needs_recurrence_and_marks_its_skills() -> None:
+    cases = cases_from_session(_session(), [])
+    g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases)
+    assert propose([g], set(), min_support=2) == []
+    g.cases = cases * 2
+    (draft,) = propose([g], set(), min_support=2)
+    op = draft.ops[0]
+    assert MARK in op.body and "DD.MM.YYYY" in op.body and "27.11.2026" in op.body  # type: ignore[union-attr]
+    assert draft.checks and keep_check(cases[0]) is not None
