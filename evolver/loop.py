@@ -11,6 +11,7 @@ the others as rejected proposals with their scores.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 
 from evolver import offline
 from evolver.checks import keep_check
+from evolver.context import ContextOptimizer
 from evolver.edits import apply_ops, candidate_skills, ops_to_json
 from evolver.errors import EvolverError, ProposalRejected
 from evolver.gate import Gate
@@ -55,6 +57,7 @@ class EvolutionReport:
     proposals: list[dict[str, Any]] = field(default_factory=list)
     judged: int = 0
     cost: dict[str, int] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[dict[str, Any]]:
@@ -74,6 +77,8 @@ class Evolver:
         self.store = EvolutionStore(db)
         self.judge = (Judge(judge_model, self.feedback, votes=settings.judge_votes,
                             temperature=settings.judge_temperature) if judge_model else None)
+        self.context = ContextOptimizer(self.store, replayer, model=model,
+                                        children=settings.context_children)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def _used_turns(self, tenant_id: str) -> set[str]:
@@ -153,6 +158,9 @@ class Evolver:
             keep = [c for c in (keep_check(g) for g in good) if c]
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
+            if self.settings.optimize_context and groups:
+                ctx = await self.context.step(tenant, ten.id, groups, good)
+                report.context = dataclasses.asdict(ctx)
             if self.model is not None:
                 report.cost = self.model.cost.as_dict()
         except Exception as exc:
@@ -162,7 +170,7 @@ class Evolver:
         finally:
             await self.store.finish_evolution(eid, report.status, {
                 "failures": report.failures, "groups": report.groups, "judged": report.judged,
-                "proposals": report.proposals, "cost": report.cost})
+                "proposals": report.proposals, "cost": report.cost, "context": report.context})
             await self.store.unlock(ten.id, self.holder)
         return report
 

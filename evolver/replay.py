@@ -2,8 +2,8 @@
 
 The evolver never calls serving's internals: it sends the turn's recorded
 request back to the proxy with an admin key, naming the tenant
-(`X-Molt-Tenant`) and the library to inject (`X-Molt-Replay`: a proposal id,
-or `current`). Replays are recorded as `replay` turns, which mining and
+(`X-Molt-Tenant`), the library to inject (`X-Molt-Replay`: a proposal id,
+or `current`) and optionally a context block version (`X-Molt-Context`). Replays are recorded as `replay` turns, which mining and
 training ignore. Decoding is greedy so that current and candidate differ only
 by the library.
 """
@@ -21,7 +21,8 @@ Calls = list[tuple[str, dict[str, Any]]]
 
 
 class Replayer(Protocol):
-    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None) -> Calls: ...
+    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None,
+                     context: str | None = None) -> Calls: ...
 
 
 def calls_of(completion: dict[str, Any]) -> Calls:
@@ -42,10 +43,13 @@ class HTTPReplayer:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
-    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None) -> Calls:
+    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None,
+                     context: str | None = None) -> Calls:
         body = {k: v for k, v in request.items() if k not in ("stream", "stream_options", "n")}
         body["temperature"] = 0
         headers = {"X-Molt-Tenant": tenant, "X-Molt-Replay": candidate or "current"}
+        if context:
+            headers["X-Molt-Context"] = context
         try:
             r = await self._client.post("/chat/completions", json=body, headers=headers)
         except httpx.HTTPError as exc:

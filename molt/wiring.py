@@ -2,18 +2,63 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
+from molt.evolver_service import EvolverService
+from molt.evolver_service import build_router as build_evolver_router
 from proxy.app import create_app
+from proxy.context_injection import ContextService
+from proxy.routes import admin_skills, admin_versions
+from proxy.skills_injection import SkillsService
+from proxy.upstream.base import Backend
 from proxy.upstream.routing import BackendFactory
-from store.settings import MoltSettings
+from store.registry import Registry
+from store.settings import ModelRoute, MoltSettings
+
+# The tiny policy trained by `python -m bench.policy.pretrain`.
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "bench" / "policy" / "checkpoint"
+
+
+def with_default_model(settings: MoltSettings) -> MoltSettings:
+    """With no model configured, `molt serve` serves the tiny policy (alias `tiny`) if it exists."""
+    if settings.models or not (DEFAULT_POLICY / "config.json").is_file():
+        return settings
+    route = ModelRoute(alias="tiny", local=str(DEFAULT_POLICY))
+    return settings.model_copy(update={"models": [route]})
 
 
 def backend_factories(settings: MoltSettings) -> dict[str, BackendFactory]:
-    """In-process backends (local model serving, vLLM) wired by later issues."""
-    return {}
+    """In-process backends: the local model server and vLLM with runtime LoRA.
+
+    Model code (torch, transformers) is imported only when a route needs it.
+    """
+    registry = Registry(settings.registry_root(), keep_candidates=settings.registry_keep_candidates)
+
+    def local(route: ModelRoute) -> Backend:
+        from proxy.local.backend import LocalBackend
+
+        return LocalBackend(route, registry=registry)
+
+    def vllm(route: ModelRoute) -> Backend:
+        from proxy.upstream.vllm import VLLMBackend
+
+        return VLLMBackend(route, registry=registry)
+
+    return {"local": local, "vllm": vllm}
 
 
 def build_app(settings: MoltSettings) -> FastAPI:
     """The proxy with every subsystem wired in, from one settings tree."""
-    return create_app(settings, backend_factories=backend_factories(settings))
+    skills = SkillsService(settings)
+    context = ContextService()
+    evolver = EvolverService(settings, lambda: skills.library)
+    return create_app(
+        settings, backend_factories=backend_factories(settings),
+        request_hooks=[skills.hook, context.hook],
+        routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
+                 build_evolver_router(evolver, skills.changed)],
+        # order matters: the evolver needs the started skill library
+        services=[skills, context, evolver],
+    )

@@ -71,6 +71,11 @@ class ModelRoute(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     # A vLLM server with runtime LoRA updating behind base_url.
     vllm: bool = False
+    # `local` only: how LoRA versions are served. "merged": each version is its own
+    # model copy with the adapter merged in (full speed, one base-sized copy per loaded
+    # version); "shared": adapters attached to the one base model (little memory, a
+    # short pause of generation while one is attached); "auto": merged up to 1B params.
+    lora_mode: Literal["auto", "merged", "shared"] = "auto"
 
     @model_validator(mode="after")
     def _one_target(self) -> "ModelRoute":
@@ -103,7 +108,7 @@ class SkillsSettings(BaseModel):
     chroma_url: str | None = None
     top_k: int = Field(default=3, ge=0, le=50)
     # Cosine similarity under which a skill is never injected.
-    min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    min_similarity: float = Field(default=0.2, ge=-1.0, le=1.0)
     # Most tokens (estimated at 4 characters each) the injected block may take.
     token_budget: int = Field(default=1200, ge=0)
     max_body_bytes: int = Field(default=8192, ge=256)
@@ -119,6 +124,42 @@ class SkillsSettings(BaseModel):
 
     def index_path(self, data_dir: Path) -> Path:
         return self.chroma_path if self.chroma_path is not None else data_dir / "chroma"
+
+
+class EvolverModelSettings(BaseModel):
+    """An OpenAI-compatible model for the judge or the evolver (molt's own URL works too)."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+
+
+class EvolverSettings(BaseModel):
+    enabled: bool = True
+    # None: the offline rule-based miner writes skills from tool errors and complaints.
+    model: EvolverModelSettings | None = None
+    # None: no judge; failures come from tool errors and explicit feedback only.
+    judge: EvolverModelSettings | None = None
+    judge_votes: int = Field(default=3, ge=1, le=15)
+    judge_temperature: float = 0.6
+    # An evolution runs after this many new failure cases, or every interval_s if any.
+    trigger_failures: int = Field(default=4, ge=1)
+    interval_s: float = Field(default=300.0, gt=0)
+    poll_s: float = Field(default=5.0, gt=0)
+    lookback_s: float = Field(default=86_400.0, gt=0)
+    min_support: int = Field(default=2, ge=1)
+    max_proposals: int = Field(default=3, ge=1)
+    gate_minibatch: int = Field(default=3, ge=1)
+    gate_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    gate_keep_sample: int = Field(default=8, ge=0)
+    # Where replays go (default: this proxy) and the admin key for them (default: server.admin_key).
+    replay_url: str | None = None
+    replay_api_key_env: str | None = None
+    # Wording of the offline miner's skills (0: its own; 1-2: hand-written paraphrases).
+    template_variant: int = Field(default=0, ge=0)
+    # Also evolve the tenant's context block (fast weights) in each evolution.
+    optimize_context: bool = True
+    context_children: int = Field(default=2, ge=1, le=8)
 
 
 class MoltSettings(BaseSettings):
@@ -139,6 +180,7 @@ class MoltSettings(BaseSettings):
     # Retention: candidates kept per tenant and base (older ones are removed).
     registry_keep_candidates: int = 10
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
+    evolver: EvolverSettings = Field(default_factory=EvolverSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> "MoltSettings":

@@ -16,6 +16,7 @@ from molt.wiring import build_app  # noqa: E402
 from store.settings import MoltSettings  # noqa: E402
 from tests.fakes.fake_llm import FakeLLM  # noqa: E402
 from tests.fakes.server import ServerThread  # noqa: E402
+from tests.fakes.tiny_model import tiny_artifacts, tiny_base  # noqa: E402, F401 - fixtures
 
 
 @pytest.fixture
@@ -34,6 +35,10 @@ def make_settings(tmp_path: Path, fake_url: str, **extra: Any) -> MoltSettings:
             {"alias": "gpt-fake", "base_url": f"{fake_url}/v1", "timeout_s": 5},
         ],
     }
+    # Skills (embedding model, index, injection) only where a test asks for them.
+    data["skills"] = {"enabled": False}
+    # The evolver loop likewise (tests that want it enable it or call it directly).
+    data["evolver"] = {"enabled": False}
     for k, v in extra.items():
         data[k] = v
     return load_settings(None, data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from molt.cli import bench, doctor, feedback, keys, serve, sessions
+from molt.cli import bench, doctor, evolve, feedback, keys, serve, sessions, skills, versions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +16,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj["config"] = config
 
 
-for module in (serve, keys, sessions, feedback, doctor, bench):
+for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve):
     module.register(cli)
 
 

@@ -18,6 +18,7 @@ from proxy.deps import get_state
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from proxy.hooks import TurnContext
 from proxy.protocol import read_json, validate_chat
+from proxy.sessions import SessionRef
 from proxy.state import ProxyState
 from proxy.streaming import PassThroughStream
 from proxy.upstream.base import UpstreamCall
@@ -55,20 +56,33 @@ async def chat_completions(request: Request) -> Response:
     principal = await state.auth.authenticate(request.headers)
     body = validate_chat(await read_json(request, state.settings.server.max_body_bytes))
     alias, version, backend = state.upstreams.resolve(body["model"])
-    session = await state.sessions.resolve(principal.tenant_id, request.headers, body["messages"])
+    replay = request.headers.get("x-molt-replay")
+    if replay or request.headers.get("x-molt-tenant"):
+        principal = await state.auth.on_behalf(
+            principal, request.headers.get("x-molt-tenant") or principal.tenant)
+    if replay:
+        # The evolver replaying a recorded turn: its own session, never an agent's.
+        session = SessionRef(new_id("ses"), 0, None, "replay", True, "")
+    else:
+        session = await state.sessions.resolve(principal.tenant_id, request.headers, body["messages"])
     ctx = TurnContext(new_id("turn"), principal, session, alias, version, started)
+    if replay:
+        ctx.notes["replay"] = replay
+        if request.headers.get("x-molt-context"):
+            ctx.notes["context"] = request.headers["x-molt-context"]
     upstream_body = body
     for hook in state.request_hooks:
         upstream_body = await hook(ctx, upstream_body)
     stream = bool(body.get("stream"))
     rec = _record(state, ctx, body, upstream_body, stream)
     headers = {"x-molt-turn-id": ctx.turn_id, "x-molt-session-id": session.id}
-    if session.done:
+    if session.done and not replay:
         state.sessions.forget(principal.tenant_id, session)
     m = state.metrics
     try:
         resp = await backend.send(
-            UpstreamCall(alias, version, upstream_body, stream, principal.tenant_id, ctx.turn_id)
+            UpstreamCall(alias, version, upstream_body, stream, principal.tenant_id, ctx.turn_id,
+                         principal.tenant)
         )
     except ProxyError as exc:
         rec.status = "upstream_error" if isinstance(exc, UpstreamError) else "error"

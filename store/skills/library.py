@@ -119,10 +119,12 @@ class SkillLibrary:
 
     async def get(self, tenant: str, name: str) -> LibrarySkill:
         check_name(name)
-        found = (await self.current(tenant)).get(name)
-        if found is None:
+        ten = await self.tenant(tenant)
+        rev = await self.revisions.latest_of(ten.id, name)
+        if rev is None or rev.content is None:
             raise SkillNotFound(f"no skill {name!r} in tenant {tenant!r}")
-        return found
+        skill = parse_skill(rev.content, f"{name} @ {rev.id}", max_body_bytes=1 << 24)
+        return LibrarySkill(skill, rev.id, rev.content_hash or "", rev.generation)
 
     async def history(self, tenant: str, name: str | None = None) -> list[Revision]:
         ten = await self.tenant(tenant)
@@ -169,6 +171,7 @@ class SkillLibrary:
         self, tenant: str, skill: Skill, *, action: str, author: str, reason: str | None,
         must_exist: bool | None, text: str | None = None,
     ) -> Revision | None:
+        check_name(skill.name)
         ten = await self.tenant(tenant)
         size = len(skill.body.encode("utf-8"))
         if size > self.settings.max_body_bytes:
@@ -184,6 +187,8 @@ class SkillLibrary:
                                   f"in tenant {tenant!r}")
             if must_exist is True and not exists:
                 raise SkillNotFound(f"no skill {skill.name!r} in tenant {tenant!r}")
+            if action == "update" and not exists:
+                action = "add"
             return await self._commit(
                 ten, skill.name, body, action=action, author=author, reason=reason,
                 status=skill.status, provenance=skill.provenance,
@@ -415,11 +420,11 @@ class SkillLibrary:
                 report.errors.append(exc)
                 log.warning("skill file refused, still serving the last good revision: %s", exc)
                 continue
-            rev = await self._commit(ten, folder, text, action="disk", author="disk",
-                                     reason="edited on disk", status=skill.status,
-                                     provenance=skill.provenance, write_file=False)
+            edit = await self._commit(ten, folder, text, action="disk", author="disk",
+                                      reason="edited on disk", status=skill.status,
+                                      provenance=skill.provenance, write_file=False)
             seen[folder] = st.mtime_ns
-            report.revisions.extend([rev] if rev else [])
+            report.revisions.extend([edit] if edit else [])
         for folder in gone:
             seen.pop(folder, None)
             prev = latest.get(folder)
@@ -429,9 +434,10 @@ class SkillLibrary:
                 check_name(folder)
             except SkillFileError:
                 continue
-            rev = await self._commit(ten, folder, None, action="delete", author="disk",
-                                     reason="folder removed on disk", status=None, write_file=False)
-            report.revisions.extend([rev] if rev else [])
+            removal = await self._commit(ten, folder, None, action="delete", author="disk",
+                                         reason="folder removed on disk", status=None,
+                                         write_file=False)
+            report.revisions.extend([removal] if removal else [])
 
 
 def path_list(sources: Sequence[SkillSource], names: Sequence[str]) -> str:

@@ -27,7 +27,7 @@ class TenantSkillSettings:
     quarantine_evolver_edits: bool
 
     @classmethod
-    def defaults(cls, settings: SkillsSettings) -> "TenantSkillSettings":
+    def defaults(cls, settings: SkillsSettings) -> TenantSkillSettings:
         return cls(settings.enabled, settings.top_k, settings.min_similarity,
                    settings.token_budget, settings.quarantine_evolver_edits)
 
@@ -49,7 +49,7 @@ def apply_overrides(base: TenantSkillSettings, values: dict[str, Any]) -> Tenant
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InvalidInput(f"skill setting {key!r} must be {kind.__name__}")
-        if key in ("top_k", "token_budget") and value < 0:
+        if key in ("top_k", "token_budget") and isinstance(value, int) and value < 0:
             raise InvalidInput(f"skill setting {key!r} must be >= 0")
         clean[key] = value
     return replace(base, **clean)

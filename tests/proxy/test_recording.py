@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -14,9 +15,15 @@ TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
     "type": "object", "properties": {"q": {"type": "string"}}}}}]
 
 
-def _session(m: Any, sid: str) -> Any:
-    m.flush()
-    return m.run(m.state.trajectories.get_session(sid))
+def _session(m: Any, sid: str, turns: int | None = None) -> Any:
+    """The recorded session; waits for `turns` (a stream's turn lands just after its last byte)."""
+    deadline = time.monotonic() + 10
+    while True:
+        m.flush()
+        d = m.run(m.state.trajectories.get_session(sid))
+        if turns is None or d.summary.turns >= turns or time.monotonic() > deadline:
+            return d
+        time.sleep(0.05)
 
 
 def test_fields_recorded_streamed_and_not(fake_llm: FakeLLM, molt: Any) -> None:
@@ -36,7 +43,7 @@ def test_fields_recorded_streamed_and_not(fake_llm: FakeLLM, molt: Any) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
     assert text == "It is found."
 
-    d = _session(molt, sid)
+    d = _session(molt, sid, turns=2)
     assert d.summary.turns == 2 and [t["idx"] for t in d.turns] == [0, 1]
     t0, t1 = d.turns
     assert t0["stream"] is False and t1["stream"] is True

@@ -1,0 +1,170 @@
+"""Context optimization: molt's fast weights, one context block per tenant.
+
+Our instantiation of reflective prompt evolution with a Pareto front
+(ALGORITHMS.md section 3, GEPA): the tasks are the checks mined from recorded
+turns (failures with a known fix, and turns that went well); a candidate
+context is scored on each task by replaying it through serving with that
+context (`X-Molt-Context`). Mutation is reflective: with an evolver model,
+the model reads the failures and rewrites the block; without one, a rule line
+distilled from each recurring failure is appended (or an unhelpful line is
+dropped). Candidates are kept as `candidate` versions with their per-task
+scores; the front is every candidate no other one dominates. A child becomes
+the active version only if it is on the front, wins on the minibatch, and
+beats the active one on the full task set without losing a turn that went
+well.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolver.cases import constraint_of
+from evolver.checks import Check, fix_check, infer_preference, keep_check, preference_check
+from evolver.errors import EvolverError
+from evolver.llm import ChatModel
+from evolver.mining import FailureGroup, render_group
+from evolver.replay import Replayer
+from store.evolution import ContextVersion, EvolutionStore
+
+MAX_LINES = 12
+
+REFLECT = (
+    "You maintain a short block of standing instructions that is shown to an AI agent before every "
+    "task (at most 12 lines, plain sentences, no URLs, nothing about sending data anywhere). Below are "
+    "the current block and recent failures. Rewrite the block so that these failures do not happen "
+    "again, keeping what still helps. Answer with the new block only."
+)
+
+
+def rule_line(g: FailureGroup) -> str | None:
+    """One plain sentence distilled from a recurring failure."""
+    c = g.cases[0]
+    if g.kind == "tool_error":
+        return f"For {', '.join(g.tools)}: {constraint_of(c.message)}."
+    if g.kind == "complaint":
+        pref = next((p for p in (infer_preference(x) for x in g.cases) if p), None)
+        if pref:
+            tool, param, value = pref
+            return f"When calling {tool}, pass {param}={json.dumps(value)}."
+    return None
+
+
+def dominated(a: Sequence[float], b: Sequence[float]) -> bool:
+    """True if b is at least as good as a on every task and better on one."""
+    return all(y >= x for x, y in zip(a, b)) and any(y > x for x, y in zip(a, b))
+
+
+def pareto_front(scores: dict[str, list[float]]) -> list[str]:
+    return [k for k, v in scores.items() if not any(dominated(v, w) for o, w in scores.items() if o != k)]
+
+
+@dataclass
+class ContextReport:
+    tasks: int = 0
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    front: list[str] = field(default_factory=list)
+    activated: str | None = None
+    reason: str = ""
+
+
+class ContextOptimizer:
+    def __init__(self, store: EvolutionStore, replayer: Replayer, *, model: ChatModel | None = None,
+                 children: int = 2, minibatch: int = 3, max_tasks: int = 8) -> None:
+        self.store = store
+        self.replayer = replayer
+        self.model = model
+        self.children = children
+        self.minibatch = minibatch
+        self.max_tasks = max_tasks
+
+    async def _mutate(self, parent: str, groups: Sequence[FailureGroup]) -> list[str]:
+        if self.model is not None:
+            rendered = "\n\n".join(render_group(g, max_cases=3) for g in groups[:4])
+            prompt = [{"role": "system", "content": REFLECT},
+                      {"role": "user", "content": f"Current block:\n{parent or '(empty)'}\n\nFailures:\n{rendered}"}]
+            out = []
+            for i in range(self.children):
+                try:
+                    text = await self.model.complete(prompt, temperature=0.7 if i else 0.2, max_tokens=600)
+                except EvolverError:
+                    continue
+                lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][:MAX_LINES]
+                if lines:
+                    out.append("\n".join(lines))
+            return out
+        lines = [ln for ln in parent.splitlines() if ln.strip()]
+        out = []
+        for g in groups:
+            line = rule_line(g)
+            if line and line not in lines:
+                out.append("\n".join([*lines, line][-MAX_LINES:]))
+            if len(out) >= self.children:
+                break
+        return out
+
+    async def _score(self, tenant: str, cid: str, tasks: Sequence[Check]) -> list[float]:
+        out = []
+        for check in tasks:
+            try:
+                calls = await self.replayer.replay(check.request, tenant=tenant, candidate=None, context=cid)
+            except EvolverError:
+                calls = []
+            out.append(1.0 if check.passes(calls) else 0.0)
+        return out
+
+    async def step(self, tenant: str, tenant_id: str, groups: Sequence[FailureGroup],
+                   good: Sequence[Any]) -> ContextReport:
+        fix = [c for c in (fix_check(x) or preference_check(x) for g in groups for x in g.cases) if c]
+        fix = fix[: self.max_tasks]
+        keep = [c for c in (keep_check(x) for x in good) if c][: self.max_tasks]
+        report = ContextReport(tasks=len(fix) + len(keep))
+        if not fix:
+            report.reason = "no failing turn with a known fix"
+            return report
+        active = await self.store.active_context(tenant_id)
+        parent_text = active.text if active else ""
+        parent_id = active.id if active else "none"
+        texts = await self._mutate(parent_text, groups)
+        if not texts:
+            report.reason = "no mutation to try"
+            return report
+        children: list[ContextVersion] = []
+        for text in texts:
+            children.append(await self.store.add_context(tenant_id, text, parent=active.id if active else None,
+                                                         status="candidate", scores=None))
+        tasks = [*fix, *keep]
+        scores = {parent_id: await self._score(tenant, parent_id, tasks)}
+        mb = slice(0, min(self.minibatch, len(fix)))
+        for child in children:
+            # minibatch first: a child that does not beat its parent there is not scored further
+            head = await self._score(tenant, child.id, fix[mb])
+            if sum(head) <= sum(scores[parent_id][mb]):
+                report.candidates.append({"id": child.id, "version": child.version, "minibatch": head,
+                                          "status": "rejected"})
+                continue
+            scores[child.id] = head + await self._score(tenant, child.id, tasks[mb.stop:])
+        report.front = pareto_front(scores)
+        nf = len(fix)
+        best, best_key = None, (sum(scores[parent_id][:nf]), sum(scores[parent_id][nf:]))
+        for child in children:
+            s = scores.get(child.id)
+            if s is None:
+                continue
+            report.candidates.append({"id": child.id, "version": child.version, "fix": sum(s[:nf]) / nf,
+                                      "keep": (sum(s[nf:]) / len(keep)) if keep else None})
+            key = (sum(s[:nf]), sum(s[nf:]))
+            if (child.id in report.front and key[0] > best_key[0]
+                    and key[1] >= sum(scores[parent_id][nf:])):
+                best, best_key = child, key
+        if best is None:
+            report.reason = "no child beat the active context"
+            return report
+        await self.store.add_context(tenant_id, best.text, parent=best.id, status="active",
+                                     scores={"fix": best_key[0] / nf, "keep": best_key[1],
+                                             "parent": parent_id, "front": report.front})
+        report.activated = best.text
+        report.reason = f"fixes {sum(scores[parent_id][:nf])}/{nf} -> {best_key[0]}/{nf}"
+        return report

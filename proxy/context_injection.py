@@ -1,0 +1,86 @@
+"""The context block (molt's fast weights) into requests.
+
+Each tenant has at most one active context version (written by the evolver's
+context optimizer). On a main turn it goes in as one delimited system message
+(`modeling.blocks.render_context_block`) after the agent's system prompt and
+molt's skills block; the turn records the version. The active version is
+re-read at most every `ttl_s`, so a new one serves within a second or two in
+every process. A replay may name a candidate version (`X-Molt-Context`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from modeling.blocks import CONTEXT_OPEN, render_context_block
+from proxy.hooks import TurnContext
+from proxy.state import ProxyState
+from store.errors import NotFound, StoreError
+from store.evolution import ContextVersion, EvolutionStore
+
+_LEADING = ("system", "developer")
+
+
+def insert_context(messages: list[Any], block: str) -> list[Any]:
+    kept = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system"
+                                        and isinstance(m.get("content"), str)
+                                        and m["content"].startswith(CONTEXT_OPEN))]
+    at = 0
+    while at < len(kept) and isinstance(kept[at], dict) and kept[at].get("role") in _LEADING:
+        at += 1
+    return [*kept[:at], {"role": "system", "content": block}, *kept[at:]]
+
+
+class ContextService:
+    """A `proxy.app.Service` and a `RequestHook`."""
+
+    def __init__(self, ttl_s: float = 1.0) -> None:
+        self.ttl_s = ttl_s
+        self._store: EvolutionStore | None = None
+        self._active: dict[str, tuple[ContextVersion | None, float]] = {}
+        self._by_id: dict[str, ContextVersion] = {}
+
+    async def start(self, state: ProxyState) -> None:
+        self._store = EvolutionStore(state.db)
+
+    async def stop(self) -> None:
+        self._store = None
+
+    async def active(self, tenant_id: str) -> ContextVersion | None:
+        assert self._store is not None
+        hit = self._active.get(tenant_id)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        cv = await self._store.active_context(tenant_id)
+        self._active[tenant_id] = (cv, now + self.ttl_s)
+        return cv
+
+    async def _version(self, tenant_id: str, cid: str) -> ContextVersion | None:
+        assert self._store is not None
+        cv = self._by_id.get(cid)
+        if cv is None:
+            cv = next((c for c in await self._store.contexts(tenant_id) if c.id == cid), None)
+            if cv is None:
+                raise NotFound(f"no context version {cid!r}")
+            self._by_id[cid] = cv
+        return cv
+
+    async def hook(self, ctx: TurnContext, body: dict[str, Any]) -> dict[str, Any]:
+        if self._store is None or ctx.session.turn_type not in ("main", "replay"):
+            return body
+        tenant_id = ctx.principal.tenant_id
+        try:
+            wanted = ctx.notes.get("context")
+            if wanted == "none":
+                return body
+            cv = await self._version(tenant_id, wanted) if wanted else await self.active(tenant_id)
+        except StoreError:
+            return body
+        if cv is None or not cv.text.strip():
+            return body
+        ctx.context_version = f"v{cv.version}"
+        out = dict(body)
+        out["messages"] = insert_context(list(body["messages"]), render_context_block(cv.text))
+        return out

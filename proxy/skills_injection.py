@@ -1,0 +1,197 @@
+"""Skills into requests: the request hook and the service that keeps the library live.
+
+`SkillsService` lives as long as the app: it opens the library and the index,
+loads the embedding model (in a thread, at start, so the first request does
+not pay for it) and runs the watcher (every `poll_interval_s`: edits on disk
+become revisions, a generation moved by another process reloads that tenant).
+
+`SkillInjector` is the request hook. On a main turn it builds the task query
+(the latest user request and the tool names, cleaned of channel noise),
+retrieves skills (cached per tenant, task and generation, so the continuation
+turns of an agent loop embed nothing), renders them with
+`modeling.blocks.render_skills_block` and inserts the block as one system
+message right after the agent's leading system/developer messages. The
+agent's own messages are never changed, so its prompt prefix stays cacheable.
+Side turns (`X-Turn-Type: side`) get nothing. The context records the
+generation and the injected skills (name, revision id, content hash).
+
+An evolver replay (`turn_type == "replay"`, `X-Molt-Replay` in
+`ctx.notes["replay"]`) gets the current library, or with a proposal id the
+candidate library (`proxy.skills_candidates`); a replay that cannot get its
+library fails rather than silently running without skills.
+
+A failure of the index or the model never fails an agent's request: the turn goes up
+without skills, and the error is logged and counted once per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from modeling.blocks import SKILLS_OPEN, render_skills_block
+from proxy.errors import InvalidRequest, NotFoundError, ProxyError
+from proxy.hooks import TurnContext
+from proxy.skills_candidates import CandidateLibraries
+from proxy.skills_serving import Selection, SkillServing
+from proxy.state import ProxyState
+from store.errors import InvalidInput, NotFound, StoreError
+from store.keys import DEFAULT_TENANT
+from store.settings import MoltSettings
+from store.skills.embedding import MiniLMEmbedder, load_model
+from store.skills.index import SkillIndex, open_client
+from store.skills.library import SkillLibrary
+from store.skills.query import QueryCache
+
+log = logging.getLogger("molt.skills")
+
+_LEADING = ("system", "developer")
+
+
+def inject_block(messages: list[Any], block: str) -> list[Any]:
+    """A new message list with `block` as a system message after the leading system messages."""
+    kept = [
+        m for m in messages
+        if not (isinstance(m, dict) and m.get("role") == "system"
+                and isinstance(m.get("content"), str) and m["content"].startswith(SKILLS_OPEN))
+    ]
+    at = 0
+    while at < len(kept) and isinstance(kept[at], dict) and kept[at].get("role") in _LEADING:
+        at += 1
+    return [*kept[:at], {"role": "system", "content": block}, *kept[at:]]
+
+
+class SkillsService:
+    """The skill library of a running proxy (a `proxy.app.Service`)."""
+
+    def __init__(self, settings: MoltSettings) -> None:
+        self.settings = settings
+        self._library: SkillLibrary | None = None
+        self._serving: SkillServing | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reported: set[str] = set()
+        self._query = QueryCache()
+        self._candidates: CandidateLibraries | None = None
+
+    @property
+    def library(self) -> SkillLibrary:
+        if self._library is None:
+            raise RuntimeError("the skills service has not started")
+        return self._library
+
+    @property
+    def serving(self) -> SkillServing | None:
+        """None when skills are disabled: the library is still editable, nothing is injected."""
+        return self._serving
+
+    async def start(self, state: ProxyState) -> None:
+        cfg = self.settings.skills
+        self._library = SkillLibrary(state.db, cfg, self.settings.data_dir)
+        if not cfg.enabled:
+            return
+        client = await asyncio.to_thread(
+            open_client, cfg.index_path(self.settings.data_dir), cfg.chroma_url
+        )
+        await asyncio.to_thread(load_model, cfg.embed_threads)
+        index = SkillIndex(client, MiniLMEmbedder(threads=cfg.embed_threads))
+        self._serving = SkillServing(self._library, index)
+        try:  # the default tenant's first request should not pay for seeding and indexing
+            await self._serving.snapshot(DEFAULT_TENANT)
+        except (StoreError, OSError) as exc:
+            self._report("startup", exc)
+        self._task = asyncio.create_task(self._watch(), name="molt-skills-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.skills.poll_interval_s)
+            try:
+                if self._serving is not None:
+                    await self._serving.poll()
+            except (StoreError, OSError) as exc:
+                self._report("watch", exc)
+
+    def _report(self, kind: str, exc: Exception) -> None:
+        if kind not in self._reported:
+            self._reported.add(kind)
+            log.error("skills %s failed (%s: %s); serving continues", kind,
+                      type(exc).__name__, exc)
+
+    async def changed(self, tenant: str) -> None:
+        """Called after an in-process change (admin REST): serve it from the next request."""
+        if self._serving is not None:
+            await self._serving.refresh(tenant)
+
+    async def hook(self, ctx: TurnContext, body: dict[str, Any]) -> dict[str, Any]:
+        """The `RequestHook`: returns a new body with the skills block, or `body` unchanged."""
+        if self._serving is None:
+            return body
+        turn_type = ctx.session.turn_type
+        if turn_type == "replay":
+            return await self._replay(ctx, body)
+        if turn_type != "main":
+            loaded = self._serving.cached(ctx.principal.tenant_id)
+            if loaded is not None:
+                ctx.skill_generation = loaded.generation
+            return body
+        tenant = ctx.principal.tenant
+        try:
+            snap = await self._serving.snapshot(tenant)
+            ctx.skill_generation = snap.generation
+            if not snap.settings.enabled:
+                return body
+            query = self._query(body)
+            if not query:
+                return body
+            sel: Selection = await self._serving.retrieve(tenant, query)
+        except (StoreError, OSError) as exc:
+            self._report("retrieval", exc)
+            return body
+        return _apply(ctx, body, sel)
+
+    async def _replay(self, ctx: TurnContext, body: dict[str, Any]) -> dict[str, Any]:
+        """An evolver replay: the current library, or a proposal's candidate library.
+
+        Unlike a served turn, a replay that cannot get its library fails: a
+        replay without skills would make the evolver's gate compare nothing.
+        """
+        assert self._serving is not None
+        tenant = ctx.principal.tenant
+        which = str(ctx.notes.get("replay") or "current")
+        try:
+            snap = await self._serving.snapshot(tenant)
+            ctx.skill_generation = snap.generation
+            query = self._query(body)
+            if which == "current":
+                sel = await self._serving.retrieve(tenant, query)
+            else:
+                if self._candidates is None:
+                    self._candidates = CandidateLibraries(self._serving)
+                sel = await self._candidates.retrieve(tenant, query, which)
+        except NotFound as exc:
+            raise NotFoundError(str(exc), param="x-molt-replay") from exc
+        except InvalidInput as exc:
+            raise InvalidRequest(f"proposal {which}: {exc}", param="x-molt-replay") from exc
+        except (StoreError, OSError) as exc:
+            raise ProxyError(f"skills for replay unavailable: {exc}", code="skills_unavailable") from exc
+        return _apply(ctx, body, sel)
+
+
+def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection) -> dict[str, Any]:
+    ctx.skill_generation = sel.generation
+    if not sel.chosen:
+        ctx.injected_skills = []
+        return body
+    ctx.injected_skills = [c.record() for c in sel.chosen]
+    block = render_skills_block([c.text() for c in sel.chosen])
+    out = dict(body)
+    out["messages"] = inject_block(list(body["messages"]), block)
+    return out

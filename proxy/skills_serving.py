@@ -1,0 +1,186 @@
+"""What a serving process holds of each tenant's library, and retrieval over it.
+
+`SkillServing` keeps, per tenant, a snapshot (the generation, the active
+skills at their newest revision, the tenant's skill settings) and keeps the
+index in step with it. `refresh` compares the snapshot's generation with the
+database (one indexed read) and reloads when another process (the CLI, the
+evolver, another replica) changed the library; `poll` also turns edits made
+on disk into revisions. Both are cheap when nothing changed.
+
+Retrieval, our instantiation of MetaClaw's "embedding cosine top-k": ask the
+index for the nearest `top_k * 3` skills, drop those under the similarity
+floor and any whose hash is not the snapshot's (an index row that is not
+current yet), keep the best `top_k`, then fill the token budget in rank
+order, skipping a skill that would not fit (tokens estimated as characters
+/ 4 of the rendered text). The chosen skills are returned sorted by name, so
+the same set always renders to the same block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from modeling.blocks import SkillText, render_skill
+from store.skills.errors import SkillFileError
+from store.skills.index import SkillIndex
+from store.skills.library import LibrarySkill, SkillLibrary
+from store.skills.query import query_key
+from store.skills.tenant_settings import TenantSkillSettings
+
+log = logging.getLogger("molt.skills")
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    skill: LibrarySkill
+    similarity: float
+
+    def text(self) -> SkillText:
+        s = self.skill.skill
+        return SkillText(s.name, s.description, s.body)
+
+    def record(self) -> dict[str, object]:
+        """What a turn records of an injected skill."""
+        return {"id": self.skill.name, "revision": self.skill.revision,
+                "hash": self.skill.content_hash, "similarity": round(self.similarity, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    generation: int
+    chosen: tuple[Chosen, ...]
+
+
+@dataclass(slots=True)
+class TenantSnapshot:
+    tenant_id: str
+    generation: int
+    active: dict[str, LibrarySkill]
+    settings: TenantSkillSettings
+    cache: OrderedDict[tuple[str, TenantSkillSettings], Selection] = field(default_factory=OrderedDict)
+
+
+def estimate_tokens(skill: SkillText) -> int:
+    return len(render_skill(skill)) // CHARS_PER_TOKEN + 1
+
+
+def select(hits: list[tuple[LibrarySkill, float]], settings: TenantSkillSettings) -> list[Chosen]:
+    ranked = [Chosen(s, sim) for s, sim in hits if sim >= settings.min_similarity]
+    ranked = ranked[: settings.top_k]
+    budget = settings.token_budget
+    chosen: list[Chosen] = []
+    for c in ranked:
+        cost = estimate_tokens(c.text())
+        if cost <= budget:
+            chosen.append(c)
+            budget -= cost
+    return sorted(chosen, key=lambda c: c.skill.name)
+
+
+class SkillServing:
+    def __init__(self, library: SkillLibrary, index: SkillIndex, *, cache_size: int = 4096) -> None:
+        self.library = library
+        self.index = index
+        self.cache_size = cache_size
+        self._snapshots: dict[str, TenantSnapshot] = {}
+        self._names: dict[str, str] = {}  # tenant id -> tenant name
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def cached(self, tenant_id: str) -> TenantSnapshot | None:
+        return self._snapshots.get(tenant_id)
+
+    async def snapshot(self, tenant: str) -> TenantSnapshot:
+        """The tenant's snapshot, loading (and seeding) it on first use."""
+        ten = await self.library.tenant(tenant)
+        snap = self._snapshots.get(ten.id)
+        if snap is None:
+            snap = await self.refresh(tenant, force=True)
+        return snap
+
+    async def refresh(self, tenant: str, *, force: bool = False) -> TenantSnapshot:
+        """Reload the tenant when its generation (or settings) changed; reindex what changed."""
+        ten = await self.library.tenant(tenant)
+        lock = self._locks.setdefault(ten.id, asyncio.Lock())
+        async with lock:
+            snap = self._snapshots.get(ten.id)
+            if snap is None:
+                try:
+                    await self.library.ensure_seeded(tenant)
+                except SkillFileError as exc:
+                    log.error("seed skills refused, serving without them: %s", exc)
+                await self.library.sync_disk(tenant)
+            generation = await self.library.generation(tenant)
+            settings = await self.library.tenant_settings(tenant)
+            if snap is not None and not force and snap.generation == generation:
+                if snap.settings != settings:
+                    snap.settings = settings
+                return snap
+            current = await self.library.current(tenant)
+            active = {n: s for n, s in current.items() if s.skill.serving}
+            pairs = {n: (s.skill, s.content_hash) for n, s in active.items()}
+            result = await asyncio.to_thread(self.index.sync, ten.id, pairs)
+            if result.embedded or result.deleted:
+                log.info("skills index for tenant %s: %d embedded, %d removed (generation %d)",
+                         ten.name, result.embedded, result.deleted, generation)
+            snap = TenantSnapshot(ten.id, generation, active, settings)
+            self._snapshots[ten.id] = snap
+            self._names[ten.id] = ten.name
+            return snap
+
+    async def poll(self) -> None:
+        """One watcher round: disk edits -> revisions, then reload tenants whose generation moved."""
+        for tenant_id, name in list(self._names.items()):
+            report = await self.library.sync_disk(name, wait=False)
+            for err in report.errors:
+                log.warning("skill file refused: %s", err)
+        generations = await self.library.revisions.generations()
+        for tenant_id, name in list(self._names.items()):
+            snap = self._snapshots.get(tenant_id)
+            if snap is not None and generations.get(tenant_id, 0) != snap.generation:
+                await self.refresh(name)
+            elif snap is not None:
+                settings = await self.library.tenant_settings(name)
+                if settings != snap.settings:
+                    snap.settings = settings
+
+    async def retrieve(self, tenant: str, query: str, *, refresh: bool = True) -> Selection:
+        """The skills for one task query, cached per (tenant, query, generation, settings)."""
+        snap = await self.snapshot(tenant)
+        key = (query_key(query), snap.settings)
+        hit = snap.cache.get(key)
+        if hit is not None:
+            snap.cache.move_to_end(key)
+            return hit
+        if refresh:
+            # A new task: make sure we serve the newest library (one indexed read).
+            snap = await self.refresh(tenant)
+            hit = snap.cache.get(key)
+            if hit is not None:
+                return hit
+        sel = await asyncio.to_thread(self._search, snap, query)
+        snap.cache[key] = sel
+        if len(snap.cache) > self.cache_size:
+            snap.cache.popitem(last=False)
+        return sel
+
+    def _search(self, snap: TenantSnapshot, query: str) -> Selection:
+        return search(self.index, snap, query)
+
+
+def search(index: SkillIndex, snap: TenantSnapshot, query: str) -> Selection:
+    """One uncached retrieval: embed the query, ask the index, apply floor, top-k and budget."""
+    settings = snap.settings
+    if not query or settings.top_k == 0 or not snap.active:
+        return Selection(snap.generation, ())
+    vector = index.embed_query(query)
+    hits = index.query(snap.tenant_id, vector, settings.top_k * 3)
+    current: list[tuple[LibrarySkill, float]] = []
+    for h in hits:
+        s = snap.active.get(h.name)
+        if s is not None and s.content_hash == h.content_hash:
+            current.append((s, h.similarity))
+    return Selection(snap.generation, tuple(select(current, settings)))
