@@ -28,13 +28,14 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from store.errors import Conflict, InvalidInput, NotFound
 from store.registry_check import ARTIFACT_FILES, KINDS, check_artifact
+from store.settings import ModelRoute
 
 STATUSES = ("candidate", "active", "retired", "rolled_back")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -81,7 +82,7 @@ class VersionMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VersionMeta":
+    def from_dict(cls, data: dict[str, Any]) -> VersionMeta:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
@@ -151,7 +152,7 @@ class Registry:
         except (json.JSONDecodeError, TypeError) as exc:
             raise InvalidInput(f"{p} is not a valid meta.json") from exc
 
-    def list(self, tenant: str, base: str) -> list[VersionMeta]:
+    def versions(self, tenant: str, base: str) -> list[VersionMeta]:
         d = self.base_dir(tenant, base)
         if not d.is_dir():
             return []
@@ -259,29 +260,66 @@ class Registry:
                     return str(cand)
             except NotFound:
                 continue
-        raise Conflict(f"{tenant}/{base}: no earlier version to roll back to")
+        raise Conflict(f"{tenant}/{base}: no earlier version to roll back to "
+                       "(roll back to the base weights with to='base')")
 
     def rollback(
         self, tenant: str, base: str, to: str | None = None, *, base_dir: str | Path | None,
         reason: str | None = None,
     ) -> Promotion:
+        if to == "base":
+            return self._clear(tenant, base, reason)
         target = version_name(to) if to else self.rollback_target(tenant, base)
         return self.promote(tenant, base, target, base_dir=base_dir, action="rollback", reason=reason)
+
+    def _clear(self, tenant: str, base: str, reason: str | None) -> Promotion:
+        """Serve the base weights again: the active version is rolled back, the pointer removed."""
+        with self._locked(tenant, base) as d:
+            previous = self.active(tenant, base)
+            if previous is None:
+                raise Conflict(f"{tenant}/{base} already serves the base weights")
+            old = self.get(tenant, base, previous)
+            old.status = "rolled_back"
+            self._save(old)
+            os.remove(d / "active")
+            entry = {"at": time.time(), "action": "rollback", "from": previous, "to": None,
+                     "reason": reason}
+            with (d / "history.jsonl").open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return Promotion(tenant, base, previous, "base", "rollback")
 
     def remove(self, tenant: str, base: str, version: str) -> None:
         target = version_name(version)
         with self._locked(tenant, base):
-            if self.active(tenant, base) == target:
-                raise Conflict(f"{target} is the active version of {tenant}/{base}; promote another first")
             p = self.path(tenant, base, target)
             if not p.is_dir():
                 raise NotFound(f"no version {target} of {tenant}/{base}")
+            if self.active(tenant, base) == target or self.get(tenant, base, target).status == "active":
+                raise Conflict(f"{target} is the active version of {tenant}/{base}; promote another first")
             shutil.rmtree(p)
 
     def _prune(self, tenant: str, base: str) -> list[str]:
         """Retention: keep the newest `keep_candidates` candidates (caller holds the lock)."""
-        candidates = [m for m in self.list(tenant, base) if m.status == "candidate"]
+        candidates = [m for m in self.versions(tenant, base) if m.status == "candidate"]
         doomed = candidates[: max(0, len(candidates) - self.keep_candidates)]
         for m in doomed:
             shutil.rmtree(self.path(tenant, base, m.version))
         return [m.version for m in doomed]
+
+
+def served_base_dirs(routes: Sequence[ModelRoute]) -> dict[str, Path | None]:
+    """Registry base name -> the base weights a route serves it from (None: not local).
+
+    Promotion validates an artifact against these weights; a base served only
+    by a remote server (vLLM) is checked for completeness and readability.
+    """
+    out: dict[str, Path | None] = {}
+    for r in routes:
+        if r.kind == "litellm":
+            continue
+        name = base_id(r.upstream_model or r.alias)
+        if r.local:
+            out[name] = Path(r.local)
+        elif r.vllm:
+            out.setdefault(name, None)
+    return out

@@ -112,8 +112,7 @@ def _base_name(lora_key: str) -> tuple[str, str] | None:
         marker = f".lora_{part}.weight"
         if lora_key.endswith(marker):
             inner = lora_key[: -len(marker)]
-            if inner.startswith(_LORA_PREFIX):
-                inner = inner[len(_LORA_PREFIX):]
+            inner = inner.removeprefix(_LORA_PREFIX)
             return inner + ".weight", part
     return None
 

@@ -44,14 +44,14 @@ def register(cli: click.Group) -> None:
         """Run the proxy (and the learning loops) until SIGTERM or Ctrl-C."""
         import uvicorn
 
-        from molt.wiring import build_app
+        from molt.wiring import build_app, with_default_model
 
         overrides: dict[str, Any] = {"server": {}}
         if host:
             overrides["server"]["host"] = host
         if port:
             overrides["server"]["port"] = port
-        settings = settings_from(ctx, overrides)
+        settings = with_default_model(settings_from(ctx, overrides))
         check_exposure(settings)
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         app = build_app(settings)

@@ -23,6 +23,8 @@ class UpstreamCall:
     stream: bool
     tenant_id: str
     turn_id: str
+    # The tenant's name: registry versions are kept per tenant name.
+    tenant: str = "default"
 
 
 async def _noop() -> None:

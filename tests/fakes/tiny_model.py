@@ -2,8 +2,9 @@
 template in the Qwen/Hermes style, and a 2-layer Llama trained for a few
 dozen steps to answer two fixed prompts (one with a tool call).
 
-Built once per test session into the session's temp folder; every test module
-that imports `tiny_base` reuses the files on disk.
+Built once per test session into the session's temp folder (fixtures
+`tiny_base` and `tiny_artifacts`, registered in tests/conftest.py; torch and
+transformers are imported only when a test asks for them).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 END = "<|end|>"
 PAD = "<pad>"
@@ -51,7 +49,10 @@ CORPUS = [
 ]
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer() -> Any:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -68,7 +69,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _example(tok: PreTrainedTokenizerFast, messages: list[dict[str, Any]], tools: Any,
+def _example(tok: Any, messages: list[dict[str, Any]], tools: Any,
              answer: str) -> tuple[list[int], list[int]]:
     prompt = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
                                      tokenize=False)
@@ -79,6 +80,9 @@ def _example(tok: PreTrainedTokenizerFast, messages: list[dict[str, Any]], tools
 
 def build_base(out: Path, *, steps: int = 60, hidden: int = 64, lr: float = 1e-2) -> Path:
     """Train and save the tiny model; returns its folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     tok = build_tokenizer()
     cfg = LlamaConfig(
@@ -111,7 +115,9 @@ def build_base(out: Path, *, steps: int = 60, hidden: int = 64, lr: float = 1e-2
 
 def make_lora(base_dir: Path, out: Path, *, seed: int, scale: float = 0.3, r: int = 4) -> Path:
     """A LoRA adapter with random A and B (so that it changes the outputs)."""
+    import torch
     from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     model = LlamaForCausalLM.from_pretrained(base_dir)
@@ -128,7 +134,9 @@ def make_lora(base_dir: Path, out: Path, *, seed: int, scale: float = 0.3, r: in
 
 def make_delta(base_dir: Path, out: Path, *, seed: int, scale: float = 0.05) -> Path:
     """A TTT-style weight delta on every MLP down projection."""
+    import torch
     from safetensors.torch import save_file
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     model = LlamaForCausalLM.from_pretrained(base_dir)
@@ -145,3 +153,35 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (root / "model.safetensors").is_file():
         build_base(root)
     return root
+
+
+def _quiet(fn: Any, *args: Any, **kw: Any) -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return fn(*args, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_base: Path) -> dict[str, Path]:
+    """Three LoRA adapters (seeds 1-3), one weight delta, and a LoRA for another base."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tiny_base.parent / "tiny-artifacts"
+    out = {f"lora{i}": root / f"lora{i}" for i in (1, 2, 3)}
+    out["delta"] = root / "delta"
+    out["other_base"] = root / "other-base"
+    out["other_lora"] = root / "other-lora"
+    if not (out["other_lora"] / "adapter_config.json").is_file():
+        for i in (1, 2, 3):
+            _quiet(make_lora, tiny_base, out[f"lora{i}"], seed=i)
+        make_delta(tiny_base, out["delta"], seed=7)
+        # An untrained model of another width: its adapters have the wrong shapes.
+        tok = PreTrainedTokenizerFast.from_pretrained(str(tiny_base))
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                          max_position_embeddings=512, tie_word_embeddings=True)
+        LlamaForCausalLM(cfg).save_pretrained(out["other_base"])
+        _quiet(make_lora, out["other_base"], out["other_lora"], seed=9)
+    return out

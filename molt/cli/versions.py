@@ -1,0 +1,166 @@
+"""`molt versions list|show|promote|rollback|rm`: the weight-version registry.
+
+Promotion and rollback go through `Registry.promote`, which validates the
+artifact against the base weights configured for it (the route's `local`
+folder) before the `active` pointer flips; running `molt serve` processes
+notice the new pointer within a second and hot-swap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from molt.cli.common import echo_json, settings_from, ts
+from store.errors import StoreError
+from store.registry import Promotion, Registry, VersionMeta, served_base_dirs
+from store.settings import MoltSettings
+
+
+def _registry(settings: MoltSettings) -> Registry:
+    return Registry(settings.registry_root(), keep_candidates=settings.registry_keep_candidates)
+
+
+def _base(reg: Registry, tenant: str, base: str | None) -> str:
+    if base:
+        return base
+    bases = reg.bases(tenant)
+    if len(bases) == 1:
+        return bases[0]
+    if not bases:
+        raise click.ClickException(f"tenant {tenant!r} has no versions in {reg.root}")
+    raise click.ClickException(f"tenant {tenant!r} has several bases; pick one with --base: "
+                               + ", ".join(bases))
+
+
+def _line(m: VersionMeta, active: str | None) -> str:
+    mark = "*" if m.version == active else " "
+    gate = (m.eval_gate or {}).get("passed")
+    gate_s = "" if gate is None else ("  gate=pass" if gate else "  gate=FAIL")
+    return (f"{mark} {m.version}  {m.kind:<9} {m.status:<11} {ts(m.created)}"
+            f"  parent={m.parent or '-'}{gate_s}")
+
+
+def _promotion_json(p: Promotion) -> dict[str, Any]:
+    return {"tenant": p.tenant, "base": p.base, "action": p.action, "previous": p.previous,
+            "active": p.active}
+
+
+def register(cli: click.Group) -> None:
+    tenant_opt = click.option("--tenant", default="default", show_default=True)
+    base_opt = click.option("--base", default=None, help="Base model folder name in the registry.")
+    json_opt = click.option("--json", "as_json", is_flag=True)
+
+    @cli.group()
+    def versions() -> None:
+        """Weight versions (LoRA adapters, TTT deltas) and the active pointer."""
+
+    @versions.command("list")
+    @tenant_opt
+    @base_opt
+    @json_opt
+    @click.pass_context
+    def list_(ctx: click.Context, tenant: str, base: str | None, as_json: bool) -> None:
+        """Every version of each base, newest last; * marks the active one."""
+        reg = _registry(settings_from(ctx))
+        try:
+            bases = [base] if base else reg.bases(tenant)
+            data = [(b, reg.active(tenant, b), reg.versions(tenant, b)) for b in bases]
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if as_json:
+            echo_json([{"tenant": tenant, "base": b, "active": active,
+                        "versions": [m.to_dict() for m in metas]} for b, active, metas in data])
+            return
+        if not data:
+            click.echo(f"no versions for tenant {tenant} in {reg.root}")
+        for b, active, metas in data:
+            click.echo(f"{tenant}/{b}  active={active or 'base weights'}")
+            for m in metas:
+                click.echo("  " + _line(m, active))
+
+    @versions.command("show")
+    @click.argument("version")
+    @tenant_opt
+    @base_opt
+    @json_opt
+    @click.pass_context
+    def show(ctx: click.Context, version: str, tenant: str, base: str | None, as_json: bool) -> None:
+        """One version's meta.json."""
+        reg = _registry(settings_from(ctx))
+        try:
+            meta = reg.get(tenant, _base(reg, tenant, base), version)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if as_json:
+            echo_json(meta.to_dict())
+            return
+        for k, v in meta.to_dict().items():
+            click.echo(f"{k:>16}: {ts(v) if k == 'created' else v}")
+
+    @versions.command("promote")
+    @click.argument("version")
+    @tenant_opt
+    @base_opt
+    @click.option("--reason", default=None)
+    @json_opt
+    @click.pass_context
+    def promote(ctx: click.Context, version: str, tenant: str, base: str | None,
+                reason: str | None, as_json: bool) -> None:
+        """Validate VERSION against its base and make it the active one."""
+        settings = settings_from(ctx)
+        reg = _registry(settings)
+        b = _base(reg, tenant, base)
+        try:
+            p = reg.promote(tenant, b, version, base_dir=served_base_dirs(settings.models).get(b),
+                            reason=reason)
+        except StoreError as exc:
+            raise click.ClickException(f"refused: {exc}") from exc
+        if as_json:
+            echo_json(_promotion_json(p))
+        else:
+            click.echo(f"{tenant}/{b}: {p.previous or 'base weights'} -> {p.active}")
+
+    @versions.command("rollback")
+    @click.option("--to", "to", default=None,
+                  help="Version to return to, or 'base' (default: the previous one).")
+    @tenant_opt
+    @base_opt
+    @click.option("--reason", default=None)
+    @json_opt
+    @click.pass_context
+    def rollback(ctx: click.Context, to: str | None, tenant: str, base: str | None,
+                 reason: str | None, as_json: bool) -> None:
+        """Return to the previously active version (marks the current one rolled_back)."""
+        settings = settings_from(ctx)
+        reg = _registry(settings)
+        b = _base(reg, tenant, base)
+        try:
+            p = reg.rollback(tenant, b, to, base_dir=served_base_dirs(settings.models).get(b),
+                             reason=reason)
+        except StoreError as exc:
+            raise click.ClickException(f"refused: {exc}") from exc
+        if as_json:
+            echo_json(_promotion_json(p))
+        else:
+            click.echo(f"{tenant}/{b}: rolled back {p.previous} -> {p.active}")
+
+    @versions.command("rm")
+    @click.argument("version")
+    @tenant_opt
+    @base_opt
+    @json_opt
+    @click.pass_context
+    def rm(ctx: click.Context, version: str, tenant: str, base: str | None, as_json: bool) -> None:
+        """Delete a version that is not active."""
+        reg = _registry(settings_from(ctx))
+        b = _base(reg, tenant, base)
+        try:
+            reg.remove(tenant, b, version)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if as_json:
+            echo_json({"deleted": True, "tenant": tenant, "base": b, "version": version})
+        else:
+            click.echo(f"deleted {tenant}/{b} {version}")
