@@ -7,6 +7,7 @@ arms (skills, rl, ttt, ...) are rows added here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +17,19 @@ from bench.toolworld import BASE, conventions_for_day, state_conventions
 from modeling.blocks import render_skills_block
 
 
+NO_LEARNING: dict[str, Any] = {"skills": {"enabled": False}, "evolver": {"enabled": False}}
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
     description: str
     # Settings overrides for the arm's fresh molt, given its data folder.
-    settings: Callable[[Path], dict[str, Any]] = field(default=lambda _d: {})
+    settings: Callable[[Path], dict[str, Any]] = field(default=lambda _d: dict(NO_LEARNING))
     # Extra system messages the driver sends on a day (after its own prompt).
     extra_system: Callable[[int], list[str]] = field(default=lambda _day: [])
+    # Ask molt to evolve (POST /admin/evolve) after every this many episodes; 0: never.
+    evolve_every: int = 0
 
 
 def _oracle_block(day: int) -> list[str]:
@@ -33,8 +39,29 @@ def _oracle_block(day: int) -> list[str]:
     return [render_skills_block(skills)] if skills else []
 
 
+def _skills(variant: int = 0, model: bool = False) -> Callable[[Path], dict[str, Any]]:
+    def settings(_data_dir: Path) -> dict[str, Any]:
+        # The loop stays off: the runner asks for an evolution every few episodes, so that
+        # runs are reproducible (the loop's own trigger is tested in tests/evolver).
+        ev: dict[str, Any] = {"enabled": False, "template_variant": variant, "min_support": 2}
+        if model:
+            ev["model"] = {"base_url": os.environ["MOLT_BENCH_EVOLVER_URL"],
+                           "model": os.environ.get("MOLT_BENCH_EVOLVER_MODEL", "gpt-4o-mini"),
+                           "api_key_env": "MOLT_BENCH_EVOLVER_KEY"}
+        return {"skills": {"enabled": True, "seed_dir": None}, "evolver": ev}
+
+    return settings
+
+
 ARMS: dict[str, Arm] = {
     "baseline": Arm("baseline", "the tiny policy alone, no skills"),
     "oracle": Arm("oracle", "the day's true conventions stated in the skills block (upper bound)",
                   extra_system=_oracle_block),
+    "skills": Arm("skills", "the offline evolver learns skills from tool errors and complaints",
+                  settings=_skills(0), evolve_every=3),
+    "skills-paraphrased": Arm(
+        "skills-paraphrased", "as skills, the learned skills worded by hand-written paraphrases",
+        settings=_skills(1), evolve_every=3),
+    "llm-skills": Arm("llm-skills", "skills written by an evolver model (MOLT_BENCH_EVOLVER_URL)",
+                      settings=_skills(0, model=True), evolve_every=3),
 }

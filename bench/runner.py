@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 from tqdm import tqdm
 
@@ -70,13 +71,16 @@ def run_arm(
     progress: Callable[[int], None] = lambda _n: None,
 ) -> dict[str, Any]:
     from molt.config import load_settings
-    from molt.embedded import ServerThread
+    from molt.embedded import ServerThread, free_port
     from molt.wiring import build_app
 
     server: ServerThread | None = None
     if endpoint is None:
-        settings = load_settings(None, molt_settings(arm, out / arm.name / "molt", checkpoint))
-        server = ServerThread(build_app(settings)).__enter__()
+        port = free_port()
+        overrides = molt_settings(arm, out / arm.name / "molt", checkpoint)
+        overrides["server"] = {"port": port}
+        settings = load_settings(None, overrides)
+        server = ServerThread(build_app(settings), port=port).__enter__()
         endpoint = server.url + "/v1"
     client = openai.OpenAI(base_url=endpoint, api_key=os.environ.get("MOLT_BENCH_API_KEY", "bench"),
                            max_retries=2, timeout=120)
@@ -84,6 +88,8 @@ def run_arm(
                          feedback=server is not None)
     per_day: dict[str, Any] = {}
     episodes: list[dict[str, Any]] = []
+    evolutions: list[dict[str, Any]] = []
+    done = 0
     started = time.time()
     try:
         for day in days:
@@ -91,21 +97,30 @@ def run_arm(
             for task in day_tasks(day, tasks_per_day, seed):
                 results.append(driver.run(task, extra_system=arm.extra_system(day)))
                 progress(1)
+                done += 1
+                if arm.evolve_every and server is not None and done % arm.evolve_every == 0:
+                    evolutions.append(evolve(server.url, day))
             per_day[str(day)] = summarize(results)
             episodes += [asdict(r) for r in results]
-            if arm_hook := ARM_DAY_END.get(arm.name):
-                arm_hook(server, day)
     finally:
         driver.close()
         if server is not None:
             server.__exit__(None, None, None)
     flat = [EpisodeResult(**e) for e in episodes]
     return {"arm": arm.name, "description": arm.description, "per_day": per_day,
-            "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes}
+            "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
+            "evolutions": evolutions}
 
 
-# Work an arm does at the end of each simulated day (e.g. an overnight update).
-ARM_DAY_END: dict[str, Callable[[Any, int], None]] = {}
+def evolve(url: str, day: int) -> dict[str, Any]:
+    """One evolution through molt's admin API; what it accepted, for the report."""
+    r = httpx.post(url + "/admin/evolve", json={}, timeout=600)
+    r.raise_for_status()
+    rep = r.json()
+    return {"day": day, "failures": rep["failures"],
+            "accepted": [p for p in rep["proposals"] if p["status"] == "accepted"],
+            "rejected": [p for p in rep["proposals"] if p["status"] != "accepted"],
+            "context": (rep.get("context") or {}).get("reason")}
 
 
 def run(

@@ -74,54 +74,68 @@ def turn_calls(turn: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
     return out
 
 
-def _tool_results(request: Mapping[str, Any]) -> dict[str, str]:
-    results: dict[str, str] = {}
-    for m in request.get("messages") or []:
-        if m.get("role") == "tool" and m.get("tool_call_id"):
-            c = m.get("content")
-            results[str(m["tool_call_id"])] = c if isinstance(c, str) else json.dumps(c)
-    return results
-
-
 def is_error(result: str) -> bool:
     head = result.lstrip()[:80].lower()
     return head.startswith("error") or head.startswith('{"error"')
 
 
+def _results_of(turn: Mapping[str, Any], nxt: Mapping[str, Any] | None) -> dict[int, str]:
+    """The tool result of each of `turn`'s calls (by position), read from the next request.
+
+    Results are matched within the tool messages that follow the turn's own
+    answer, by call id, else by order: ids are not unique across turns for
+    every model.
+    """
+    if nxt is None:
+        return {}
+    before = len((turn.get("request") or {}).get("messages") or [])
+    later = ((nxt.get("request") or {}).get("messages") or [])[before + 1:]
+    segment = []
+    for m in later:
+        if m.get("role") != "tool":
+            break
+        segment.append(m)
+    calls = turn_calls(turn)
+    out: dict[int, str] = {}
+    for i, (cid, _, _) in enumerate(calls):
+        match = next((m for m in segment if cid and m.get("tool_call_id") == cid), None)
+        if match is None and i < len(segment):
+            match = segment[i]
+        if match is not None:
+            c = match.get("content")
+            out[i] = c if isinstance(c, str) else json.dumps(c)
+    return out
+
+
 def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]]) -> list[Case]:
     """Every failure case of one session (turns ordered by index, main turns only)."""
     turns = [t for t in turns if t.get("turn_type", "main") == "main" and t.get("status") == "ok"]
-    results: dict[str, str] = {}
-    for t in turns:
-        results.update(_tool_results(t.get("request") or {}))
+    results = [_results_of(t, turns[i + 1] if i + 1 < len(turns) else None) for i, t in enumerate(turns)]
     cases: list[Case] = []
-    outcome: dict[str, str] = {}  # call id -> "ok" | "error"
-    for t in turns:
-        for cid, name, _ in turn_calls(t):
-            if cid in results:
-                outcome[cid] = "error" if is_error(results[cid]) else "ok"
     for i, t in enumerate(turns):
         calls = turn_calls(t)
         simple = [(n, a) for _, n, a in calls]
-        for cid, name, args in calls:
-            if outcome.get(cid) != "error":
+        for j, (_, name, args) in enumerate(calls):
+            if j not in results[i] or not is_error(results[i][j]):
                 continue
             target = None
-            for later in turns[i + 1:]:
-                for lcid, lname, largs in turn_calls(later):
-                    if lname == name and outcome.get(lcid) == "ok":
+            for k in range(i + 1, len(turns)):
+                for jj, (_, lname, largs) in enumerate(turn_calls(turns[k])):
+                    if lname == name and jj in results[k] and not is_error(results[k][jj]):
                         target = (lname, largs)
                         break
                 if target:
                     break
-            msg = results[cid].removeprefix("error:").strip()
+            msg = results[i][j].removeprefix("error:").strip()
             cases.append(Case(str(t["id"]), str(t["session_id"]), "tool_error", msg, [name],
                               t["request"], simple, target, -1.0, {"arguments": args}))
     by_turn = {str(t["id"]): t for t in turns}
     for f in feedback:
         score = f.get("score")
         text = (f.get("text") or "").strip()
-        if f.get("turn_id") and f["turn_id"] in by_turn and score is not None and score < 0 and not text:
+        explained = {c.turn_id for c in cases if c.kind == "tool_error"}
+        if (f.get("turn_id") and f["turn_id"] in by_turn and f["turn_id"] not in explained
+                and score is not None and score < 0 and not text):
             t = by_turn[f["turn_id"]]
             calls = [(n, a) for _, n, a in turn_calls(t)]
             cases.append(Case(str(t["id"]), str(t["session_id"]), "low_score",

@@ -55,6 +55,7 @@ class UpdateOp(_Op):
     name: str = Field(pattern=SLUG)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     body: str | None = Field(default=None, max_length=MAX_BODY)
+    tools: list[str] | None = Field(default=None, max_length=32)
 
 
 class MergeOp(_Op):
@@ -143,6 +144,7 @@ async def apply_ops(library: SkillLibrary, tenant: str, ops: Sequence[EditOp]) -
         elif isinstance(op, UpdateOp):
             cur = (await library.get(tenant, op.name)).skill
             skill = cur.with_(description=op.description or cur.description, body=op.body or cur.body,
+                              tools=tuple(op.tools) if op.tools is not None else cur.tools,
                               provenance=tuple(dict.fromkeys(cur.provenance + prov)))
             r = await library.update(tenant, skill, author="evolver", reason=op.reason)
         elif isinstance(op, MergeOp):

@@ -121,7 +121,7 @@ class Evolver:
         current = await self.library.current(tenant)
         serving = {n: ls.skill for n, ls in current.items()}
         if self.model is None:
-            return offline.propose(groups, set(serving), min_support=self.settings.min_support,
+            return offline.propose(groups, serving, min_support=self.settings.min_support,
                                    variant=self.settings.template_variant,
                                    max_drafts=self.settings.max_proposals), []
         drafts, invalid = [], []

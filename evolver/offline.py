@@ -22,8 +22,9 @@ from typing import Any
 
 from evolver.cases import constraint_of, refused_value, words
 from evolver.checks import Check, fix_check, infer_preference, preference_check
-from evolver.edits import AddOp, EditOp
+from evolver.edits import AddOp, EditOp, UpdateOp
 from evolver.mining import FailureGroup
+from store.skills import Skill
 
 MARK = "Written by molt's rule-based miner"
 
@@ -144,7 +145,21 @@ def _order(g: FailureGroup) -> tuple[str, str] | None:
     return None
 
 
-def propose(groups: list[FailureGroup], existing: set[str], *, min_support: int = 2,
+def _broaden(draft: Draft, skill: Skill) -> Draft | None:
+    """The same rule failing on more tools: widen the existing skill instead of adding one."""
+    op = draft.ops[0]
+    assert isinstance(op, AddOp)
+    tools = sorted(set(skill.tools) | set(op.tools))
+    if tools == sorted(skill.tools) or skill.origin != "evolver":
+        return None
+    wider = UpdateOp(op="update", name=op.name, tools=tools,
+                     description=op.description.replace(", ".join(op.tools), ", ".join(tools)),
+                     body=op.body.replace(", ".join(op.tools), ", ".join(tools)),
+                     reason=f"{op.reason}; now seen with {', '.join(tools)}", turn_ids=op.turn_ids)
+    return Draft([wider], wider.reason, draft.turn_ids, draft.checks)
+
+
+def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,
             variant: int = 0, max_drafts: int = 3) -> list[Draft]:
     """Rule-based drafts for the largest recurring failure groups not yet covered."""
     t = TEMPLATES[variant % len(TEMPLATES)]
@@ -154,8 +169,15 @@ def propose(groups: list[FailureGroup], existing: set[str], *, min_support: int 
             continue
         draft = _error_draft(g, t) if g.kind == "tool_error" else (
             _complaint_draft(g, t) if g.kind == "complaint" else None)
-        if draft is None or any(op.name in existing for op in draft.ops if isinstance(op, AddOp)):
+        if draft is None:
             continue
+        name = draft.ops[0].name
+        if name in existing:
+            if not isinstance(existing, dict):
+                continue
+            draft = _broaden(draft, existing[name])
+            if draft is None:
+                continue
         if any(d.ops[0].name == draft.ops[0].name for d in drafts):  # type: ignore[union-attr]
             continue
         drafts.append(draft)

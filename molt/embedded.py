@@ -22,6 +22,7 @@ def free_port() -> int:
 
 class ServerThread:
     def __init__(self, app: Any, *, port: int | None = None, **config: Any) -> None:
+        self.app = app
         self.port = port or free_port()
         cfg = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",

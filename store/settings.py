@@ -135,6 +135,7 @@ class EvolverModelSettings(BaseModel):
 
 
 class EvolverSettings(BaseModel):
+    # Run the evolver loop in `molt serve` (evolutions on demand work either way).
     enabled: bool = True
     # None: the offline rule-based miner writes skills from tool errors and complaints.
     model: EvolverModelSettings | None = None

@@ -29,8 +29,10 @@ def overlay(ops: Sequence[Mapping[str, Any]], current: Mapping[str, Skill]) -> t
             base = changed.get(name) or current.get(name)
             if base is None:
                 raise InvalidInput(f"update of unknown skill {name!r}")
+            tools = op.get("tools")
             changed[name] = base.with_(description=op.get("description") or base.description,
-                                       body=op.get("body") or base.body, status="active")
+                                       body=op.get("body") or base.body, status="active",
+                                       tools=tuple(tools) if tools is not None else base.tools)
         elif kind == "merge":
             sources = [str(s) for s in op.get("sources") or ()]
             missing = [s for s in sources if s not in current and s not in changed]

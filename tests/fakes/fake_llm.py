@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
+        # When set and the script is empty, computes the reply from the request body.
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -118,8 +121,12 @@ class FakeLLM:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        reply = self.script.popleft() if self.script else Reply(
-            content="echo: " + _last_user(body.get("messages") or []))
+        if self.script:
+            reply = self.script.popleft()
+        elif self.responder is not None:
+            reply = self.responder(body)
+        else:
+            reply = Reply(content="echo: " + _last_user(body.get("messages") or []))
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.status != 200:

@@ -1,0 +1,157 @@
+"""The evolver end to end: real molt, real toolworld, the real driver, a scripted remote model.
+
+The serving model is a scripted stand-in for a remote LLM that follows a
+convention only when told (tests/fakes/convention_agent.py), so these tests
+pin down the evolver's mechanics; `test_evolver_policy.py` shows the same loop
+on the tiny policy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from bench.agent import AgentDriver
+from molt.config import load_settings
+from molt.embedded import ServerThread, free_port
+from molt.wiring import build_app
+from tests.fakes.convention_agent import ConventionFollower
+from tests.fakes.fake_llm import FakeLLM, Reply
+
+DAY, SEED = 4, 11  # day 4: dates drift to DD.MM.YYYY
+
+
+@pytest.fixture
+def agent_model() -> Iterator[tuple[FakeLLM, ConventionFollower]]:
+    fake = FakeLLM()
+    follower = ConventionFollower(DAY, 80, SEED, marker="DD.MM.YYYY")
+    fake.responder = follower
+    with ServerThread(fake.app) as srv:
+        fake.url = srv.url  # type: ignore[attr-defined]
+        yield fake, follower
+
+
+@pytest.fixture
+def evolver_model() -> Iterator[FakeLLM]:
+    fake = FakeLLM()
+    with ServerThread(fake.app) as srv:
+        fake.url = srv.url  # type: ignore[attr-defined]
+        yield fake
+
+
+def _molt(tmp_path: Path, agent_url: str, evolver_url: str | None = None) -> ServerThread:
+    port = free_port()
+    ev: dict[str, Any] = {"enabled": False, "min_support": 2, "optimize_context": False}
+    if evolver_url:
+        ev["model"] = {"base_url": evolver_url + "/v1", "model": "evolver-fake"}
+    settings = load_settings(None, {
+        "server": {"port": port},
+        "data_dir": str(tmp_path / "data"),
+        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
+        "models": [{"alias": "agent", "base_url": agent_url + "/v1", "timeout_s": 30}],
+        "skills": {"enabled": True, "seed_dir": None, "poll_interval_s": 0.2},
+        "evolver": ev,
+    })
+    return ServerThread(build_app(settings), port=port).__enter__()
+
+
+def _play(srv: ServerThread, tasks: list[Any]) -> list[Any]:
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    driver = AgentDriver(client, "agent", system_prompt="You are a helpful assistant with tools.")
+    try:
+        return [driver.run(t) for t in tasks]
+    finally:
+        driver.close()
+
+
+def _evolve(srv: ServerThread) -> dict[str, Any]:
+    r = httpx.post(srv.url + "/admin/evolve", json={}, timeout=300)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _turns(srv: ServerThread) -> list[dict[str, Any]]:
+    state = srv.app.state.molt  # type: ignore[attr-defined]
+    srv.call(state.recorder.flush())
+    return srv.call(state.trajectories.turns_since(0))  # type: ignore[no-any-return]
+
+
+def test_offline_evolver_learns_from_tool_errors(tmp_path: Path, agent_model: Any) -> None:
+    fake, follower = agent_model
+    # one kind of task, so that the skill learned from its failures is the one retrieved
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    assert len(tasks) >= 8
+    srv = _molt(tmp_path, fake.url)
+    try:
+        before = _play(srv, tasks[:4])
+        assert all(r.tool_errors >= 1 for r in before)  # the habit trips on the drifted dates
+        report = _evolve(srv)
+        accepted = [p for p in report["proposals"] if p["status"] == "accepted"]
+        assert len(accepted) == 1, report
+        assert accepted[0]["scores"]["fix_candidate"] > accepted[0]["scores"]["fix_current"]
+
+        skills = httpx.get(srv.url + "/admin/skills", timeout=30).json()
+        learned = [s for s in skills["data"] if s["name"] in accepted[0]["skills"]]
+        assert learned and learned[0]["origin"] == "evolver"
+        failing = {t["id"] for t in _turns(srv) if t["turn_type"] == "main"
+                   and (t.get("tool_calls") or []) and "date" in json.dumps(t["tool_calls"])}
+        assert set(learned[0]["provenance"]) <= failing and learned[0]["provenance"]
+
+        gen_before = max(t["skill_generation"] or 0 for t in _turns(srv) if t["turn_type"] == "main")
+        after = _play(srv, tasks[4:8])
+        assert all(r.tool_errors == 0 and r.success for r in after)
+        main = [t for t in _turns(srv) if t["turn_type"] == "main"][-len(after):]
+        assert all(any(s["id"] == learned[0]["name"] for s in (t["injected_skills"] or [])) for t in main)
+        assert all(t["skill_generation"] > gen_before for t in main)
+        # a second evolution with nothing new proposes nothing
+        assert _evolve(srv)["proposals"] == []
+    finally:
+        srv.__exit__(None, None, None)
+
+
+def _edit(name: str, body: str, turn_ids: list[str]) -> str:
+    return json.dumps({"edits": [{"op": "add", "name": name, "description": "How to write dates for tools",
+                                  "body": body, "tools": ["create_event"], "reason": "date errors",
+                                  "turn_ids": turn_ids}]})
+
+
+def test_llm_evolver_gate_accepts_helpful_rejects_harmful_and_malformed(
+        tmp_path: Path, agent_model: Any, evolver_model: FakeLLM) -> None:
+    fake, follower = agent_model
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    srv = _molt(tmp_path, fake.url, evolver_model.url)  # type: ignore[attr-defined]
+    try:
+        _play(srv, tasks[:3])
+        evolver_model.push(Reply(content="Sorry, I cannot produce JSON today."))
+        report = _evolve(srv)
+        assert [p["status"] for p in report["proposals"]] == ["invalid"]
+        assert "JSON" in report["proposals"][0]["reason"]
+
+        _play(srv, tasks[3:6])
+        evolver_model.push(Reply(content=_edit(
+            "us-dates", "1. Write every date as MM/DD/YYYY.\n\nAnti-patterns:\n- Other formats.", [])))
+        report = _evolve(srv)
+        assert [p["status"] for p in report["proposals"]] == ["rejected"]
+        assert "minibatch" in report["proposals"][0]["reason"]
+
+        _play(srv, tasks[6:9])
+        prompt_seen: list[str] = []
+        evolver_model.push(Reply(content="```json\n" + _edit(
+            "tool-dates", "1. Tools want dates as DD.MM.YYYY (27.11.2026).\n\nAnti-patterns:\n- 2026-11-27.",
+            []) + "\n```"))
+        report = _evolve(srv)
+        prompt_seen.append(evolver_model.requests[-1]["messages"][1]["content"])
+        assert [p["status"] for p in report["proposals"]] == ["accepted"], report
+        assert "date must be DD.MM.YYYY" in prompt_seen[0]
+        listing = httpx.get(srv.url + "/admin/proposals", timeout=30).json()
+        assert sorted(p["status"] for p in listing) == ["accepted", "invalid", "rejected"]
+        after = _play(srv, tasks[9:11])
+        assert all(r.tool_errors == 0 for r in after)
+    finally:
+        srv.__exit__(None, None, None)
