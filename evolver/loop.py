@@ -212,6 +212,7 @@ class EvolverLoop:
         self.evolver = evolver
         self._task: asyncio.Task[None] | None = None
         self.reports: list[EvolutionReport] = []
+        self._since = time.time()  # the interval counts from the loop's start at the earliest
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="molt-evolver")
@@ -231,6 +232,7 @@ class EvolverLoop:
         for tid, name in await self.evolver.tenants():
             last = await self.evolver.store.last_evolution_at(tid)
             pending = await self.evolver.pending_failures(tid, since=last)
+            last = max(last, self._since)
             if not pending:
                 continue
             due = time.time() - last >= s.interval_s

@@ -74,15 +74,17 @@ class EvolveIn(BaseModel):
     tenant: str | None = None
 
 
-def build_router(service: EvolverService, after_change: Any) -> APIRouter:
+def build_router(service: EvolverService, after_change: list[Any]) -> APIRouter:
+    """Admin routes; `after_change` callbacks make this process serve an evolution at once."""
     router = APIRouter(prefix="/admin")
 
     @router.post("/evolve")
     async def evolve_now(item: EvolveIn, admin: Admin) -> dict[str, Any]:
         tenant = item.tenant or admin.tenant
         report = await service.evolve(tenant)
-        if report.accepted:
-            await after_change(tenant)
+        if report.accepted or report.context.get("activated"):
+            for callback in after_change:
+                await callback(tenant)
         return dataclasses.asdict(report)
 
     @router.get("/proposals")

@@ -58,7 +58,7 @@ def build_app(settings: MoltSettings) -> FastAPI:
         settings, backend_factories=backend_factories(settings),
         request_hooks=[skills.hook, context.hook],
         routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
-                 build_evolver_router(evolver, skills.changed)],
+                 build_evolver_router(evolver, [skills.changed, context.changed])],
         # order matters: the evolver needs the started skill library
         services=[skills, context, evolver],
     )

@@ -47,6 +47,10 @@ class ContextService:
     async def stop(self) -> None:
         self._store = None
 
+    async def changed(self, _tenant: str | None = None) -> None:
+        """After an in-process evolution: re-read the active version on the next request."""
+        self._active.clear()
+
     async def active(self, tenant_id: str) -> ContextVersion | None:
         assert self._store is not None
         hit = self._active.get(tenant_id)

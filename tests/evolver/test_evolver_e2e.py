@@ -155,3 +155,65 @@ def test_llm_evolver_gate_accepts_helpful_rejects_harmful_and_malformed(
         assert all(r.tool_errors == 0 for r in after)
     finally:
         srv.__exit__(None, None, None)
+
+
+def test_context_block_evolves_and_is_served(tmp_path: Path, agent_model: Any) -> None:
+    """Fast weights: with skills off, the context optimizer fixes the drift in the context block."""
+    fake, follower = agent_model
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    port = free_port()
+    settings = load_settings(None, {
+        "server": {"port": port}, "data_dir": str(tmp_path / "data"),
+        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
+        "models": [{"alias": "agent", "base_url": fake.url + "/v1", "timeout_s": 30}],
+        "skills": {"enabled": False},
+        "evolver": {"enabled": False, "min_support": 2, "optimize_context": True},
+    })
+    srv = ServerThread(build_app(settings), port=port).__enter__()
+    try:
+        _play(srv, tasks[:4])
+        report = _evolve(srv)
+        assert [p["status"] for p in report["proposals"]] == ["rejected"]  # skills are off
+        ctx = report["context"]
+        assert ctx["activated"] and "DD.MM.YYYY" in ctx["activated"], ctx
+        assert ctx["front"]
+        after = _play(srv, tasks[4:7])
+        assert all(r.tool_errors == 0 and r.success for r in after)
+        main = [t for t in _turns(srv) if t["turn_type"] == "main"][-3:]
+        assert {t["context_version"] for t in main} == {"v2"}  # v1: the candidate, v2: its activation
+        sent = fake.requests[-1]["messages"]
+        assert any(m["role"] == "system" and m["content"].startswith("<molt-context>") for m in sent)
+    finally:
+        srv.__exit__(None, None, None)
+
+
+def test_loop_evolves_on_its_own_after_n_failures(tmp_path: Path, agent_model: Any) -> None:
+    import time
+
+    fake, follower = agent_model
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    port = free_port()
+    settings = load_settings(None, {
+        "server": {"port": port}, "data_dir": str(tmp_path / "data"),
+        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
+        "models": [{"alias": "agent", "base_url": fake.url + "/v1", "timeout_s": 30}],
+        "skills": {"enabled": True, "seed_dir": None, "poll_interval_s": 0.2},
+        "evolver": {"enabled": True, "poll_s": 0.3, "trigger_failures": 3, "interval_s": 3600,
+                    "optimize_context": False},
+    })
+    srv = ServerThread(build_app(settings), port=port).__enter__()
+    try:
+        _play(srv, tasks[:3])
+        deadline = time.monotonic() + 60
+        evolutions: list[Any] = []
+        while time.monotonic() < deadline:
+            evolutions = httpx.get(srv.url + "/admin/evolutions", timeout=30).json()
+            if evolutions and evolutions[0]["status"] == "done":
+                break
+            time.sleep(0.3)
+        assert evolutions and evolutions[0]["trigger"] == "failures"
+        assert [p["status"] for p in evolutions[0]["summary"]["proposals"]] == ["accepted"]
+        time.sleep(0.5)  # the skills watcher picks the new generation up
+        assert all(r.tool_errors == 0 for r in _play(srv, tasks[3:5]))
+    finally:
+        srv.__exit__(None, None, None)
