@@ -2,9 +2,9 @@
 
 The pretraining mixture (one draw per example):
 
-* ``base`` (40%): the base conventions, not stated; sometimes irrelevant
+* ``base`` (35%): the base conventions, not stated; sometimes irrelevant
   skills, sometimes some base conventions stated.
-* ``stated`` (48%): random convention values, every non-base one stated in
+* ``stated`` (53%): random convention values, every non-base one stated in
   plain words (phrasings 0-2 only) in the skills block, a separate system
   message after the agent prompt rendered with ``render_skills_block`` (15%
   of the time in the context block instead), plus random base statements and
@@ -23,12 +23,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeling.blocks import SkillText, render_context_block, render_skills_block
-
 from bench.toolworld.conventions import BASE, FAMILIES, Conventions
 from bench.toolworld.phrasings import DISTRACTORS, TRAIN_PHRASINGS, statement
 from bench.toolworld.tasks import TEMPLATES, PlannedCall, Task, make_task
 from bench.toolworld.tools import call_tool
+from modeling.blocks import SkillText, render_context_block, render_skills_block
 
 AGENT_PROMPTS = (
     "You are a helpful assistant. Use the tools to do what the user asks.",
@@ -130,7 +129,7 @@ def pretraining_example(rng: random.Random) -> Conversation:
     prompt = rng.choice(AGENT_PROMPTS) if rng.random() < 0.9 else None
     distractors = rng.sample(DISTRACTORS, rng.randint(0, 3))
     kind = rng.random()
-    if kind < 0.40:
+    if kind < 0.35:
         conv: Conventions = dict(BASE)
         stated = rng.sample(list(FAMILIES), rng.randint(0, 3)) if rng.random() < 0.3 else []
         skills = [statement(f, BASE[f], rng.choice(TRAIN_PHRASINGS)) for f in stated]

@@ -1,8 +1,12 @@
 """The tiny policy: its BPE tokenizer, its Llama config, and (de)serialization helpers.
 
-The tokenizer is byte-level BPE with single-digit splitting (dates, times
-and ids are reformatted digit by digit), trained on rendered pretraining
-conversations. Role markers and ``<|end|>`` are special tokens;
+The tokenizer is byte-level BPE trained on rendered pretraining
+conversations. Runs of letters are pre-tokenized apart from everything else,
+so a word is the same token after a space, a quote or a comma: copying a
+name from the user's message into JSON arguments is an identity copy rather
+than a per-word lookup table (it did not by itself speed learning up much;
+see dev/LOG.md). Digits are split one by one (dates, times and ids are
+reformatted digit by digit). Role markers and ``<|end|>`` are special tokens;
 ``<tool_call>``/``</tool_call>`` are ordinary added tokens so that decoding
 with ``skip_special_tokens=True`` keeps them for the parser.
 """
@@ -14,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from bench.policy.chat import CALL_CLOSE, CALL_OPEN, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS
@@ -24,11 +28,11 @@ CHECKPOINT_DIR = Path(__file__).parent / "checkpoint"
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
-    vocab_size: int = 640
-    hidden_size: int = 192
-    intermediate_size: int = 512
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 6
+    vocab_size: int = 1026
+    hidden_size: int = 128
+    intermediate_size: int = 320
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
     max_position_embeddings: int = 1024
 
 
@@ -36,8 +40,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     """Train the BPE tokenizer on ``texts`` and wrap it with the chat template."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[A-Za-z]+"), behavior="isolated"),
         pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -74,7 +79,6 @@ def llama_config(shape: ModelShape, tokenizer: PreTrainedTokenizerFast) -> Llama
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        rope_theta=10000.0,
     )
 
 

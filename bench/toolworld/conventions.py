@@ -4,7 +4,7 @@ A convention set is a plain ``dict[str, str]`` mapping each family to one of
 its values, e.g. ``{"date": "dmy", "time": "h24", ...}``. Families come in two
 kinds, and the difference is the point of the benchmark:
 
-* API conventions (``date``, ``time``, ``name_case``) are enforced by the
+* API conventions (``date``, ``time``, ``name_order``) are enforced by the
   tools: a call that breaks one gets an error naming what was expected.
 * User preferences (``units``, ``reminder``, ``notify``, ``order``) are
   accepted by the tools; the user complains at the end of the episode.
@@ -46,7 +46,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family("date", ("iso", "dmy", "mdy"), "api"),
         Family("time", ("h24", "h12"), "api"),
-        Family("name_case", ("title", "lower"), "api"),
+        Family("name_order", ("first_last", "last_first"), "api"),
         Family("units", ("metric", "imperial"), "preference"),
         Family("reminder", ("none", "15", "30"), "preference"),
         Family("notify", ("false", "true"), "preference"),
@@ -153,12 +153,23 @@ def parse_time(text: str, style: str) -> tuple[int, int]:
 
 
 def format_name(name: str, style: str) -> str:
-    """Names are stored title case; the ``lower`` convention writes them lower case."""
-    return name.lower() if style == "lower" else name
+    """Names are stored ``First Last``; the ``last_first`` convention writes ``Last, First``."""
+    if style == "last_first":
+        first, last = name.split(" ", 1)
+        return f"{last}, {first}"
+    return name
+
+
+def canonical_name(text: str) -> str:
+    """``Last, First`` or ``First Last`` -> ``First Last`` (for look-up after validation)."""
+    if "," in text:
+        last, first = (part.strip() for part in text.split(",", 1))
+        return f"{first} {last}"
+    return text.strip()
 
 
 def check_name(text: str, style: str) -> None:
-    if style == "lower" and text != text.lower():
-        raise FormatError(f"contact names must be lower case, got {text}")
-    if style == "title" and text != text.title():
-        raise FormatError(f"contact names must be capitalized like Ann Berg, got {text}")
+    if style == "last_first" and not re.fullmatch(r"[^,\s]+, [^,]+", text):
+        raise FormatError(f"contact names must be written Last, First (like Berg, Ann), got {text}")
+    if style == "first_last" and "," in text:
+        raise FormatError(f"contact names must be written First Last (like Ann Berg), got {text}")

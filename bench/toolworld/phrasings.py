@@ -8,9 +8,8 @@ other words still works (the evolver will not write the pretraining sentence).
 
 from __future__ import annotations
 
-from modeling.blocks import SkillText
-
 from bench.toolworld.conventions import FAMILIES, Conventions, validate_conventions
+from modeling.blocks import SkillText
 
 TRAIN_PHRASINGS: tuple[int, ...] = (0, 1, 2)
 HELDOUT_PHRASING = 3
@@ -40,15 +39,15 @@ STATEMENTS: dict[str, dict[str, tuple[str, str, str, str]]] = {
                 "The tools take times like 7:30pm, never 19:30.",
                 "Use 12-hour times with am/pm."),
     },
-    "name_case": {
-        "title": ("Contact names are written capitalized, like Ann Berg.",
-                  "Write names with capital initials: Ann Berg.",
-                  "find_contact wants names as Ann Berg, not ann berg.",
-                  "Capitalize each part of a contact's name."),
-        "lower": ("Contact names are written in lower case, like ann berg.",
-                  "Write names all lower case: ann berg.",
-                  "find_contact wants names as ann berg, not Ann Berg.",
-                  "Lower-case every contact name before looking it up."),
+    "name_order": {
+        "first_last": ("Contact names are written first name first, like Ann Berg.",
+                       "Write names as First Last: Ann Berg.",
+                       "find_contact wants names as Ann Berg, not Berg, Ann.",
+                       "Give a contact's given name before the family name."),
+        "last_first": ("Contact names are written last name first, like Berg, Ann.",
+                       "Write names as Last, First with a comma: Berg, Ann.",
+                       "find_contact wants names as Berg, Ann, not Ann Berg.",
+                       "Give the family name, a comma, then the given name."),
     },
     "units": {
         "metric": ("The user wants weather in metric units (Celsius).",
@@ -106,9 +105,9 @@ HEADS: dict[str, tuple[tuple[str, str], ...]] = {
              ("times", "Use when a tool takes a time."),
              ("clock-style", "Time format for bookings and events."),
              ("time-style", "Times for this user.")),
-    "name_case": (("contact-names", "How to write names for find_contact."),
+    "name_order": (("contact-names", "How to write names for find_contact."),
                   ("names", "Use when looking up a contact."),
-                  ("name-case", "Spelling of contact names."),
+                  ("name-order", "Order of a contact's names."),
                   ("directory-names", "Names in the contact directory.")),
     "units": (("weather-units", "Units for weather requests."),
               ("units", "Use when asking for the weather."),

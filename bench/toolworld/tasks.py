@@ -36,7 +36,6 @@ TITLES = ("Dentist", "Team sync", "Yoga", "Call with bank", "Haircut", "Project 
           "Lunch", "Car service", "Piano lesson", "Budget talk")
 TEXTS = ("running late", "see you there", "call me back", "the meeting moved",
          "happy birthday", "thanks for today", "bring the keys", "I will be there at noon")
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +73,13 @@ class Task:
 
 
 def human_date(day: dt.date) -> str:
-    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+    """Users write dates year first (2026-11-27); the tool's convention decides the call's."""
+    return day.isoformat()
 
 
 def human_time(hour: int, minute: int, rng: random.Random) -> str:
-    """Users write times either way; the tool's convention decides what the call needs."""
-    return format_time(hour, minute, rng.choice(("h24", "h12")))
+    """Users write times on the 24-hour clock; the tool's convention decides the call's."""
+    return format_time(hour, minute, "h24")
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _message(s: _Slots) -> tuple[str, list[Step], dict[str, Any]]:
 
 
 def _contact_steps(name: str) -> list[Step]:
-    return [("contact", "find_contact", lambda c: {"name": format_name(name, c["name_case"])})]
+    return [("contact", "find_contact", lambda c: {"name": format_name(name, c["name_order"])})]
 
 
 def _send_step(cid: str, text: str) -> Step:

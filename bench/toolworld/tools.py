@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.toolworld.conventions import FormatError, check_name, parse_date, parse_time
+from bench.toolworld.conventions import (
+    FormatError,
+    canonical_name,
+    check_name,
+    parse_date,
+    parse_time,
+)
 from bench.toolworld.world import CITIES, CONVERSIONS, CUISINES, UNITS, Event, World
 
 Args = dict[str, Any]
@@ -98,7 +104,8 @@ def _check_type(key: str, p: Param, value: Any) -> Any:
         "boolean": isinstance(value, bool),
     }[p.type]
     if not ok:
-        raise ToolError(f"{key} must be a {p.type}, got {json.dumps(value)}")
+        article = "an" if p.type[0] in "aeiou" else "a"
+        raise ToolError(f"{key} must be {article} {p.type}, got {json.dumps(value)}")
     if p.enum and value not in p.enum:
         raise ToolError(f"{key} must be one of {', '.join(p.enum)}, got {value}")
     return value
@@ -108,9 +115,10 @@ def _check_type(key: str, p: Param, value: Any) -> Any:
 
 
 def _check_find_contact(world: World, a: Args) -> Args:
-    check_name(a["name"], world.conventions["name_case"])
-    if world.contact_by_name(a["name"]) is None:
+    check_name(a["name"], world.conventions["name_order"])
+    if world.contact_by_name(canonical_name(a["name"])) is None:
         raise ToolError(f"no contact named {a['name']}")
+    a["name"] = canonical_name(a["name"])
     return a
 
 

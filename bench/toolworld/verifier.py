@@ -128,7 +128,8 @@ def _core(effect: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, repr(v)) for k, v in effect.items() if k not in drop))
 
 
-def complaints_for(effects: Sequence[Mapping[str, Any]], conventions: Mapping[str, str]) -> list[str]:
+def complaints_for(effects: Sequence[Mapping[str, Any]],
+                   conventions: Mapping[str, str]) -> list[str]:
     """The user's complaints about ``effects`` under the preferences in ``conventions``."""
     found: list[str] = []
     checked: set[Any] = set()

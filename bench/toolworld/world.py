@@ -114,7 +114,7 @@ class World:
     # --- queries used by tools and task templates --------------------------
 
     def contact_by_name(self, name: str) -> Contact | None:
-        return next((c for c in self.contacts if c.name.lower() == name.lower()), None)
+        return next((c for c in self.contacts if c.name == name), None)
 
     def contact_by_id(self, contact_id: str) -> Contact | None:
         return next((c for c in self.contacts if c.id == contact_id), None)
