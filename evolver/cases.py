@@ -136,19 +136,20 @@ def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Ma
         explained = {c.turn_id for c in cases if c.kind == "tool_error"}
         if (f.get("turn_id") and f["turn_id"] in by_turn and f["turn_id"] not in explained
                 and score is not None and score < 0 and not text):
-            t = by_turn[f["turn_id"]]
-            calls = [(n, a) for _, n, a in turn_calls(t)]
-            cases.append(Case(str(t["id"]), str(t["session_id"]), "low_score",
-                              f"low score from {f.get('source')}", [n for n, _ in calls], t["request"],
-                              calls, None, float(score)))
+            scored = by_turn[f["turn_id"]]
+            scored_calls = [(n, a) for _, n, a in turn_calls(scored)]
+            cases.append(Case(str(scored["id"]), str(scored["session_id"]), "low_score",
+                              f"low score from {f.get('source')}", [n for n, _ in scored_calls],
+                              scored["request"], scored_calls, None, float(score)))
         elif text and (score is None or score < 1) and not f.get("turn_id"):
             for sentence in split_sentences(text):
-                t = _blamed_turn(turns, sentence)
-                if t is None:
+                blamed = _blamed_turn(turns, sentence)
+                if blamed is None:
                     continue
-                calls = [(n, a) for _, n, a in turn_calls(t)]
-                cases.append(Case(str(t["id"]), str(t["session_id"]), "complaint", sentence,
-                                  [n for n, _ in calls], t["request"], calls, None, score))
+                blamed_calls = [(n, a) for _, n, a in turn_calls(blamed)]
+                cases.append(Case(str(blamed["id"]), str(blamed["session_id"]), "complaint", sentence,
+                                  [n for n, _ in blamed_calls], blamed["request"], blamed_calls, None,
+                                  score))
     return cases
 
 

@@ -110,8 +110,8 @@ def parse_ops(raw: str | dict[str, Any] | list[Any]) -> list[EditOp]:
         raise ProposalRejected(f"edit does not match the schema at {where}: {first.get('msg')}") from exc
     for op in ops:
         for field_name in ("description", "body"):
-            text = getattr(op, field_name, None)
-            if text and (why := unsafe_reason(text)):
+            value = getattr(op, field_name, None)
+            if value and (why := unsafe_reason(str(value))):
                 raise ProposalRejected(f"unsafe {op.op} of {op.name!r}: the {field_name} {why}")
     return ops
 

@@ -178,7 +178,7 @@ def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *
             draft = _broaden(draft, existing[name])
             if draft is None:
                 continue
-        if any(d.ops[0].name == draft.ops[0].name for d in drafts):  # type: ignore[union-attr]
+        if any(d.ops[0].name == draft.ops[0].name for d in drafts):
             continue
         drafts.append(draft)
         if len(drafts) >= max_drafts:

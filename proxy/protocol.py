@@ -91,7 +91,8 @@ def validate_chat(body: Any) -> dict[str, Any]:
             _check(ok, f"tools[{i}]", f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}")
     so = body.get("stream_options")
     _check(so is None or isinstance(so, dict), "stream_options", "stream_options must be an object")
-    return body
+    checked: dict[str, Any] = body
+    return checked
 
 
 class FeedbackIn(BaseModel):

@@ -17,12 +17,10 @@ from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, UpstreamError
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 FinishCallback = Callable[[str, list[bytes], float | None, ProxyError | None], None]
 

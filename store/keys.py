@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -40,6 +41,12 @@ class KeyInfo:
 class Tenant:
     id: str
     name: str
+
+
+def _info(row: Any) -> KeyInfo:
+    kid, tenant_id, tenant, name, role, prefix, created, revoked = tuple(row)
+    return KeyInfo(str(kid), str(tenant_id), str(tenant), name, str(role), str(prefix),
+                   float(created), revoked)
 
 
 class KeyStore:
@@ -103,7 +110,7 @@ class KeyStore:
     async def list_keys(self) -> list[KeyInfo]:
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(self._select().order_by(t.api_keys.c.created_at))).all()
-        return [KeyInfo(*r) for r in rows]  # type: ignore[arg-type]
+        return [_info(r) for r in rows]
 
     async def lookup(self, key: str) -> KeyInfo | None:
         """The live key with this clear value, or None (unknown or revoked)."""
@@ -112,7 +119,7 @@ class KeyStore:
         )
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(stmt)).first()
-        return KeyInfo(*row) if row else None  # type: ignore[arg-type]
+        return _info(row) if row else None
 
     async def revoke(self, key_id_or_prefix: str) -> KeyInfo:
         k = t.api_keys.c
@@ -128,7 +135,7 @@ class KeyStore:
                 raise NotFound(f"no key {key_id_or_prefix!r}")
             if len(rows) > 1:
                 raise InvalidInput(f"{key_id_or_prefix!r} matches several keys; use the key id")
-            info = KeyInfo(*rows[0])  # type: ignore[arg-type]
+            info = _info(rows[0])
             now = time.time()
             await conn.execute(
                 t.api_keys.update().where(k.id == info.id).values(revoked_at=now)

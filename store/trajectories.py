@@ -23,7 +23,7 @@ def _insert(db: Database, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
-_ROW_FIELDS = tuple(f for f in TurnRecord.__slots__ if f in _TURN_COLUMNS)  # type: ignore[attr-defined]
+_ROW_FIELDS = tuple(f for f in TurnRecord.__slots__ if f in _TURN_COLUMNS)
 
 
 def turn_row(rec: TurnRecord) -> dict[str, Any]:
@@ -87,9 +87,9 @@ class TrajectoryStore:
 
     @staticmethod
     def _summary(row: sa.Row[tuple[object, ...]]) -> SessionSummary:
-        sid, tname, tid, ext, count, started, last, done = row
+        sid, tname, tid, ext, count, started, last, done = tuple(row)
         return SessionSummary(
-            id=str(sid), tenant=str(tname or tid), external_id=ext,  # type: ignore[arg-type]
+            id=str(sid), tenant=str(tname or tid), external_id=None if ext is None else str(ext),
             turns=int(count), started_at=float(started),  # type: ignore[call-overload, arg-type]
             last_turn_at=float(last), done=bool(done),  # type: ignore[arg-type]
         )

@@ -39,7 +39,7 @@ class LiteLLMBackend:
     def _get_router(self) -> Any:
         if self._router is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            from litellm import Router
+            from litellm.router import Router
 
             model_list = []
             for r in self.routes.values():
@@ -50,7 +50,7 @@ class LiteLLMBackend:
             fallbacks = [{r.alias: r.fallbacks} for r in self.routes.values() if r.fallbacks]
             retries = max((r.num_retries for r in self.routes.values()), default=0)
             self._router = Router(
-                model_list=model_list, num_retries=retries, fallbacks=fallbacks or None
+                model_list=model_list, num_retries=retries, fallbacks=fallbacks
             )
         return self._router
 
