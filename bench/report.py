@@ -52,6 +52,7 @@ def plot(report: dict[str, Any], path: Path, metric: str, title: str) -> None:
     for d in drift_days():
         if days and days[0] < d <= days[-1]:
             ax.axvline(d - 0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks(days)
     ax.set_xlabel("simulated day (dashed: a convention drifts)")
     ax.set_ylabel(f"{title} (%)")
     ax.set_ylim(-2, 102)
