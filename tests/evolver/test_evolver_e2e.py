@@ -45,20 +45,24 @@ def evolver_model() -> Iterator[FakeLLM]:
         yield fake
 
 
-def _molt(tmp_path: Path, agent_url: str, evolver_url: str | None = None) -> ServerThread:
+def _start(tmp_path: Path, agent_url: str, *, skills: dict[str, Any] | None = None,
+           evolver: dict[str, Any] | None = None) -> ServerThread:
+    """A fresh molt in front of the scripted agent model (the evolver replays through its port)."""
     port = free_port()
-    ev: dict[str, Any] = {"enabled": False, "min_support": 2, "optimize_context": False}
-    if evolver_url:
-        ev["model"] = {"base_url": evolver_url + "/v1", "model": "evolver-fake"}
     settings = load_settings(None, {
         "server": {"port": port},
         "data_dir": str(tmp_path / "data"),
         "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
         "models": [{"alias": "agent", "base_url": agent_url + "/v1", "timeout_s": 30}],
-        "skills": {"enabled": True, "seed_dir": None, "poll_interval_s": 0.2},
-        "evolver": ev,
+        "skills": skills or {"enabled": True, "seed_dir": None, "poll_interval_s": 0.2},
+        "evolver": {"enabled": False, "min_support": 2, "optimize_context": False, **(evolver or {})},
     })
     return ServerThread(build_app(settings), port=port).__enter__()
+
+
+def _molt(tmp_path: Path, agent_url: str, evolver_url: str | None = None) -> ServerThread:
+    model = {"model": {"base_url": evolver_url + "/v1", "model": "evolver-fake"}} if evolver_url else {}
+    return _start(tmp_path, agent_url, evolver=model)
 
 
 def _play(srv: ServerThread, tasks: list[Any]) -> list[Any]:
@@ -161,15 +165,7 @@ def test_context_block_evolves_and_is_served(tmp_path: Path, agent_model: Any) -
     """Fast weights: with skills off, the context optimizer fixes the drift in the context block."""
     fake, follower = agent_model
     tasks = [t for t in follower.affected() if t.template == "event"]
-    port = free_port()
-    settings = load_settings(None, {
-        "server": {"port": port}, "data_dir": str(tmp_path / "data"),
-        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
-        "models": [{"alias": "agent", "base_url": fake.url + "/v1", "timeout_s": 30}],
-        "skills": {"enabled": False},
-        "evolver": {"enabled": False, "min_support": 2, "optimize_context": True},
-    })
-    srv = ServerThread(build_app(settings), port=port).__enter__()
+    srv = _start(tmp_path, fake.url, skills={"enabled": False}, evolver={"optimize_context": True})
     try:
         _play(srv, tasks[:4])
         report = _evolve(srv)
@@ -192,16 +188,8 @@ def test_loop_evolves_on_its_own_after_n_failures(tmp_path: Path, agent_model: A
 
     fake, follower = agent_model
     tasks = [t for t in follower.affected() if t.template == "event"]
-    port = free_port()
-    settings = load_settings(None, {
-        "server": {"port": port}, "data_dir": str(tmp_path / "data"),
-        "store": {"url": f"sqlite+aiosqlite:///{tmp_path}/molt.db"},
-        "models": [{"alias": "agent", "base_url": fake.url + "/v1", "timeout_s": 30}],
-        "skills": {"enabled": True, "seed_dir": None, "poll_interval_s": 0.2},
-        "evolver": {"enabled": True, "poll_s": 0.3, "trigger_failures": 3, "interval_s": 3600,
-                    "optimize_context": False},
-    })
-    srv = ServerThread(build_app(settings), port=port).__enter__()
+    srv = _start(tmp_path, fake.url, evolver={"enabled": True, "poll_s": 0.3, "trigger_failures": 3,
+                                              "interval_s": 3600})
     try:
         _play(srv, tasks[:3])
         deadline = time.monotonic() + 60
