@@ -205,3 +205,37 @@ def test_loop_evolves_on_its_own_after_n_failures(tmp_path: Path, agent_model: A
         assert all(r.tool_errors == 0 for r in _play(srv, tasks[3:5]))
     finally:
         srv.__exit__(None, None, None)
+
+
+def test_cli_evolve_now_and_listings(tmp_path: Path, agent_model: Any) -> None:
+    """`molt evolve --now` works from another process against a running proxy."""
+    import time
+
+    from click.testing import CliRunner
+
+    from molt.cli import cli
+
+    fake, follower = agent_model
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    srv = _start(tmp_path, fake.url)
+    try:
+        _play(srv, tasks[:3])
+        srv.call(srv.app.state.molt.recorder.flush())  # type: ignore[attr-defined]
+        cfg = tmp_path / "molt.toml"
+        cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {srv.port}\n'
+                       f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path}/molt.db"\n'
+                       f'[evolver]\noptimize_context = false\n')
+        run = CliRunner().invoke
+        r = run(cli, ["--config", str(cfg), "evolve", "--now", "--json"])
+        assert r.exit_code == 0, r.output
+        report = json.loads(r.output)
+        assert [p["status"] for p in report["proposals"]] == ["accepted"]
+        listed = json.loads(run(cli, ["--config", str(cfg), "evolve", "proposals", "--json"]).output)
+        assert [p["status"] for p in listed] == ["accepted"] and listed[0]["provenance"]
+        text = run(cli, ["--config", str(cfg), "evolve", "proposals"]).output
+        assert "accepted" in text and "rule-date" in text
+        assert json.loads(run(cli, ["--config", str(cfg), "evolve", "contexts", "--json"]).output) == []
+        time.sleep(1.0)  # the proxy's watcher notices the new generation
+        assert all(r.tool_errors == 0 for r in _play(srv, tasks[3:5]))
+    finally:
+        srv.__exit__(None, None, None)
