@@ -213,6 +213,8 @@ class EvolverLoop:
         self._task: asyncio.Task[None] | None = None
         self.reports: list[EvolutionReport] = []
         self._since = time.time()  # the interval counts from the loop's start at the earliest
+        self._seen: dict[str, float] = {}  # tenant id -> newest turn already looked at
+        self._pending: dict[str, int] = {}  # tenant id -> failure cases found at that look
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="molt-evolver")
@@ -227,18 +229,27 @@ class EvolverLoop:
             self._task = None
 
     async def tick(self) -> list[EvolutionReport]:
+        """Evolve each tenant that has N new failures, or any failure and T elapsed.
+
+        Turns are mined only when a tenant has new turns since the last look;
+        otherwise the count from that look stands.
+        """
         s = self.evolver.settings
         out = []
         for tid, name in await self.evolver.tenants():
             last = await self.evolver.store.last_evolution_at(tid)
-            pending = await self.evolver.pending_failures(tid, since=last)
-            last = max(last, self._since)
+            latest = await self.evolver.trajectories.latest_turn_at(tid)
+            if latest > self._seen.get(tid, 0.0):
+                self._seen[tid] = latest
+                self._pending[tid] = await self.evolver.pending_failures(tid, since=last)
+            pending = self._pending.get(tid, 0)
             if not pending:
                 continue
-            due = time.time() - last >= s.interval_s
+            due = time.time() - max(last, self._since) >= s.interval_s
             if pending >= s.trigger_failures or due:
-                report = await self.evolver.evolve(name, trigger="failures" if pending >= s.trigger_failures else "interval")
-                out.append(report)
+                trigger = "failures" if pending >= s.trigger_failures else "interval"
+                out.append(await self.evolver.evolve(name, trigger=trigger))
+                self._pending[tid] = 0
         self.reports += out
         return out
 

@@ -51,7 +51,6 @@ class EvolverService:
         self.run_loop = run_loop
         self.evolver: Evolver | None = None
         self.loop: EvolverLoop | None = None
-        self._on_change: Any = None
 
     async def start(self, state: Any) -> None:
         self.evolver = build_evolver(self.settings, state.db, self._library())

@@ -16,7 +16,6 @@ import time
 
 from proxy.metrics import Metrics
 from store.assemble import finalize_turn
-from store.errors import StoreError
 from store.records import TurnRecord
 from store.settings import RecorderSettings
 from store.trajectories import TrajectoryStore
@@ -117,9 +116,7 @@ class Recorder:
                 await self.store.write_turns(batch)
                 self.metrics.recorder_written.inc(len(batch))
                 return
-            except (StoreError, OSError, Exception) as exc:  # noqa: BLE001 - any DB failure: keep the batch
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch and retry
                 self.metrics.recorder_write_errors.inc()
                 log.error("recorder: writing %d turns failed (%s); retrying", len(batch), type(exc).__name__)
                 await asyncio.sleep(delay)

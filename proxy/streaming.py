@@ -13,7 +13,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -197,10 +196,15 @@ class TrajectoryStore:
             rows = (await conn.execute(stmt.order_by(t.turns.c.created_at))).mappings().all()
         return [dict(r) for r in rows]
 
+    async def latest_turn_at(self, tenant_id: str) -> float:
+        """When the tenant's newest turn was recorded (0 if none): a cheap 'anything new?'."""
+        async with self.db.engine.connect() as conn:
+            v = (await conn.execute(
+                sa.select(sa.func.max(t.turns.c.created_at)).where(t.turns.c.tenant_id == tenant_id)
+            )).scalar_one_or_none()
+        return float(v or 0.0)
+
     async def count_turns(self) -> int:
         async with self.db.engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(t.turns))).scalar_one())
 
-
-def now() -> float:
-    return time.time()

@@ -39,11 +39,10 @@ def register(cli: click.Group) -> None:
         """Run simulated days for each arm; write report.json, summary.md and plots."""
         from bench.runner import DEFAULT_CHECKPOINT, run as run_bench
 
-        report = run_bench(
+        run_bench(
             [a.strip() for a in arms.split(",") if a.strip()], days=_days(days),
             tasks_per_day=tasks_per_day, seed=seed, out=out,
             checkpoint=checkpoint or DEFAULT_CHECKPOINT, endpoint=endpoint, model=model,
         )
         click.echo((out / "summary.md").read_text())
         click.echo(f"report: {out}/ (report.json, summary.md, success.png, step_accuracy.png)")
-        del report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,6 +151,3 @@ class FakeLLM:
 
         return StreamingResponse(gen(), media_type="text/event-stream")
 
-
-def now() -> float:
-    return time.time()
