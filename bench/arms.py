@@ -16,7 +16,6 @@ from typing import Any
 from bench.toolworld import BASE, conventions_for_day, state_conventions
 from modeling.blocks import render_skills_block
 
-
 NO_LEARNING: dict[str, Any] = {"skills": {"enabled": False}, "evolver": {"enabled": False}}
 
 

@@ -76,7 +76,7 @@ def turn_calls(turn: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
 
 def is_error(result: str) -> bool:
     head = result.lstrip()[:80].lower()
-    return head.startswith("error") or head.startswith('{"error"')
+    return head.startswith(("error", '{"error"'))
 
 
 def _results_of(turn: Mapping[str, Any], nxt: Mapping[str, Any] | None) -> dict[int, str]:

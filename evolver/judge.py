@@ -9,6 +9,7 @@ model is not judged again. The cost (calls, tokens) is kept in each row's meta.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -97,7 +98,7 @@ class Judge:
         done = {f["turn_id"] for f in await self.feedback.for_turns([str(t["id"]) for t in main])
                 if f["source"] == "judge" and (f.get("meta") or {}).get("model") == self.model.name}
         n = 0
-        for t, nxt in zip(main, main[1:]):
+        for t, nxt in itertools.pairwise(main):
             if t["id"] in done:
                 continue
             before = self.model.cost.as_dict()

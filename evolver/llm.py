@@ -48,7 +48,7 @@ class OpenAICompatModel:
                                           timeout=self.timeout_s, max_retries=2)
 
     @classmethod
-    def from_settings(cls, base_url: str, model: str, api_key_env: str | None) -> "OpenAICompatModel":
+    def from_settings(cls, base_url: str, model: str, api_key_env: str | None) -> OpenAICompatModel:
         return cls(base_url, model, os.environ.get(api_key_env) if api_key_env else None)
 
     async def complete(self, messages: list[dict[str, Any]], *, temperature: float = 0.0,

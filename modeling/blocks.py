@@ -48,5 +48,5 @@ def render_context_block(text: str) -> str:
 def is_molt_block(content: object) -> bool:
     """True for a system message content that molt injected itself."""
     return isinstance(content, str) and (
-        content.startswith(SKILLS_OPEN) or content.startswith(CONTEXT_OPEN)
+        content.startswith((SKILLS_OPEN, CONTEXT_OPEN))
     )

@@ -106,7 +106,7 @@ class FeedbackIn(BaseModel):
     meta: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _target_and_content(self) -> "FeedbackIn":
+    def _target_and_content(self) -> FeedbackIn:
         if not self.turn_id and not self.session_id:
             raise ValueError("give turn_id or session_id")
         if self.score is None and not self.text:

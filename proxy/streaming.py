@@ -20,7 +20,6 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, UpstreamError
 
-
 FinishCallback = Callable[[str, list[bytes], float | None, ProxyError | None], None]
 
 

@@ -107,7 +107,7 @@ def _merge_choice(choices: dict[int, dict[str, Any]], ch: dict[str, Any]) -> Non
         lp["content"].extend((ch["logprobs"] or {}).get("content") or [])
 
 
-def finalize_turn(rec: "TurnRecord") -> None:
+def finalize_turn(rec: TurnRecord) -> None:
     """Fill a turn's derived fields (content, tool calls, usage...) from its response.
 
     For a streamed turn the response is first assembled from the raw chunks. A

@@ -20,7 +20,7 @@ class Database:
         self.url = url
 
     @classmethod
-    async def open(cls, settings: StoreSettings, *, run_migrations: bool = True) -> "Database":
+    async def open(cls, settings: StoreSettings, *, run_migrations: bool = True) -> Database:
         engine = create_engine(settings)
         db = cls(engine, settings.url)
         if run_migrations:

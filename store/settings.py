@@ -78,7 +78,7 @@ class ModelRoute(BaseModel):
     lora_mode: Literal["auto", "merged", "shared"] = "auto"
 
     @model_validator(mode="after")
-    def _one_target(self) -> "ModelRoute":
+    def _one_target(self) -> ModelRoute:
         targets = [t for t in (self.base_url, self.litellm, self.local) if t]
         if len(targets) != 1:
             raise ValueError(
@@ -184,7 +184,7 @@ class MoltSettings(BaseSettings):
     evolver: EvolverSettings = Field(default_factory=EvolverSettings)
 
     @model_validator(mode="after")
-    def _unique_aliases(self) -> "MoltSettings":
+    def _unique_aliases(self) -> MoltSettings:
         seen: set[str] = set()
         for route in self.models:
             if route.alias in seen:

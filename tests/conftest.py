@@ -11,12 +11,12 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from molt.config import load_settings  # noqa: E402
-from molt.wiring import build_app  # noqa: E402
-from store.settings import MoltSettings  # noqa: E402
-from tests.fakes.fake_llm import FakeLLM  # noqa: E402
-from tests.fakes.server import ServerThread  # noqa: E402
-from tests.fakes.tiny_model import tiny_artifacts, tiny_base  # noqa: E402, F401 - fixtures
+from molt.config import load_settings
+from molt.wiring import build_app
+from store.settings import MoltSettings
+from tests.fakes.fake_llm import FakeLLM
+from tests.fakes.server import ServerThread
+from tests.fakes.tiny_model import tiny_artifacts, tiny_base  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ def register(cli: click.Group) -> None:
     def run(days: str, tasks_per_day: int, arms: str, seed: int, out: Path,
             checkpoint: Path | None, endpoint: str | None, model: str) -> None:
         """Run simulated days for each arm; write report.json, summary.md and plots."""
-        from bench.runner import DEFAULT_CHECKPOINT, run as run_bench
+        from bench.runner import DEFAULT_CHECKPOINT
+        from bench.runner import run as run_bench
 
         run_bench(
             [a.strip() for a in arms.split(",") if a.strip()], days=_days(days),

@@ -7,7 +7,6 @@ are in dev/LOG.md (`bench/proxy_overhead.py`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -53,7 +52,7 @@ class HTTPBackend:
         payload = json.dumps(body).encode()
         try:
             resp = await self._client().post(self._url, data=payload, headers=self._headers())
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {self.name} timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(
@@ -62,14 +61,14 @@ class HTTPBackend:
         if resp.status >= 400:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 raw = b""
             resp.release()
             raise from_upstream(resp.status, raw, self.name)
         if not call.stream:
             try:
                 raw = await resp.read()
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise UpstreamTimeout(f"upstream {self.name} timed out") from exc
             except aiohttp.ClientError as exc:
                 raise UpstreamError(f"upstream {self.name} failed: {type(exc).__name__}") from exc
@@ -81,7 +80,7 @@ class HTTPBackend:
             try:
                 async for piece in resp.content.iter_any():
                     yield piece
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise UpstreamTimeout(f"upstream {self.name} timed out mid-stream") from exc
             except aiohttp.ClientError as exc:
                 raise UpstreamError(
@@ -103,7 +102,7 @@ class HTTPBackend:
         try:
             async with self._client().get(self.name + "/models", headers=self._headers()) as r:
                 return f"HTTP {r.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"{self.name} unreachable: {type(exc).__name__}") from exc
 
     async def aclose(self) -> None:

@@ -61,7 +61,7 @@ class LiteLLMBackend:
         upstream = f"litellm:{route.litellm}"
         try:
             result = await router.acompletion(model=call.alias, **body)
-        except Exception as exc:  # noqa: BLE001 - litellm raises many types; translated once here
+        except Exception as exc:  # litellm raises many types; translated once here
             raise _translate(exc, upstream) from exc
         if not call.stream:
             return UpstreamResponse(upstream=upstream, body=result.model_dump_json().encode())
@@ -70,7 +70,7 @@ class LiteLLMBackend:
             try:
                 async for chunk in result:
                     yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
-            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+            except Exception as exc:  # translated at the boundary
                 raise _translate(exc, upstream) from exc
             yield b"data: [DONE]\n\n"
 

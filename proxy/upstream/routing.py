@@ -32,7 +32,7 @@ class Upstreams:
         *,
         factories: dict[str, BackendFactory] | None = None,
         extra: dict[str, Backend] | None = None,
-    ) -> "Upstreams":
+    ) -> Upstreams:
         factories = factories or {}
         backends: dict[str, Backend] = dict(extra or {})
         llm_routes = [r for r in routes if r.kind == "litellm"]

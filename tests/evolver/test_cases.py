@@ -8,8 +8,8 @@ from typing import Any
 from bench.toolworld import tool_schemas
 from evolver.cases import cases_from_session, constraint_of, group_key
 from evolver.checks import fix_check, infer_preference, keep_check
-from evolver.offline import MARK, propose
 from evolver.mining import FailureGroup
+from evolver.offline import MARK, propose
 
 TOOLS = tool_schemas()
 

@@ -53,7 +53,7 @@ def test_keys_tenants_and_revocation(fake_llm: Any, molt_factory: Any, tmp_path:
     db_text = (tmp_path / "molt.db").read_bytes()
     assert key.encode() not in db_text
 
-    key_id = [line for line in listed.output.split('"') if line.startswith("key_")][0]
+    key_id = next(line for line in listed.output.split('"') if line.startswith("key_"))
     assert runner.invoke(cli, ["--config", cfg, "keys", "revoke", key_id]).exit_code == 0
     time.sleep(0.3)
     with pytest.raises(openai.AuthenticationError):

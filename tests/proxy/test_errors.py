@@ -117,11 +117,11 @@ def test_upstream_unreachable(molt_factory: Any) -> None:
 
 def test_upstream_closes_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str) -> None:
     fake_llm.push(Reply(content="a b c d e f", cut_after=3))
-    with httpx.Client(base_url=molt.base_url) as c:
-        with c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
-            assert r.status_code == 200
-            body = b"".join(r.iter_bytes()).decode()
-            turn = r.headers["x-molt-turn-id"]
+    with httpx.Client(base_url=molt.base_url) as c, \
+            c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
+        assert r.status_code == 200
+        body = b"".join(r.iter_bytes()).decode()
+        turn = r.headers["x-molt-turn-id"]
     events = [e for e in body.split("\n\n") if e.strip()]
     assert events[-1] == "data: [DONE]"
     assert '"error"' in events[-2] and "upstream_stream_closed" in events[-2]
@@ -132,12 +132,12 @@ def test_upstream_closes_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str)
 
 def test_client_disconnect_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str) -> None:
     fake_llm.push(Reply(content=" ".join(f"w{i}" for i in range(200)), chunk_delay_s=0.02))
-    with httpx.Client(base_url=molt.base_url) as c:
-        with c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
-            turn = r.headers["x-molt-turn-id"]
-            it = r.iter_bytes()
-            next(it)
-            next(it)
+    with httpx.Client(base_url=molt.base_url) as c, \
+            c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
+        turn = r.headers["x-molt-turn-id"]
+        it = r.iter_bytes()
+        next(it)
+        next(it)
     # the upstream request is closed too
     deadline = time.monotonic() + 10
     while fake_llm.disconnects == 0 and time.monotonic() < deadline:

@@ -48,7 +48,7 @@ async def test_feedback_validation(db: Database) -> None:
     fs = FeedbackStore(db)
     rec = await fs.add(tenant_id="t", session_id="s", turn_id=None, score=0.5, text=None)
     assert rec.score == 0.5
-    for bad in (dict(score=2.0, text=None), dict(score=None, text=None), dict(score=float("nan"), text=None)):
+    for bad in ({"score": 2.0, "text": None}, {"score": None, "text": None}, {"score": float("nan"), "text": None}):
         with pytest.raises(InvalidInput):
             await fs.add(tenant_id="t", session_id="s", turn_id=None, **bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
