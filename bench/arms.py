@@ -57,10 +57,10 @@ ARMS: dict[str, Arm] = {
     "oracle": Arm("oracle", "the day's true conventions stated in the skills block (upper bound)",
                   extra_system=_oracle_block),
     "skills": Arm("skills", "the offline evolver learns skills from tool errors and complaints",
-                  settings=_skills(0), evolve_every=3),
+                  settings=_skills(0), evolve_every=2),
     "skills-paraphrased": Arm(
         "skills-paraphrased", "as skills, the learned skills worded by hand-written paraphrases",
-        settings=_skills(1), evolve_every=3),
+        settings=_skills(1), evolve_every=2),
     "llm-skills": Arm("llm-skills", "skills written by an evolver model (MOLT_BENCH_EVOLVER_URL)",
-                      settings=_skills(0, model=True), evolve_every=3),
+                      settings=_skills(0, model=True), evolve_every=2),
 }

@@ -35,7 +35,40 @@ def markdown(report: dict[str, Any]) -> str:
             cells.append(f"{_fmt(d['success'])} / {_fmt(d['step_accuracy'])}" if d else "-")
         mark = " (drift)" if day in drifts else ""
         lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
+    lines += gap_table(report)
     return "\n".join(lines) + "\n"
+
+
+def gap_recovered(report: dict[str, Any], arm: str, day: int, metric: str) -> float | None:
+    """Share of the baseline-to-oracle gap that ``arm`` closes on ``day``, or None.
+
+    None when the day or an arm is missing or the oracle is not ahead of the
+    baseline on that day (no gap to close).
+    """
+    arms = report["arms"]
+    rows = [arms.get(a, {}).get("per_day", {}).get(str(day)) for a in ("baseline", "oracle", arm)]
+    if any(r is None for r in rows):
+        return None
+    base, oracle, value = (r[metric] for r in rows)  # type: ignore[index]
+    if oracle - base <= 0:
+        return None
+    return float((value - base) / (oracle - base))
+
+
+def gap_table(report: dict[str, Any]) -> list[str]:
+    """Markdown rows: per drift day, how much of the baseline-oracle gap each arm recovers."""
+    learners = [a for a in report["arms"] if a not in ("baseline", "oracle")]
+    days = [d for d in report["days"] if d in set(drift_days())]
+    if not learners or not days or not {"baseline", "oracle"} <= set(report["arms"]):
+        return []
+    lines = ["", "## Gap recovered on drift days (arm - baseline) / (oracle - baseline)", "",
+             "| day | metric | " + " | ".join(learners) + " |",
+             "|---" * (len(learners) + 2) + "|"]
+    for day in days:
+        for metric in ("success", "step_accuracy"):
+            cells = [_fmt(gap_recovered(report, a, day, metric)) for a in learners]
+            lines.append(f"| {day} | {metric} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path, metric: str, title: str) -> None:

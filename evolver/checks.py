@@ -4,7 +4,12 @@ A check names a recorded turn (its request is replayed through serving) and
 the call it should produce: a tool and the arguments that matter. Checks come
 from evidence in the trajectories, never from the benchmark's verifier:
 - a tool error followed, later in the session, by the same tool succeeding:
-  the arguments that changed are the fix (hindsight);
+  the arguments that changed are the fix (hindsight), narrowed to those the
+  error names (by parameter or by the refused value) when it names any. When the accepted value
+  is written in another form than the refused one (``21.04.2027`` for
+  ``2027-04-21``, ``Berg, Ann`` for ``Ann Berg``), the error was about the
+  form, so a replay passes when it writes the value in the accepted form:
+  a skill can fix how values are written, not which value the request named;
 - a complaint whose words name a parameter of a tool the agent called, with a
   value read from the complaint (a number, a boolean, an enum value);
 - a turn that went well: the same call again (non-regression).
@@ -35,12 +40,30 @@ class Check:
     tool: str
     expect: dict[str, Any]
     kind: str  # fix | keep
+    # arguments whose *form* must match ``expect`` (see ``shape``), not their value
+    form_only: frozenset[str] = frozenset()
 
     def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
         for name, args in calls:
-            if name == self.tool and all(_same(args.get(k), v) for k, v in self.expect.items()):
+            if name == self.tool and all(
+                    (shape(args.get(k)) == shape(v)) if k in self.form_only else _same(args.get(k), v)
+                    for k, v in self.expect.items()):
                 return True
         return False
+
+
+_DIGITS, _LETTERS = re.compile(r"\d+"), re.compile(r"[^\W\d_]+")
+
+
+def shape(value: Any) -> str | None:
+    """The written form of a string: runs of digits -> ``9``, runs of letters -> ``a``.
+
+    ``21.04.2027`` -> ``9.9.9``; ``2027-04-21`` -> ``9-9-9``; ``Berg, Ann`` -> ``a, a``;
+    ``7:30pm`` -> ``9:9a``. None for values that are not strings.
+    """
+    if not isinstance(value, str):
+        return None
+    return _LETTERS.sub("a", _DIGITS.sub("9", value))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -56,7 +79,19 @@ def fix_check(case: Case) -> Check | None:
     tool, target = case.target
     failed = case.extras.get("arguments") or {}
     changed = {k: v for k, v in target.items() if not _same(failed.get(k), v)}
-    return Check(case.turn_id, case.request, tool, changed or dict(target), "fix")
+    # the retry may change more than the error asked for (an argument added on the way):
+    # when the error names some of the changed arguments, or the refused values, only those count
+    named = {k: v for k, v in changed.items() if _named(k, failed.get(k), case.message)}
+    changed = named or changed
+    form_only = frozenset(k for k, v in changed.items()
+                          if shape(v) is not None and shape(failed.get(k)) not in (None, shape(v)))
+    return Check(case.turn_id, case.request, tool, changed or dict(target), "fix", form_only)
+
+
+def _named(param: str, refused: Any, message: str) -> bool:
+    if re.search(rf"\b{re.escape(param)}\b", message):
+        return True
+    return isinstance(refused, str | int | float) and bool(str(refused)) and str(refused) in message
 
 
 def keep_check(case: Case) -> Check | None:

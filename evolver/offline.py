@@ -82,6 +82,10 @@ def slugify(text: str, limit: int = 48) -> str:
     return s[:limit].strip("-") or "skill"
 
 
+# a constraint that shows the form: a pattern such as DD.MM.YYYY or HH:MM, or "like ..."
+_STATES_FORM = re.compile(r"\b[A-Z]{2,}\W*[A-Z]{2,}|\blike\b")
+
+
 def _fmt_args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items())
 
@@ -90,7 +94,10 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     first = g.cases[0]
     constraint = constraint_of(first.message)
     checks = [c for c in (fix_check(case) for case in g.cases) if c]
-    example = t["example"].format(args=_fmt_args(checks[0].expect)) if checks else ""
+    # a concrete value from another task only where the rule does not show the form itself:
+    # small models copy an example's values into unrelated calls
+    example = (t["example"].format(args=_fmt_args(checks[0].expect))
+               if checks and not _STATES_FORM.search(constraint) else "")
     refused = refused_value(first.message)
     tools = ", ".join(g.tools)
     name = slugify("rule " + " ".join(constraint.split()[:4]))

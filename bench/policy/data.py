@@ -13,6 +13,9 @@ The pretraining mixture (one draw per example):
   call it affects is made the base way (not trained on), the tool's error
   follows, then the corrected call and the rest of the plan.
 
+Warm-up examples (``short_example``) are base-day tasks with nothing but the
+request; pretraining starts with them and keeps mixing some in.
+
 No drifted (family, value) pair ever appears as an unstated default, so the
 policy cannot know a drift unless its context says so.
 """
@@ -124,10 +127,19 @@ def sample_task(rng: random.Random, conventions: Conventions, need_affected: boo
     return task
 
 
+def short_example(rng: random.Random) -> Conversation:
+    """A warm-up conversation: a base-day task with no system prompt, skills or tool list.
+
+    Short contexts make the attention that copies a value from the request (a
+    city, a name, an id from a tool result) easy to find early in training.
+    """
+    return play(sample_task(rng, dict(BASE), False), [])
+
+
 def pretraining_example(rng: random.Random) -> Conversation:
     """One conversation from the pretraining mixture (see the module docstring)."""
     prompt = rng.choice(AGENT_PROMPTS) if rng.random() < 0.9 else None
-    distractors = rng.sample(DISTRACTORS, rng.randint(0, 3))
+    distractors = rng.sample(DISTRACTORS, rng.randint(0, 2))
     kind = rng.random()
     if kind < 0.35:
         conv: Conventions = dict(BASE)
@@ -138,9 +150,9 @@ def pretraining_example(rng: random.Random) -> Conversation:
         return play(sample_task(rng, conv, False), system_messages(skills, prompt))
     if kind < 0.88:
         conv = random_drift(rng)
-        all_families = rng.random() < 0.3
+        all_families = rng.random() < 0.15
         stated = [f for f in FAMILIES
-                  if conv[f] != BASE[f] or all_families or rng.random() < 0.3]
+                  if conv[f] != BASE[f] or all_families or rng.random() < 0.2]
         skills = [statement(f, conv[f], rng.choice(TRAIN_PHRASINGS)) for f in stated]
         skills += distractors
         rng.shuffle(skills)

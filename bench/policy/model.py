@@ -5,10 +5,12 @@ conversations. Runs of letters are pre-tokenized apart from everything else,
 so a word is the same token after a space, a quote or a comma: copying a
 name from the user's message into JSON arguments is an identity copy rather
 than a per-word lookup table (it did not by itself speed learning up much;
-see dev/LOG.md). Digits are split one by one (dates, times and ids are
-reformatted digit by digit). Role markers and ``<|end|>`` are special tokens;
-``<tool_call>``/``</tool_call>`` are ordinary added tokens so that decoding
-with ``skip_special_tokens=True`` keeps them for the parser.
+see dev/LOG.md). Digits are cut into years and pairs (``2027-04-21`` is ``2027 - 04 -
+21``), so the year, the month, the day and the hour are one token each:
+reformatting a date is a reordering of whole tokens, not digit arithmetic. Role markers and
+``<|end|>`` are special tokens; ``<tool_call>``/``</tool_call>`` are ordinary
+added tokens so that decoding with ``skip_special_tokens=True`` keeps them for
+the parser.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"[A-Za-z]+"), behavior="isolated"),
-        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Split(Regex(r"\d{4}|\d{1,2}"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()

@@ -4,6 +4,10 @@ Reads top to bottom: arguments, tokenizer, model, the training loop on
 conversations generated on the fly from toolworld (see ``bench.policy.data``
 for the mixture), loss on assistant tokens only, then the checkpoint
 (``config.json``, ``model.safetensors``, tokenizer files, ``meta.json``).
+Training starts with a warm-up on short conversations (no system prompt,
+skills or tool list): in a short context the model finds the attention that
+copies a value from the request or a tool result within a few minutes, which
+it did not find in 20 minutes of full-length conversations (dev/LOG.md).
 The learning-rate schedule runs on wall-clock time, so a run always ends
 within ``--minutes`` whatever the machine's speed; ``meta.json`` records the
 steps it reached.
@@ -18,6 +22,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,7 @@ import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from bench.policy.chat import ASSISTANT_HEAD, CHAT_TEMPLATE, END
-from bench.policy.data import Conversation, pretraining_example
+from bench.policy.data import Conversation, pretraining_example, short_example
 from bench.policy.model import CHECKPOINT_DIR, ModelShape, llama_config, shape_dict, train_tokenizer
 from bench.toolworld.tools import tool_schemas
 
@@ -34,7 +39,7 @@ _ASSISTANT = re.compile(re.escape(ASSISTANT_HEAD) + r".*?" + re.escape(END), re.
 
 
 def encode(conv: Conversation, tokenizer: PreTrainedTokenizerFast,
-           tools: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+           tools: list[dict[str, Any]] | None) -> tuple[list[int], list[int]]:
     """Token ids and labels; labels are -100 outside the trained assistant turns."""
     text = tokenizer.apply_chat_template(conv.messages, tools=tools, tokenize=False)
     assert isinstance(text, str)
@@ -73,9 +78,17 @@ def copy_weights(ids: list[int], labels: list[int], structural: set[int],
     return weights
 
 
-def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_size: int,
-            max_len: int, boost: float = 0.0) -> Any:
-    """Endless padded batches; examples are grouped by length to waste little on padding."""
+def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_tokens: int,
+            max_len: int, boost: float = 0.0, short: Callable[[], bool] = lambda: False,
+            short_share: float = 0.0) -> Any:
+    """Endless padded batches of about ``batch_tokens`` tokens (padding included).
+
+    Examples are drawn in pools, sorted by length and cut into batches of
+    similar lengths, so little is spent on padding and short examples come
+    many to a batch. While ``short()`` is true every example is a warm-up one
+    (``short_example``, rendered without the tool list); after that a
+    ``short_share`` of them still are.
+    """
     tools = tool_schemas()
     pad = tokenizer.pad_token_id
     scaffold = tokenizer.apply_chat_template(
@@ -84,15 +97,27 @@ def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_size: 
                                       for k in t["function"]["parameters"]["properties"]}}}]}],
         tools=tools, tokenize=False)
     structural = set(tokenizer(scaffold, add_special_tokens=False)["input_ids"])
+
+    def example() -> tuple[list[int], list[int]]:
+        if short() or rng.random() < short_share:
+            ids, labels = encode(short_example(rng), tokenizer, None)
+        else:
+            ids, labels = encode(pretraining_example(rng), tokenizer, tools)
+        return ids[:max_len], labels[:max_len]
+
     while True:
-        pool = [encode(pretraining_example(rng), tokenizer, tools) for _ in range(batch_size * 4)]
-        pool = [(i[:max_len], lab[:max_len]) for i, lab in pool]
-        pool.sort(key=lambda p: len(p[0]))
-        groups = [pool[k:k + batch_size] for k in range(0, len(pool), batch_size)]
-        rng.shuffle(groups)
-        for group in groups:
+        pool = sorted((example() for _ in range(max(8, batch_tokens // 64))),
+                      key=lambda p: len(p[0]))
+        groups: list[list[tuple[list[int], list[int]]]] = [[]]
+        for item in pool:
             # widths rounded up to a multiple of 64: few distinct shapes keep oneDNN's
             # per-shape kernels cached (bf16 autocast is slow on every new shape)
+            width = -(-len(item[0]) // 64) * 64
+            if groups[-1] and width * (len(groups[-1]) + 1) > batch_tokens:
+                groups.append([])
+            groups[-1].append(item)
+        rng.shuffle(groups)
+        for group in groups:
             width = -(-max(len(i) for i, _ in group) // 64) * 64
             ids = torch.full((len(group), width), pad, dtype=torch.long)
             labels = torch.full((len(group), width), IGNORE, dtype=torch.long)
@@ -109,7 +134,8 @@ def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_size: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=19.0, help="wall-clock training budget")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-tokens", type=int, default=8192,
+                        help="tokens per batch, padding included")
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--vocab", type=int, default=1024)
@@ -118,6 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--copy-boost", type=float, default=4.0,
                         help="extra loss weight on assistant tokens copied from the context")
+    parser.add_argument("--warmup-frac", type=float, default=0.2,
+                        help="share of the budget spent on short warm-up examples only")
+    parser.add_argument("--short-share", type=float, default=0.2,
+                        help="share of short examples after the warm-up")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                         help="bfloat16 autocast (about 25%% faster on CPUs with AMX)")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
@@ -159,11 +189,17 @@ def main(argv: list[str] | None = None) -> None:
     train_start = time.monotonic()
     step, tokens, ema = 0, 0, None
     model.train()
-    for ids, _labels, mask, weights in batches(rng, tokenizer, args.batch_size, args.max_len,
-                                              args.copy_boost):
+    progress = 0.0
+
+    def warming_up() -> bool:
+        return progress < args.warmup_frac
+
+    for ids, _labels, mask, weights in batches(rng, tokenizer, args.batch_tokens, args.max_len,
+                                              args.copy_boost, warming_up, args.short_share):
         frac = (time.monotonic() - train_start) / budget
         if args.max_steps:
             frac = max(frac, step / args.max_steps)
+        progress = frac
         if frac >= 1.0:
             break
         cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))

@@ -48,7 +48,38 @@ def test_tool_error_with_hindsight_fix() -> None:
     assert check is not None and check.expect == {"date": "27.11.2026"}
     assert check.passes([("book_table", {"date": "27.11.2026", "party_size": 2})])
     assert not check.passes([("book_table", {"date": "2026-11-27"})])
-    assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-28") == c.key
+    # the error was about the form: another day in the accepted form is fixed, the
+    # refused form is not, and a value that is not a string is not either
+    assert check.form_only == {"date"}
+    assert check.passes([("book_table", {"date": "03.12.2026"})])
+    assert not check.passes([("book_table", {"date": "2026-12-03"})])
+    assert not check.passes([("book_table", {"date": None})])
+    assert not check.passes([("find_contact", {"date": "27.11.2026"})])
+
+
+def test_fix_is_what_the_error_names() -> None:
+    session = _session()
+    # the retry also added an argument the error did not ask for: the fix is the date alone
+    good = json.loads(session[1]["tool_calls"][0]["function"]["arguments"])
+    session[1]["tool_calls"][0]["function"]["arguments"] = json.dumps({**good, "note": "window"})
+    check = fix_check(cases_from_session(session, [])[0])
+    assert check is not None and check.expect == {"date": "27.11.2026"}
+
+
+def test_value_fixes_need_the_value() -> None:
+    session = _session()
+    # the refused call had the right form but another value: the fix is the value itself
+    bad = _call("c1", "book_table", {"restaurant_id": "r9", "date": "27.11.2026", "time": "19:00",
+                                     "party_size": 2})
+    session[0]["tool_calls"] = [bad]
+    session[1]["request"]["messages"][1:] = [
+        {"role": "assistant", "content": None, "tool_calls": [bad]},
+        {"role": "tool", "tool_call_id": "c1", "content": "error: no restaurant with id r9"}]
+    check = fix_check(cases_from_session(session, [])[0])
+    assert check is not None and check.expect == {"restaurant_id": "r1"}
+    assert check.form_only == frozenset()
+    assert not check.passes([("book_table", {"restaurant_id": "r7"})])
+    assert check.passes([("book_table", {"restaurant_id": "r1"})])
 
 
 def test_complaint_becomes_a_preference_check() -> None:
@@ -74,5 +105,7 @@ def test_offline_miner_needs_recurrence_and_marks_its_skills() -> None:
     g.cases = cases * 2
     (draft,) = propose([g], set(), min_support=2)
     op = draft.ops[0]
-    assert MARK in op.body and "DD.MM.YYYY" in op.body and "27.11.2026" in op.body  # type: ignore[union-attr]
+    assert MARK in op.body and "DD.MM.YYYY" in op.body  # type: ignore[union-attr]
+    # the rule shows the form itself, so no value from another task is given as example
+    assert "27.11.2026" not in op.body  # type: ignore[union-attr]
     assert draft.checks and keep_check(cases[0]) is not None

@@ -1,0 +1,53 @@
+"""`molt bench run` as a user runs it: a fresh molt per arm, a report folder with figures and plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import gap_recovered, markdown
+
+
+def test_bench_run_writes_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "molt", "bench", "run", "--days", "3,4", "--tasks-per-day", "2",
+         "--arms", "baseline,oracle,skills", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| baseline |" in proc.stdout and "Gap recovered" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["days"] == [3, 4] and set(report["arms"]) == {"baseline", "oracle", "skills"}
+    for arm in report["arms"].values():
+        assert arm["overall"]["episodes"] == 4 and arm["overall"]["errors"] == 0
+        assert set(arm["per_day"]) == {"3", "4"}
+        for episode in arm["episodes"]:
+            assert 0.0 <= episode["step_accuracy"] <= 1.0
+    # the skills arm asked molt to evolve after every few episodes and kept its answers
+    assert report["arms"]["skills"]["evolutions"]
+    for name in ("summary.md", "success.png", "step_accuracy.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _report(baseline: float, oracle: float, skills: float) -> dict:
+    def arm(value: float) -> dict:
+        day = {"success": value, "step_accuracy": value, "affected_accuracy": None,
+               "complaints": 0, "episodes": 4}
+        return {"overall": day, "per_day": {"4": day}}
+
+    return {"days": [4], "tasks_per_day": 4, "seed": 0,
+            "arms": {"baseline": arm(baseline), "oracle": arm(oracle), "skills": arm(skills)}}
+
+
+def test_gap_recovered_is_the_share_of_the_baseline_oracle_gap() -> None:
+    assert gap_recovered(_report(0.2, 0.8, 0.68), "skills", 4, "success") == pytest.approx(0.8)
+    assert gap_recovered(_report(0.5, 0.5, 0.9), "skills", 4, "success") is None  # no gap
+    assert gap_recovered(_report(0.2, 0.8, 0.5), "skills", 5, "success") is None  # no such day
+    table = markdown(_report(0.25, 0.75, 0.5))
+    assert "| 4 | success | 50.0% |" in table
