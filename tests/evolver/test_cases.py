@@ -48,6 +48,7 @@ def test_tool_error_with_hindsight_fix() -> None:
     assert check is not None and check.expect == {"date": "27.11.2026"}
     assert check.passes([("book_table", {"date": "27.11.2026", "party_size": 2})])
     assert not check.passes([("book_table", {"date": "2026-11-27"})])
+    assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-28") == c.key
     # the error was about the form: another day in the accepted form is fixed, the
     # refused form is not, and a value that is not a string is not either
     assert check.form_only == {"date"}
