@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,20 @@ class Molt:
 
     def flush(self) -> None:
         self.run(self.state.recorder.flush())
+
+    def wait_turn(self, turn_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The recorded turn; a stream's turn is submitted just after its last byte."""
+        from store.errors import NotFound
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.flush()
+            try:
+                return self.run(self.state.trajectories.get_turn(turn_id))  # type: ignore[no-any-return]
+            except NotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 @pytest.fixture

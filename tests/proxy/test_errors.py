@@ -34,19 +34,6 @@ def recorded(fake_llm: FakeLLM, molt: Any) -> Any:
     return r.headers["x-molt-turn-id"]
 
 
-def wait_turn(molt: Any, turn_id: str) -> dict[str, Any]:
-    """The recorded turn; a stream's turn is submitted just after its last byte."""
-    deadline = time.monotonic() + 10
-    while True:
-        molt.flush()
-        try:
-            return molt.run(molt.state.trajectories.get_turn(turn_id))  # type: ignore[no-any-return]
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def _still_there(molt: Any, turn_id: str) -> None:
     molt.flush()
     assert molt.run(molt.state.trajectories.get_turn(turn_id))["status"] == "ok"
@@ -126,7 +113,7 @@ def test_upstream_closes_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str)
     assert events[-1] == "data: [DONE]"
     assert '"error"' in events[-2] and "upstream_stream_closed" in events[-2]
     _still_there(molt, recorded)
-    t = wait_turn(molt, turn)
+    t = molt.wait_turn(turn)
     assert t["status"] == "upstream_error" and t["content"] == "a b"
 
 
@@ -143,7 +130,7 @@ def test_client_disconnect_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: st
     while fake_llm.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fake_llm.disconnects == 1
-    t = wait_turn(molt, turn)
+    t = molt.wait_turn(turn)
     assert t["status"] == "client_disconnected"
     assert t["content"].startswith("w0")
     _still_there(molt, recorded)

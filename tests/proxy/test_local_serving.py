@@ -101,11 +101,10 @@ def test_turns_record_the_served_version(local: Any) -> None:
         model="tiny", messages=TOOL_PROMPT, tools=[WEATHER_TOOL], temperature=0, stream=True)
     stream_turn = s.headers["x-molt-turn-id"]
     list(s.parse())
-    local.flush()
-    turn = local.run(local.state.trajectories.get_turn(turn_id))
+    turn = local.wait_turn(turn_id)
     assert turn["weight_version"] == "base"
     assert turn["content"] == TEXT_ANSWER
-    streamed = local.run(local.state.trajectories.get_turn(stream_turn))
+    streamed = local.wait_turn(stream_turn)
     assert streamed["weight_version"] == "base"
     assert streamed["tool_calls"][0]["function"]["name"] == "get_weather"
 
