@@ -8,6 +8,8 @@ notice the new pointer within a second and hot-swap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -32,6 +34,18 @@ def _base(reg: Registry, tenant: str, base: str | None) -> str:
         raise click.ClickException(f"tenant {tenant!r} has no versions in {reg.root}")
     raise click.ClickException(f"tenant {tenant!r} has several bases; pick one with --base: "
                                + ", ".join(bases))
+
+
+def _flip(ctx: click.Context, tenant: str, base: str | None,
+          op: Callable[[Registry, str, Path | None], Promotion]) -> tuple[Promotion, str]:
+    """Run a promotion or rollback on the resolved base; a refusal is a clean CLI error."""
+    settings = settings_from(ctx)
+    reg = _registry(settings)
+    b = _base(reg, tenant, base)
+    try:
+        return op(reg, b, served_base_dirs(settings.models).get(b)), b
+    except StoreError as exc:
+        raise click.ClickException(f"refused: {exc}") from exc
 
 
 def _line(m: VersionMeta, active: str | None) -> str:
@@ -109,14 +123,8 @@ def register(cli: click.Group) -> None:
     def promote(ctx: click.Context, version: str, tenant: str, base: str | None,
                 reason: str | None, as_json: bool) -> None:
         """Validate VERSION against its base and make it the active one."""
-        settings = settings_from(ctx)
-        reg = _registry(settings)
-        b = _base(reg, tenant, base)
-        try:
-            p = reg.promote(tenant, b, version, base_dir=served_base_dirs(settings.models).get(b),
-                            reason=reason)
-        except StoreError as exc:
-            raise click.ClickException(f"refused: {exc}") from exc
+        p, b = _flip(ctx, tenant, base, lambda reg, b, base_dir: reg.promote(
+            tenant, b, version, base_dir=base_dir, reason=reason))
         if as_json:
             echo_json(_promotion_json(p))
         else:
@@ -133,14 +141,8 @@ def register(cli: click.Group) -> None:
     def rollback(ctx: click.Context, to: str | None, tenant: str, base: str | None,
                  reason: str | None, as_json: bool) -> None:
         """Return to the previously active version (marks the current one rolled_back)."""
-        settings = settings_from(ctx)
-        reg = _registry(settings)
-        b = _base(reg, tenant, base)
-        try:
-            p = reg.rollback(tenant, b, to, base_dir=served_base_dirs(settings.models).get(b),
-                             reason=reason)
-        except StoreError as exc:
-            raise click.ClickException(f"refused: {exc}") from exc
+        p, b = _flip(ctx, tenant, base, lambda reg, b, base_dir: reg.rollback(
+            tenant, b, to, base_dir=base_dir, reason=reason))
         if as_json:
             echo_json(_promotion_json(p))
         else:

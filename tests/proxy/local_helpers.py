@@ -1,4 +1,4 @@
-"""What the local-backend tests share: molt serving the tiny model, and stream reassembly."""
+"""What the local-backend tests share: molt serving the tiny model."""
 
 from __future__ import annotations
 
@@ -20,18 +20,3 @@ def client(m: Any, **kw: Any) -> openai.OpenAI:
 
 def backend(m: Any) -> Any:
     return m.state.upstreams.resolve("tiny")[2]
-
-
-def rebuild(chunks: list[Any]) -> dict[str, Any]:
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    calls: dict[int, dict[str, str]] = {}
-    for c in chunks:
-        for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
-            slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-            slot["id"] += tc.id or ""
-            slot["name"] += (tc.function.name or "") if tc.function else ""
-            slot["arguments"] += (tc.function.arguments or "") if tc.function else ""
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    usage = [c.usage for c in chunks if c.usage]
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    return {"text": text, "calls": calls, "finishes": finishes, "usage": usage, "pieces": pieces}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -172,6 +173,12 @@ def test_bad_versions_are_refused_and_serving_stays(
     shown = runner.invoke(cli, ["--config", str(config), "versions", "show", good, "--json"])
     assert '"kind": "lora"' in shown.output
     assert runner.invoke(cli, ["--config", str(config), "versions", "rm", good]).exit_code == 1
+    # and rolls back to the base weights
+    out = runner.invoke(cli, ["--config", str(config), "versions", "rollback", "--to", "base",
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["previous"] == wrong_shapes  # the pointer flipped above
+    assert reg.active("default", "tiny") is None
 
 
 def test_admin_routes_need_the_admin_role(molt_factory: Any, tiny_base: Path) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.proxy.local_helpers import client, rebuild, start_local
+from tests.proxy.local_helpers import client, start_local
+from tests.proxy.streams import rebuild
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "bench" / "policy" / "checkpoint"
 

@@ -13,7 +13,8 @@ import openai
 import pytest
 
 from tests.fakes.tiny_model import TEXT_ANSWER, TEXT_PROMPT, TOOL_PROMPT, WEATHER_TOOL
-from tests.proxy.local_helpers import client, rebuild, start_local
+from tests.proxy.local_helpers import client, start_local
+from tests.proxy.streams import rebuild
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.fakes.fake_llm import FakeLLM, Reply
+from tests.proxy.streams import rebuild
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
@@ -42,17 +43,9 @@ def test_non_streamed_equals_direct(fake_llm: FakeLLM, molt: Any) -> None:
 
 def _rebuild(stream: Any) -> tuple[list[Any], dict[str, Any]]:
     chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    calls: dict[int, dict[str, str]] = {}
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    for c in chunks:
-        for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
-            slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-            slot["id"] += tc.id or ""
-            slot["name"] += (tc.function.name or "") if tc.function else ""
-            slot["arguments"] += (tc.function.arguments or "") if tc.function else ""
-    usage = [c.usage.model_dump() for c in chunks if c.usage]
-    return chunks, {"text": text, "calls": calls, "finishes": finishes, "usage": usage}
+    out = rebuild(chunks)
+    out["usage"] = [u.model_dump() for u in out["usage"]]
+    return chunks, out
 
 
 @pytest.mark.parametrize("include_usage", [False, True])

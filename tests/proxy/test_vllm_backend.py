@@ -41,6 +41,14 @@ def _ask(m: Any, model: str = "big", stream: bool = False) -> tuple[str, str]:
     return raw.headers["x-molt-weight-version"], text
 
 
+def _molt_on_vllm(molt_factory: Any, vllm: FakeVLLM) -> tuple[Any, Registry]:
+    """molt with one vLLM alias `big` (skills off), and its weight registry."""
+    m = molt_factory(models=[{"alias": "big", "base_url": vllm.url + "/v1",  # type: ignore[attr-defined]
+                              "vllm": True, "upstream_model": BASE_MODEL}],
+                     skills={"enabled": False})
+    return m, Registry(m.settings.registry_root())
+
+
 def _name(v: str) -> str:
     return f"default-{BASE}-{v}"
 
@@ -48,10 +56,7 @@ def _name(v: str) -> str:
 def test_promotion_loads_versioned_adapters_and_unloads_drained_ones(
     molt_factory: Any, vllm: FakeVLLM, tiny_artifacts: dict[str, Path]
 ) -> None:
-    m = molt_factory(models=[{"alias": "big", "base_url": vllm.url + "/v1",  # type: ignore[attr-defined]
-                              "vllm": True, "upstream_model": BASE_MODEL}],
-                     skills={"enabled": False})
-    reg = Registry(m.settings.registry_root())
+    m, reg = _molt_on_vllm(molt_factory, vllm)
     v1, v2 = (reg.create("default", BASE, kind="lora", files_from=tiny_artifacts[f"lora{i}"],
                          base_model=BASE_MODEL, base_hash=None).version for i in (1, 2))
     admin = httpx.Client(base_url=m.url, timeout=30)
@@ -99,10 +104,7 @@ def test_promotion_loads_versioned_adapters_and_unloads_drained_ones(
 def test_a_version_vllm_cannot_load_is_refused(
     molt_factory: Any, vllm: FakeVLLM, tiny_artifacts: dict[str, Path]
 ) -> None:
-    m = molt_factory(models=[{"alias": "big", "base_url": vllm.url + "/v1",  # type: ignore[attr-defined]
-                              "vllm": True, "upstream_model": BASE_MODEL}],
-                     skills={"enabled": False})
-    reg = Registry(m.settings.registry_root())
+    m, reg = _molt_on_vllm(molt_factory, vllm)
     delta = reg.create("default", BASE, kind="ttt_delta", files_from=tiny_artifacts["delta"],
                        base_model=BASE_MODEL, base_hash=None).version
     r = httpx.post(f"{m.url}/admin/versions/default/{BASE}/{delta}/promote", timeout=30)
