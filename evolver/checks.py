@@ -9,7 +9,8 @@ from evidence in the trajectories, never from the benchmark's verifier:
   is written in another form than the refused one (``21.04.2027`` for
   ``2027-04-21``, ``Berg, Ann`` for ``Ann Berg``), the error was about the
   form, so a replay passes when it writes the value in the accepted form:
-  a skill can fix how values are written, not which value the request named;
+  a skill can fix how values are written, not which value the request named.
+  The arguments the refused call already had right must stay as they were;
 - a complaint whose words name a parameter of a tool the agent called, with a
   value read from the complaint (a number, a boolean, an enum value);
 - a turn that went well: the same call again (non-regression).
@@ -42,12 +43,16 @@ class Check:
     kind: str  # fix | keep
     # arguments whose *form* must match ``expect`` (see ``shape``), not their value
     form_only: frozenset[str] = frozenset()
+    # arguments the refused call already had right (the tool then accepted them unchanged):
+    # a fix must not break them on the way
+    hold: tuple[tuple[str, Any], ...] = ()
 
     def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
         for name, args in calls:
             if name == self.tool and all(
                     (shape(args.get(k)) == shape(v)) if k in self.form_only else _same(args.get(k), v)
-                    for k, v in self.expect.items()):
+                    for k, v in self.expect.items()) and all(
+                    _same(args.get(k), v) for k, v in self.hold):
                 return True
         return False
 
@@ -85,7 +90,9 @@ def fix_check(case: Case) -> Check | None:
     changed = named or changed
     form_only = frozenset(k for k, v in changed.items()
                           if shape(v) is not None and shape(failed.get(k)) not in (None, shape(v)))
-    return Check(case.turn_id, case.request, tool, changed or dict(target), "fix", form_only)
+    hold = tuple((k, v) for k, v in target.items() if k in failed and _same(failed[k], v))
+    return Check(case.turn_id, case.request, tool, changed or dict(target), "fix", form_only,
+                 hold if changed else ())
 
 
 def _named(param: str, refused: Any, message: str) -> bool:

@@ -94,11 +94,13 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     first = g.cases[0]
     constraint = constraint_of(first.message)
     checks = [c for c in (fix_check(case) for case in g.cases) if c]
-    # a concrete value from another task only where the rule does not show the form itself:
-    # small models copy an example's values into unrelated calls
+    # a concrete value from another task (an accepted example, the refused value) only where
+    # the rule does not show the form itself: small models copy such values into unrelated
+    # calls (the refused date in the anti-pattern cost the tiny policy 40 points, dev/LOG.md)
+    states_form = bool(_STATES_FORM.search(constraint))
     example = (t["example"].format(args=_fmt_args(checks[0].expect))
-               if checks and not _STATES_FORM.search(constraint) else "")
-    refused = refused_value(first.message)
+               if checks and not states_form else "")
+    refused = None if states_form else refused_value(first.message)
     tools = ", ".join(g.tools)
     name = slugify("rule " + " ".join(constraint.split()[:4]))
     op = AddOp(op="add", name=name,

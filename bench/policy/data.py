@@ -136,15 +136,52 @@ def short_example(rng: random.Random) -> Conversation:
     return play(sample_task(rng, dict(BASE), False), [])
 
 
+#: Skill-file scaffolding around a rule: where it came from, a numbered list, anti-patterns.
+_SOURCES = ("Learned from {n} tool errors.", "Added by the user.", "Written by the team from {n} sessions.",
+            "From support notes.", "Revised after {n} complaints.")
+_TIPS = ("If a tool still returns an error, read it and fix that argument.",
+         "Check the arguments before each call.", "Use ids exactly as a tool returned them.")
+_ANTI = ("Guessing a value the user did not give.", "Calling the same tool twice for one request.",
+         "Ignoring a tool error.")
+
+
+def dress(rng: random.Random, skill: SkillText) -> SkillText:
+    """The skill with the scaffolding real skill files carry (source line, list, anti-patterns).
+
+    The rule itself is unchanged; the policy learns that such lines state no
+    convention, so a skill written in another layout does not move the
+    conventions it does not name.
+    """
+    body = skill.body
+    if rng.random() < 0.5:
+        body = f"1. {body}" + (f"\n2. {rng.choice(_TIPS)}" if rng.random() < 0.6 else "")
+    if rng.random() < 0.5:
+        body = rng.choice(_SOURCES).format(n=rng.randint(2, 9)) + "\n" + body
+    if rng.random() < 0.4:
+        body += f"\n\nAnti-patterns:\n- {rng.choice(_ANTI)}"
+    return SkillText(skill.name, skill.description, body)
+
+
+#: Share of pretraining skills dressed in skill-file scaffolding (``dress``).
+DRESSED = 0.4
+
+
+def said(rng: random.Random, family: str, value: str) -> SkillText:
+    """A pretraining statement of one convention: a training phrasing, sometimes dressed."""
+    skill = statement(family, value, rng.choice(TRAIN_PHRASINGS))
+    return dress(rng, skill) if rng.random() < DRESSED else skill
+
+
 def pretraining_example(rng: random.Random) -> Conversation:
     """One conversation from the pretraining mixture (see the module docstring)."""
     prompt = rng.choice(AGENT_PROMPTS) if rng.random() < 0.9 else None
-    distractors = rng.sample(DISTRACTORS, rng.randint(0, 2))
+    distractors = [dress(rng, d) if rng.random() < DRESSED else d
+                   for d in rng.sample(DISTRACTORS, rng.randint(0, 2))]
     kind = rng.random()
     if kind < 0.35:
         conv: Conventions = dict(BASE)
         stated = rng.sample(list(FAMILIES), rng.randint(0, 3)) if rng.random() < 0.3 else []
-        skills = [statement(f, BASE[f], rng.choice(TRAIN_PHRASINGS)) for f in stated]
+        skills = [said(rng, f, BASE[f]) for f in stated]
         skills += distractors if rng.random() < 0.5 else []
         rng.shuffle(skills)
         return play(sample_task(rng, conv, False), system_messages(skills, prompt))
@@ -153,7 +190,7 @@ def pretraining_example(rng: random.Random) -> Conversation:
         all_families = rng.random() < 0.15
         stated = [f for f in FAMILIES
                   if conv[f] != BASE[f] or all_families or rng.random() < 0.2]
-        skills = [statement(f, conv[f], rng.choice(TRAIN_PHRASINGS)) for f in stated]
+        skills = [said(rng, f, conv[f]) for f in stated]
         skills += distractors
         rng.shuffle(skills)
         head = system_messages(skills, prompt, as_context=rng.random() < 0.15)

@@ -11,6 +11,8 @@ verifier says whether it is the right next call. Conditions:
   does); only the calls the drift changes count.
 * ``unstated``: the same drifts, nothing stated; affected calls only.
 * ``stated_heldout``: as ``stated`` but in phrasing 3, never seen in training.
+* ``stated_other``: as ``stated``, but only the calls the drift does *not*
+  change count: a skills block must not move the conventions it does not name.
 
 Tasks come from worlds and seeds disjoint from pretraining (``eval:`` worlds,
 the ``eval`` seed in ``toolworld/data/seeds.json``).
@@ -45,7 +47,7 @@ from bench.toolworld.tasks import Task
 from bench.toolworld.tools import tool_schemas
 from bench.toolworld.verifier import Verifier
 
-CONDITIONS = ("base", "stated", "unstated", "stated_heldout")
+CONDITIONS = ("base", "stated", "unstated", "stated_heldout", "stated_other")
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,15 @@ def eval_items(condition: str, n_steps: int, seed: int) -> list[EvalItem]:
         conv = random_drift(rng, p=0.3) if drift else dict(BASE)
         task = sample_task(rng, conv, need_affected=drift, world_prefix=f"eval{seed}")
         skills = []
-        if condition == "stated":
+        if condition in ("stated", "stated_other"):
             skills = state_conventions(conv, phrasing=rng.choice(TRAIN_PHRASINGS))
         elif condition == "stated_heldout":
             skills = state_conventions(conv, phrasing=HELDOUT_PHRASING)
         head = system_messages(skills, DEFAULT_SYSTEM_PROMPT)
         for k, call in enumerate(task.plan):
-            if (not drift or call.affected) and len(items) < n_steps:
+            counts = not call.affected if condition == "stated_other" else (
+                not drift or call.affected)
+            if counts and len(items) < n_steps:
                 items.append(EvalItem(condition, task, k, play(task, head, upto=k).messages))
     return items
 
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
                        verbose=args.verbose, device=args.device,
                        batch_size=args.batch_size)
     targets = {"base": ">= 0.95", "stated": ">= 0.85", "unstated": "<= 0.25",
-               "stated_heldout": "(no target)"}
+               "stated_heldout": "(no target)", "stated_other": "(no target)"}
     for condition in CONDITIONS:
         print(f"{condition:15s} step accuracy {figures[condition]:6.1%}   target "
               f"{targets[condition]:12s} follows conventions "

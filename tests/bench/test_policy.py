@@ -93,12 +93,11 @@ def test_shipped_policy_reproduces_its_figures(meta: dict[str, Any]) -> None:
     for condition in ("base", "stated", "unstated"):
         for key in (condition, f"{condition}_conventions"):
             assert abs(figures[key] - recorded[key]) <= TOLERANCE, (key, figures)
-    # the room to learn: an unstated drift is not followed
-    assert figures["unstated"] <= 0.35
-    assert figures["stated"] >= figures["unstated"]
-    # what the shipped policy has learned: the base conventions, to copy the request's
-    # values into most calls, and to follow a convention stated in the skills block far
-    # more often than an unstated one
-    assert figures["base_conventions"] >= 0.9
-    assert figures["base"] >= 0.5
-    assert figures["stated_conventions"] >= figures["unstated_conventions"] + 0.4
+    # issue 5's targets, on the small set (one step of 24 is 4 points)
+    assert figures["base"] >= 0.95 - TOLERANCE
+    assert figures["stated"] >= 0.85 - TOLERANCE
+    assert figures["unstated"] <= 0.25
+    # and as recorded on the full evaluation (200 steps per condition) with this checkpoint
+    full = meta["figures"]
+    assert full["steps_per_condition"] == 200
+    assert full["base"] >= 0.95 and full["stated"] >= 0.85 and full["unstated"] <= 0.25

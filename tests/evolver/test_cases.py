@@ -46,16 +46,21 @@ def test_tool_error_with_hindsight_fix() -> None:
     assert constraint_of(c.message) == "date must be DD.MM.YYYY"
     check = fix_check(c)
     assert check is not None and check.expect == {"date": "27.11.2026"}
-    assert check.passes([("book_table", {"date": "27.11.2026", "party_size": 2})])
-    assert not check.passes([("book_table", {"date": "2026-11-27"})])
+    # what the refused call had right must stay right
+    assert dict(check.hold) == {"restaurant_id": "r1", "time": "19:00", "party_size": 2}
+    rest = {"restaurant_id": "r1", "time": "19:00", "party_size": 2}
+    assert check.passes([("book_table", {**rest, "date": "27.11.2026"})])
+    assert not check.passes([("book_table", {**rest, "date": "2026-11-27"})])
+    assert not check.passes([("book_table", {**rest, "date": "27.11.2026", "time": "7pm"})])
+    assert not check.passes([("book_table", {"date": "27.11.2026", "party_size": 2})])
     assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-28") == c.key
     # the error was about the form: another day in the accepted form is fixed, the
     # refused form is not, and a value that is not a string is not either
     assert check.form_only == {"date"}
-    assert check.passes([("book_table", {"date": "03.12.2026"})])
-    assert not check.passes([("book_table", {"date": "2026-12-03"})])
-    assert not check.passes([("book_table", {"date": None})])
-    assert not check.passes([("find_contact", {"date": "27.11.2026"})])
+    assert check.passes([("book_table", {**rest, "date": "03.12.2026"})])
+    assert not check.passes([("book_table", {**rest, "date": "2026-12-03"})])
+    assert not check.passes([("book_table", {**rest, "date": None})])
+    assert not check.passes([("find_contact", {**rest, "date": "27.11.2026"})])
 
 
 def test_fix_is_what_the_error_names() -> None:
@@ -79,8 +84,9 @@ def test_value_fixes_need_the_value() -> None:
     check = fix_check(cases_from_session(session, [])[0])
     assert check is not None and check.expect == {"restaurant_id": "r1"}
     assert check.form_only == frozenset()
-    assert not check.passes([("book_table", {"restaurant_id": "r7"})])
-    assert check.passes([("book_table", {"restaurant_id": "r1"})])
+    rest = {"date": "27.11.2026", "time": "19:00", "party_size": 2}
+    assert not check.passes([("book_table", {**rest, "restaurant_id": "r7"})])
+    assert check.passes([("book_table", {**rest, "restaurant_id": "r1"})])
 
 
 def test_complaint_becomes_a_preference_check() -> None:
