@@ -13,13 +13,17 @@ from evidence in the trajectories, never from the benchmark's verifier:
   The arguments the refused call already had right must stay as they were;
 - a complaint whose words name a parameter of a tool the agent called, with a
   value read from the complaint (a number, a boolean, an enum value);
-- a turn that went well: the same call again (non-regression).
+- a turn that went well: the same call again (non-regression), except for
+  an argument written in a form the failures show is now refused
+  (``supersede``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +50,8 @@ class Check:
     # arguments the refused call already had right (the tool then accepted them unchanged):
     # a fix must not break them on the way
     hold: tuple[tuple[str, Any], ...] = ()
+    # for a form fix: the refused values of the ``form_only`` arguments
+    refused: tuple[tuple[str, Any], ...] = ()
 
     def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
         for name, args in calls:
@@ -91,8 +97,28 @@ def fix_check(case: Case) -> Check | None:
     form_only = frozenset(k for k, v in changed.items()
                           if shape(v) is not None and shape(failed.get(k)) not in (None, shape(v)))
     hold = tuple((k, v) for k, v in target.items() if k in failed and _same(failed[k], v))
+    refused = tuple((k, failed.get(k)) for k in sorted(form_only))
     return Check(case.turn_id, case.request, tool, changed or dict(target), "fix", form_only,
-                 hold if changed else ())
+                 hold if changed else (), refused)
+
+
+def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
+    """A turn that went well, re-read in the light of newer failures.
+
+    When the failures being fixed show that the tools now refuse a written form
+    (dates as ``9-9-9``) and the turn that went well wrote an argument in that
+    very form (before the change), that argument now has to be written in the
+    accepted form: the newer evidence wins. Other arguments stay as they were.
+    """
+    expect, form_only = dict(keep.expect), set(keep.form_only)
+    for fix in fixes:
+        for k, old in fix.refused:
+            if k in expect and k not in form_only and shape(expect[k]) == shape(old) is not None:
+                expect[k] = fix.expect[k]
+                form_only.add(k)
+    if expect == keep.expect:
+        return keep
+    return dataclasses.replace(keep, expect=expect, form_only=frozenset(form_only))
 
 
 def _named(param: str, refused: Any, message: str) -> bool:

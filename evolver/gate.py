@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from evolver.checks import Check
+from evolver.checks import Check, supersede
 from evolver.errors import ReplayFailed
 from evolver.replay import Replayer
 
@@ -78,6 +78,7 @@ class Gate:
             return GateResult(False, f"minibatch: fixes {mb_cand:.2f} <= current {mb_cur:.2f}",
                               mb_cur, mb_cand, n_fix=len(mb), replays=self.replays - start)
         fc, fk = await self._rate(fix, None), await self._rate(fix, candidate)
+        keep = [supersede(k, fix) for k in keep]
         kc, kk = await self._rate(keep, None), await self._rate(keep, candidate)
         res = GateResult(False, "", fc, fk, kc, kk, len(fix), len(keep), self.replays - start)
         if fk <= fc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.toolworld import tool_schemas
 from evolver.cases import cases_from_session, constraint_of, group_key
-from evolver.checks import fix_check, infer_preference, keep_check
+from evolver.checks import Check, fix_check, infer_preference, keep_check, supersede
 from evolver.mining import FailureGroup
 from evolver.offline import MARK, propose
 
@@ -61,6 +61,23 @@ def test_tool_error_with_hindsight_fix() -> None:
     assert not check.passes([("book_table", {**rest, "date": "2026-12-03"})])
     assert not check.passes([("book_table", {**rest, "date": None})])
     assert not check.passes([("find_contact", {**rest, "date": "27.11.2026"})])
+
+
+def test_a_newer_form_fix_supersedes_what_went_well_before() -> None:
+    fix = fix_check(cases_from_session(_session(), [])[0])
+    assert fix is not None and fix.refused == (("date", "2026-11-27"),)
+    # a booking that went well before dates changed form, and one without a date
+    before = Check("turn_9", {}, "book_table", {"restaurant_id": "r2", "date": "2026-10-02",
+                                                "party_size": 4}, "keep")
+    keep = supersede(before, [fix])
+    assert keep.form_only == {"date"}
+    assert keep.passes([("book_table", {"restaurant_id": "r2", "date": "02.10.2026", "party_size": 4})])
+    assert not keep.passes([("book_table", {"restaurant_id": "r2", "date": "2026-10-02",
+                                            "party_size": 4})])
+    assert not keep.passes([("book_table", {"restaurant_id": "r3", "date": "02.10.2026",
+                                            "party_size": 4})])
+    other = Check("turn_8", {}, "find_contact", {"name": "Ann Berg"}, "keep")
+    assert supersede(other, [fix]) is other
 
 
 def test_fix_is_what_the_error_names() -> None:
