@@ -22,7 +22,7 @@ from typing import Any
 
 from evolver.cases import constraint_of, refused_value, words
 from evolver.checks import Check, fix_check, infer_preference, preference_check
-from evolver.edits import AddOp, EditOp, UpdateOp
+from evolver.edits import AddOp, EditOp, RetireOp, UpdateOp
 from evolver.mining import FailureGroup
 from store.skills import Skill
 
@@ -168,6 +168,21 @@ def _broaden(draft: Draft, skill: Skill) -> Draft | None:
     return Draft([wider], wider.reason, draft.turn_ids, draft.checks)
 
 
+def _contradicted(draft: Draft, existing: dict[str, Skill]) -> list[str]:
+    """Miner rules about the same argument that the draft's rule now contradicts.
+
+    ``rule-date-must-be-dd`` and ``rule-date-must-be-mm`` state two forms for
+    one argument: the newer tool errors say the older rule no longer holds.
+    """
+    op = draft.ops[0]
+    head = re.match(r"(rule-.+?-must)-", op.name)
+    if not isinstance(op, AddOp) or head is None:
+        return []
+    return [name for name, skill in existing.items()
+            if name != op.name and name.startswith(head.group(1) + "-")
+            and skill.origin == "evolver" and MARK in skill.body]
+
+
 def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,
             variant: int = 0, max_drafts: int = 3) -> list[Draft]:
     """Rule-based drafts for the largest recurring failure groups not yet covered."""
@@ -189,6 +204,13 @@ def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *
                 continue
         if any(d.ops[0].name == draft.ops[0].name for d in drafts):
             continue
+        if isinstance(existing, dict):
+            stale = _contradicted(draft, existing)
+            if stale:
+                retire: list[EditOp] = [RetireOp(op="retire", name=n, reason=(
+                    f"contradicted by newer tool errors: {draft.reason}"), turn_ids=draft.turn_ids)
+                    for n in stale]
+                draft = Draft([*draft.ops, *retire], draft.reason, draft.turn_ids, draft.checks)
         drafts.append(draft)
         if len(drafts) >= max_drafts:
             break

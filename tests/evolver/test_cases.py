@@ -10,6 +10,7 @@ from evolver.cases import cases_from_session, constraint_of, group_key
 from evolver.checks import Check, fix_check, infer_preference, keep_check, supersede
 from evolver.mining import FailureGroup
 from evolver.offline import MARK, propose
+from store.skills import Skill
 
 TOOLS = tool_schemas()
 
@@ -133,3 +134,17 @@ def test_offline_miner_needs_recurrence_and_marks_its_skills() -> None:
     # the rule shows the form itself, so no value from another task is given as example
     assert "27.11.2026" not in op.body  # type: ignore[union-attr]
     assert draft.checks and keep_check(cases[0]) is not None
+
+
+def test_a_rule_the_tools_now_contradict_is_retired_with_the_new_one() -> None:
+    cases = cases_from_session(_session(), [])  # the tools refuse ISO dates: DD.MM.YYYY
+    g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases * 2)
+    old = Skill("rule-date-must-be-mm-dd-yyyy", "Argument rule for book_table: date must be MM/DD/YYYY.",
+                f"{MARK} from 3 tool errors.\n1. When calling book_table: date must be MM/DD/YYYY.",
+                "tool-rules", ("book_table",), origin="evolver")
+    by_hand = Skill("rule-date-must-be-written", "A person's rule.", "Dates: ask first.",
+                    origin="user")
+    (draft,) = propose([g], {old.name: old, by_hand.name: by_hand}, min_support=2)
+    assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-must-be-dd-mm-yyyy"),
+                                                      ("retire", "rule-date-must-be-mm-dd-yyyy")]
+    assert "contradicted" in draft.ops[1].reason
