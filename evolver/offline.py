@@ -169,10 +169,11 @@ def _broaden(draft: Draft, skill: Skill) -> Draft | None:
 
 
 def _contradicted(draft: Draft, existing: dict[str, Skill]) -> list[str]:
-    """Miner rules about the same argument that the draft's rule now contradicts.
+    """Evolver rules about the same argument that the draft's rule now contradicts.
 
-    ``rule-date-must-be-dd`` and ``rule-date-must-be-mm`` state two forms for
-    one argument: the newer tool errors say the older rule no longer holds.
+    ``rule-date-must-be-dd-mm-yyyy`` and ``rule-date-must-be-mm-dd-yyyy`` state
+    two forms for one argument: the newer tool errors say the older rule no
+    longer holds. Any template variant's wording counts; a person's skill never.
     """
     op = draft.ops[0]
     head = re.match(r"(rule-.+?-must)-", op.name)
@@ -180,7 +181,7 @@ def _contradicted(draft: Draft, existing: dict[str, Skill]) -> list[str]:
         return []
     return [name for name, skill in existing.items()
             if name != op.name and name.startswith(head.group(1) + "-")
-            and skill.origin == "evolver" and MARK in skill.body]
+            and skill.origin == "evolver"]
 
 
 def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,

@@ -228,7 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         # continued pretraining: the checkpoint's own tokenizer and weights
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.init)
         model = LlamaForCausalLM.from_pretrained(args.init).to(args.device)
-        shape = ModelShape(**json.loads((args.init / "meta.json").read_text())["shape"])
+        c = model.config
+        shape = ModelShape(vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+                           intermediate_size=c.intermediate_size,
+                           num_hidden_layers=c.num_hidden_layers,
+                           num_attention_heads=c.num_attention_heads,
+                           max_position_embeddings=c.max_position_embeddings)
         print(f"continuing from {args.init}", flush=True)
     else:
         # 1. tokenizer, trained on rendered conversations from the same mixture
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         if not torch.isfinite(norm):
-            # one non-finite gradient turns every weight into NaN (a GPU run did: dev/LOG.md)
+            # one non-finite gradient would turn every weight into NaN (a GPU run ended in NaN: dev/LOG.md)
             skipped += 1
             print(f"step {step}: gradient norm is not finite, batch skipped "
                   f"({skipped} so far)", flush=True)
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": dt.date.today().isoformat(),
         "figures": {},
     }
-    if args.init is not None:
+    if args.init is not None and (args.init / "meta.json").exists():
         prior = json.loads((args.init / "meta.json").read_text())
         meta["continued_from"] = {k: prior.get(k) for k in
                                   ("step", "tokens", "train_minutes", "args", "date",

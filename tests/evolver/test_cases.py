@@ -140,7 +140,7 @@ def test_a_rule_the_tools_now_contradict_is_retired_with_the_new_one() -> None:
     cases = cases_from_session(_session(), [])  # the tools refuse ISO dates: DD.MM.YYYY
     g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases * 2)
     old = Skill("rule-date-must-be-mm-dd-yyyy", "Argument rule for book_table: date must be MM/DD/YYYY.",
-                f"{MARK} from 3 tool errors.\n1. When calling book_table: date must be MM/DD/YYYY.",
+                "Rule: date must be MM/DD/YYYY (for book_table).",  # a paraphrased variant's body
                 "tool-rules", ("book_table",), origin="evolver")
     by_hand = Skill("rule-date-must-be-written", "A person's rule.", "Dates: ask first.",
                     origin="user")

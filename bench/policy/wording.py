@@ -3,7 +3,7 @@
 For each wording of the day-4 date rule, teacher-forced step accuracy on day-4
 tasks over every planned call (the calls the rule governs and those it does
 not), first without and then after a tool error in context. Run:
-``python dev/probes/skill_wording.py [checkpoint]``.
+``python -m bench.policy.wording [checkpoint]``.
 """
 
 from __future__ import annotations
