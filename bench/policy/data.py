@@ -5,7 +5,7 @@ The pretraining mixture (one draw per example):
 * ``base`` (35%): the base conventions, not stated; sometimes irrelevant
   skills, sometimes some base conventions stated.
 * ``stated`` (53%): random convention values, every non-base one stated in
-  plain words (phrasings 0-2 only) in the skills block, a separate system
+  plain words (phrasings 0-2, or the phrasebook's many wordings) in the skills block, a separate system
   message after the agent prompt rendered with ``render_skills_block`` (15%
   of the time in the context block instead), plus random base statements and
   distractor skills, shuffled.
@@ -26,6 +26,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.policy.phrasebook import phrase
 from bench.toolworld.conventions import BASE, FAMILIES, Conventions
 from bench.toolworld.phrasings import DISTRACTORS, TRAIN_PHRASINGS, statement
 from bench.toolworld.tasks import TEMPLATES, PlannedCall, Task, make_task
@@ -164,11 +165,18 @@ def dress(rng: random.Random, skill: SkillText) -> SkillText:
 
 #: Share of pretraining skills dressed in skill-file scaffolding (``dress``).
 DRESSED = 0.4
+#: Share of pretraining statements composed by the phrasebook (the rest: phrasings 0-2).
+PHRASEBOOK = 0.5
 
 
 def said(rng: random.Random, family: str, value: str) -> SkillText:
-    """A pretraining statement of one convention: a training phrasing, sometimes dressed."""
-    skill = statement(family, value, rng.choice(TRAIN_PHRASINGS))
+    """A pretraining statement of one convention, sometimes dressed.
+
+    Half come from the phrasebook (the rule in many wordings), half are the
+    fixed training phrasings (what the ``stated`` figure evaluates).
+    """
+    skill = (phrase(rng, family, value) if rng.random() < PHRASEBOOK
+             else statement(family, value, rng.choice(TRAIN_PHRASINGS)))
     return dress(rng, skill) if rng.random() < DRESSED else skill
 
 
