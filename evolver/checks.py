@@ -11,6 +11,13 @@ from evidence in the trajectories, never from the benchmark's verifier:
   form, so a replay passes when it writes the value in the accepted form:
   a skill can fix how values are written, not which value the request named.
   The arguments the refused call already had right must stay as they were;
+- a tool error with no later success in the session (the agent gave up, or
+  never found the form): when the error states the accepted form (a pattern
+  such as ``MM/DD/YYYY``, or examples after "like"), a replay passes when it
+  writes the refused argument in one of those forms, with the same pieces
+  rearranged where the forms have as many pieces (``27.11.2026`` ->
+  ``11/27/2026``, ``Ann Berg`` -> ``Berg, Ann``), and the call's other
+  arguments as they were (``form_check``);
 - a complaint whose words name a parameter of a tool the agent called, with a
   value read from the complaint (a number, a boolean, an enum value);
 - a turn that went well: the same call again (non-regression), except for
@@ -27,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evolver.cases import Case
+from evolver.cases import Case, constraint_of, refused_value
 
 # Plain-world synonyms for enum values (units are named many ways).
 SYNONYMS = {
@@ -50,17 +57,23 @@ class Check:
     # arguments the refused call already had right (the tool then accepted them unchanged):
     # a fix must not break them on the way
     hold: tuple[tuple[str, Any], ...] = ()
-    # for a form fix: the refused values of the ``form_only`` arguments
+    # for a form fix: the refused values of the form-fixed arguments
     refused: tuple[tuple[str, Any], ...] = ()
+    # arguments that must be written in one of these forms (shapes), read from the error's text
+    forms: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # of those, the ones whose pieces must be the refused value's pieces, rearranged
+    pieces: frozenset[str] = frozenset()
 
     def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
-        for name, args in calls:
-            if name == self.tool and all(
-                    (shape(args.get(k)) == shape(v)) if k in self.form_only else _same(args.get(k), v)
-                    for k, v in self.expect.items()) and all(
-                    _same(args.get(k), v) for k, v in self.hold):
-                return True
-        return False
+        return any(name == self.tool and self._args_pass(args) for name, args in calls)
+
+    def _args_pass(self, args: dict[str, Any]) -> bool:
+        refused = dict(self.refused)
+        return (all((shape(args.get(k)) == shape(v)) if k in self.form_only else _same(args.get(k), v)
+                    for k, v in self.expect.items())
+                and all(_same(args.get(k), v) for k, v in self.hold)
+                and all(shape(args.get(k)) in shapes for k, shapes in self.forms)
+                and all(pieces(args.get(k)) == pieces(refused.get(k)) for k in self.pieces))
 
 
 _DIGITS, _LETTERS = re.compile(r"\d+"), re.compile(r"[^\W\d_]+")
@@ -75,6 +88,28 @@ def shape(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     return _LETTERS.sub("a", _DIGITS.sub("9", value))
+
+
+def pieces(value: Any) -> list[str] | None:
+    """The runs of digits (without leading zeros) and of letters of a string, sorted."""
+    if not isinstance(value, str):
+        return None
+    return sorted(p.lstrip("0") or "0" if p.isdigit() else p.lower()
+                  for p in re.findall(r"\d+|[^\W\d_]+", value))
+
+
+# a written pattern: DD.MM.YYYY, MM/DD/YYYY, HH:MM (placeholders joined by punctuation)
+_PATTERN = re.compile(r"\b[A-Z]{1,4}(?:[^\w\s][A-Z]{1,4})+\b")
+_LIKE = re.compile(r"\blike\s+(.+?)(?:\)|$|;|, got)", re.IGNORECASE)
+
+
+def accepted_forms(constraint: str) -> tuple[str, ...]:
+    """The shapes an error's text says are accepted: ``MM/DD/YYYY`` -> ``9/9/9``; ``like 7pm or 7:30pm``."""
+    forms = [_DIGITS.sub("9", re.sub(r"[A-Z]+", "9", p)) for p in _PATTERN.findall(constraint)]
+    like = _LIKE.search(constraint)
+    if like:
+        forms += [s for s in (shape(x.strip(" .")) for x in re.split(r"\s+or\s+", like.group(1))) if s]
+    return tuple(dict.fromkeys(forms))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -102,6 +137,31 @@ def fix_check(case: Case) -> Check | None:
                  hold if changed else (), refused)
 
 
+def form_check(case: Case) -> Check | None:
+    """From a tool error that states the accepted form, with no retry needed (see the module doc)."""
+    if case.kind != "tool_error" or not case.tools:
+        return None
+    forms = accepted_forms(constraint_of(case.message))
+    failed = case.extras.get("arguments") or {}
+    got = refused_value(case.message)
+    arg = next((k for k, v in failed.items() if got is not None and isinstance(v, str) and v == got), None)
+    arg = arg or next((k for k, v in failed.items() if isinstance(v, str) and _named(k, None, case.message)
+                       and shape(v) not in forms), None)
+    if not forms or arg is None or shape(failed[arg]) in forms:
+        return None
+    # the same pieces rearranged, where every accepted form has as many pieces as the refused value
+    same = {len(_LETTERS.findall(f)) + f.count("9") for f in forms} == {len(pieces(failed[arg]) or [])}
+    hold = tuple((k, v) for k, v in failed.items() if k != arg)
+    return Check(case.turn_id, case.request, case.tools[0], {}, "fix", hold=hold,
+                 refused=((arg, failed[arg]),), forms=((arg, forms),),
+                 pieces=frozenset({arg}) if same else frozenset())
+
+
+def evidence_check(case: Case) -> Check | None:
+    """What a replay of a failing turn must do: its hindsight fix, else the form its error states."""
+    return fix_check(case) or form_check(case) or preference_check(case)
+
+
 def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
     """A turn that went well, re-read in the light of newer failures.
 
@@ -111,14 +171,25 @@ def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
     accepted form: the newer evidence wins. Other arguments stay as they were.
     """
     expect, form_only = dict(keep.expect), set(keep.form_only)
+    forms, refused, same = dict(keep.forms), dict(keep.refused), set(keep.pieces)
     for fix in fixes:
+        fix_forms = dict(fix.forms)
         for k, old in fix.refused:
-            if k in expect and k not in form_only and shape(expect[k]) == shape(old) is not None:
+            if k not in expect or k in form_only or shape(expect[k]) != shape(old) or shape(old) is None:
+                continue
+            if k in fix_forms:  # the error's forms, with this turn's own value rearranged
+                refused[k] = expect.pop(k)
+                forms[k] = fix_forms[k]
+                if k in fix.pieces:
+                    same.add(k)
+            else:  # a hindsight fix: the accepted value's form
                 expect[k] = fix.expect[k]
                 form_only.add(k)
     if expect == keep.expect:
         return keep
-    return dataclasses.replace(keep, expect=expect, form_only=frozenset(form_only))
+    return dataclasses.replace(keep, expect=expect, form_only=frozenset(form_only),
+                               forms=tuple(forms.items()), refused=tuple(refused.items()),
+                               pieces=frozenset(same))
 
 
 def _named(param: str, refused: Any, message: str) -> bool:

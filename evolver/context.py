@@ -17,12 +17,13 @@ well.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from evolver.cases import constraint_of
-from evolver.checks import Check, fix_check, infer_preference, keep_check, preference_check
+from evolver.checks import Check, evidence_check, infer_preference, keep_check
 from evolver.errors import EvolverError
 from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, render_group
@@ -49,6 +50,18 @@ def rule_line(g: FailureGroup) -> str | None:
         if pref:
             tool, param, value = pref
             return f"When calling {tool}, pass {param}={json.dumps(value)}."
+    return None
+
+
+_SUBJECT = (re.compile(r"^For [^:]+: (.+?) must\b"), re.compile(r"^When calling (\S+), pass (\w+)="))
+
+
+def subject(line: str) -> str | None:
+    """What a rule line is about: ``date`` for a date rule, ``send_message notify`` for a preference."""
+    for pattern in _SUBJECT:
+        m = pattern.match(line)
+        if m:
+            return " ".join(m.groups())
     return None
 
 
@@ -100,7 +113,9 @@ class ContextOptimizer:
         for g in groups:
             line = rule_line(g)
             if line and line not in lines:
-                out.append("\n".join([*lines, line][-MAX_LINES:]))
+                # a newer rule about the same thing replaces the older one (the tools changed)
+                kept = [ln for ln in lines if subject(ln) is None or subject(ln) != subject(line)]
+                out.append("\n".join([*kept, line][-MAX_LINES:]))
             if len(out) >= self.children:
                 break
         return out
@@ -117,7 +132,7 @@ class ContextOptimizer:
 
     async def step(self, tenant: str, tenant_id: str, groups: Sequence[FailureGroup],
                    good: Sequence[Any]) -> ContextReport:
-        fix = [c for c in (fix_check(x) or preference_check(x) for g in groups for x in g.cases) if c]
+        fix = [c for c in (evidence_check(x) for g in groups for x in g.cases) if c]
         fix = fix[: self.max_tasks]
         keep = [c for c in (keep_check(x) for x in good) if c][: self.max_tasks]
         report = ContextReport(tasks=len(fix) + len(keep))

@@ -47,7 +47,8 @@ class Gate:
         self.replays = 0
 
     async def _passes(self, check: Check, candidate: str | None) -> bool:
-        key = f"{check.turn_id}:{check.tool}:{sorted(check.expect.items())!r}"
+        key = repr((check.turn_id, check.tool, sorted(check.expect.items()), sorted(check.form_only),
+                    check.hold, check.forms, sorted(check.pieces)))
         if candidate is None and key in self._current:
             return self._current[key]
         self.replays += 1

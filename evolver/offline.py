@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolver.cases import constraint_of, refused_value, words
-from evolver.checks import Check, fix_check, infer_preference, preference_check
+from evolver.checks import Check, fix_check, form_check, infer_preference, preference_check
 from evolver.edits import AddOp, EditOp, RetireOp, UpdateOp
 from evolver.mining import FailureGroup
 from store.skills import Skill
@@ -93,13 +93,15 @@ def _fmt_args(args: dict[str, Any]) -> str:
 def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     first = g.cases[0]
     constraint = constraint_of(first.message)
+    # hindsight fixes first (the stronger evidence), then the form the error states
     checks = [c for c in (fix_check(case) for case in g.cases) if c]
+    checks += [c for c in (form_check(case) for case in g.cases if fix_check(case) is None) if c]
     # a concrete value from another task (an accepted example, the refused value) only where
     # the rule does not show the form itself: small models copy such values into unrelated
     # calls (the refused date in the anti-pattern cost the tiny policy 40 points, dev/LOG.md)
     states_form = bool(_STATES_FORM.search(constraint))
     example = (t["example"].format(args=_fmt_args(checks[0].expect))
-               if checks and not states_form else "")
+               if checks and checks[0].expect and not states_form else "")
     refused = None if states_form else refused_value(first.message)
     tools = ", ".join(g.tools)
     name = slugify("rule " + " ".join(constraint.split()[:4]))

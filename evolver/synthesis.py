@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from evolver.checks import fix_check, preference_check
+from evolver.checks import evidence_check
 from evolver.edits import parse_ops
 from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, render_group
@@ -52,6 +52,6 @@ async def synthesize(model: ChatModel, group: FailureGroup, skills: Sequence[Ski
     for op in ops:
         # Provenance is what the edit rests on: keep only turn ids we showed the model.
         op.turn_ids = [t for t in op.turn_ids if t in known] or group.turn_ids
-    checks = [c for c in (fix_check(case) or preference_check(case) for case in group.cases) if c]
+    checks = [c for c in (evidence_check(case) for case in group.cases) if c]
     reason = "; ".join(op.reason for op in ops)
     return Draft(list(ops), reason, group.turn_ids, checks, source="llm")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from bench.toolworld import tool_schemas
 from evolver.cases import cases_from_session, constraint_of, group_key
-from evolver.checks import Check, fix_check, infer_preference, keep_check, supersede
+from evolver.checks import Check, accepted_forms, fix_check, form_check, infer_preference, keep_check, supersede
+from evolver.context import ContextOptimizer, subject
 from evolver.mining import FailureGroup
 from evolver.offline import MARK, propose
 from store.skills import Skill
@@ -148,3 +150,76 @@ def test_a_rule_the_tools_now_contradict_is_retired_with_the_new_one() -> None:
     assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-must-be-dd-mm-yyyy"),
                                                       ("retire", "rule-date-must-be-mm-dd-yyyy")]
     assert "contradicted" in draft.ops[1].reason
+
+
+def _gave_up(error: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """A session whose refused call was never retried: no hindsight fix."""
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "Book a table for 2 in Oslo on 27 November"}]
+    bad = _call("c1", "book_table", args)
+    t0 = _turn(0, msgs, [bad])
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [bad]},
+             {"role": "tool", "tool_call_id": "c1", "content": f"error: {error}"}]
+    return [t0, _turn(1, msgs, [])]
+
+
+def test_the_form_an_error_states_is_a_check_without_a_retry() -> None:
+    assert accepted_forms("date must be MM/DD/YYYY") == ("9/9/9",)
+    assert accepted_forms("time must be HH:MM (24-hour)") == ("9:9",)
+    assert accepted_forms("time must be 12-hour like 7pm or 7:30pm") == ("9a", "9:9a")
+    assert accepted_forms("contact names must be written Last, First (like Berg, Ann)") == ("a, a",)
+    assert accepted_forms("no restaurant with id r9") == ()
+    args = {"restaurant_id": "r1", "date": "27.11.2026", "time": "7pm", "party_size": 2}
+    (case,) = cases_from_session(_gave_up("date must be MM/DD/YYYY, got 27.11.2026", args), [])
+    assert case.target is None and fix_check(case) is None
+    check = form_check(case)
+    assert check is not None and check.forms == (("date", ("9/9/9",)),)
+    rest = {k: v for k, v in args.items() if k != "date"}
+    assert check.passes([("book_table", {**rest, "date": "11/27/2026"})])
+    assert not check.passes([("book_table", {**rest, "date": "27.11.2026"})])  # the refused form
+    assert not check.passes([("book_table", {**rest, "date": "11/28/2026"})])  # another day
+    assert not check.passes([("book_table", {**rest, "date": "11/27/2026", "party_size": 3})])
+    # 12-hour times have other pieces than 24-hour ones: the form is what is checked
+    args24 = {**args, "date": "27.11.2026", "time": "19:30"}
+    (tcase,) = cases_from_session(_gave_up("time must be 12-hour like 7pm or 7:30pm, got 19:30", args24), [])
+    tcheck = form_check(tcase)
+    assert tcheck is not None and not tcheck.pieces
+    assert tcheck.passes([("book_table", {**args24, "time": "7:30pm"})])
+    assert not tcheck.passes([("book_table", {**args24, "time": "19:30"})])
+    # an error that states no form gives no check
+    (other,) = cases_from_session(_gave_up("no restaurant with id r1", args), [])
+    assert form_check(other) is None
+    # a turn that went well in the older form must now write its own date in the new one
+    before = Check("turn_9", {}, "book_table", {"restaurant_id": "r2", "date": "02.10.2026", "party_size": 4},
+                   "keep")
+    keep = supersede(before, [check])
+    assert keep.passes([("book_table", {"restaurant_id": "r2", "date": "10/02/2026", "party_size": 4})])
+    assert not keep.passes([("book_table", {"restaurant_id": "r2", "date": "02.10.2026", "party_size": 4})])
+    assert not keep.passes([("book_table", {"restaurant_id": "r2", "date": "10/03/2026", "party_size": 4})])
+
+
+def test_a_drift_the_policy_cannot_recover_from_is_still_learned_and_retires_the_old_rule() -> None:
+    args = {"restaurant_id": "r1", "date": "27.11.2026", "time": "7pm", "party_size": 2}
+    cases = [c for _ in range(3)
+             for c in cases_from_session(_gave_up("date must be MM/DD/YYYY, got 27.11.2026", args), [])]
+    g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases)
+    old = Skill("rule-date-must-be-dd-mm-yyyy", "Argument rule for book_table: date must be DD.MM.YYYY.",
+                "1. When calling book_table: date must be DD.MM.YYYY.", "tool-rules", ("book_table",),
+                origin="evolver")
+    (draft,) = propose([g], {old.name: old}, min_support=2)
+    assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-must-be-mm-dd-yyyy"),
+                                                      ("retire", "rule-date-must-be-dd-mm-yyyy")]
+    assert len(draft.checks) == 3 and all(c.forms for c in draft.checks)
+
+
+def test_a_newer_context_line_replaces_the_one_it_contradicts() -> None:
+    assert subject("For get_weather: date must be DD.MM.YYYY.") == "date"
+    assert subject("For create_event, book_table: date must be MM/DD/YYYY.") == "date"
+    assert subject("When calling send_message, pass notify=true.") == "send_message notify"
+    assert subject("Keep answers short.") is None
+    args = {"restaurant_id": "r1", "date": "27.11.2026", "time": "7pm", "party_size": 2}
+    cases = cases_from_session(_gave_up("date must be MM/DD/YYYY, got 27.11.2026", args), [])
+    g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases)
+    optimizer = ContextOptimizer(None, None)  # type: ignore[arg-type]  # mutation alone, no replay
+    parent = "For book_table: date must be DD.MM.YYYY.\nKeep answers short."
+    (child,) = asyncio.run(optimizer._mutate(parent, [g]))
+    assert child.splitlines() == ["Keep answers short.", "For book_table: date must be MM/DD/YYYY."]
