@@ -39,14 +39,16 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gap_recovered(report: dict[str, Any], arm: str, day: int, metric: str) -> float | None:
+def gap_recovered(report: dict[str, Any], arm: str, day: int, metric: str,
+                  part: str = "per_day") -> float | None:
     """Share of the baseline-to-oracle gap that ``arm`` closes on ``day``, or None.
 
-    None when the day or an arm is missing or the oracle is not ahead of the
-    baseline on that day (no gap to close).
+    ``part`` is ``per_day`` (all of the day's episodes) or ``per_day_late``
+    (its second half). None when the day or an arm is missing or the oracle is
+    not ahead of the baseline on that day (no gap to close).
     """
     arms = report["arms"]
-    rows = [arms.get(a, {}).get("per_day", {}).get(str(day)) for a in ("baseline", "oracle", arm)]
+    rows = [arms.get(a, {}).get(part, {}).get(str(day)) for a in ("baseline", "oracle", arm)]
     if any(r is None for r in rows):
         return None
     base, oracle, value = (r[metric] for r in rows)  # type: ignore[index]
@@ -62,11 +64,15 @@ def gap_table(report: dict[str, Any]) -> list[str]:
     if not learners or not days or not {"baseline", "oracle"} <= set(report["arms"]):
         return []
     lines = ["", "## Gap recovered on drift days (arm - baseline) / (oracle - baseline)", "",
-             "| day | metric | " + " | ".join(learners) + " |",
-             "|---" * (len(learners) + 2) + "|"]
+             "Whole day: all of the drift day's episodes, the first ones included (before anything",
+             "could be learned). Second half: the day's later half of episodes.", "",
+             "| day | metric | " + " | ".join(f"{a} (whole day)" for a in learners) + " | "
+             + " | ".join(f"{a} (second half)" for a in learners) + " |",
+             "|---" * (2 * len(learners) + 2) + "|"]
     for day in days:
         for metric in ("success", "step_accuracy"):
-            cells = [_fmt(gap_recovered(report, a, day, metric)) for a in learners]
+            cells = [_fmt(gap_recovered(report, a, day, metric, part))
+                     for part in ("per_day", "per_day_late") for a in learners]
             lines.append(f"| {day} | {metric} | " + " | ".join(cells) + " |")
     return lines
 

@@ -87,6 +87,7 @@ def run_arm(
     driver = AgentDriver(client, model, system_prompt=DEFAULT_SYSTEM_PROMPT,
                          feedback=server is not None)
     per_day: dict[str, Any] = {}
+    per_day_late: dict[str, Any] = {}  # the day's second half: after the learners had time to learn
     episodes: list[dict[str, Any]] = []
     evolutions: list[dict[str, Any]] = []
     done = 0
@@ -101,13 +102,14 @@ def run_arm(
                 if arm.evolve_every and server is not None and done % arm.evolve_every == 0:
                     evolutions.append(evolve(server.url, day))
             per_day[str(day)] = summarize(results)
+            per_day_late[str(day)] = summarize(results[len(results) // 2:])
             episodes += [asdict(r) for r in results]
     finally:
         driver.close()
         if server is not None:
             server.__exit__(None, None, None)
     flat = [EpisodeResult(**e) for e in episodes]
-    return {"arm": arm.name, "description": arm.description, "per_day": per_day,
+    return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
             "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
             "evolutions": evolutions}
 

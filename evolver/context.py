@@ -27,6 +27,7 @@ from evolver.checks import Check, evidence_check, infer_preference, keep_check
 from evolver.errors import EvolverError
 from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, render_group
+from evolver.offline import slugify
 from evolver.replay import Replayer
 from store.evolution import ContextVersion, EvolutionStore
 
@@ -93,7 +94,8 @@ class ContextOptimizer:
         self.minibatch = minibatch
         self.max_tasks = max_tasks
 
-    async def _mutate(self, parent: str, groups: Sequence[FailureGroup]) -> list[str]:
+    async def _mutate(self, parent: str, groups: Sequence[FailureGroup],
+                      covered: frozenset[str] = frozenset()) -> list[str]:
         if self.model is not None:
             rendered = "\n\n".join(render_group(g, max_cases=3) for g in groups[:4])
             prompt = [{"role": "system", "content": REFLECT},
@@ -112,6 +114,9 @@ class ContextOptimizer:
         out = []
         for g in groups:
             line = rule_line(g)
+            about = subject(line) if line else None
+            if about is not None and slugify(about) in covered:
+                continue  # a serving skill states it; a second statement could contradict it later
             if line and line not in lines:
                 # a newer rule about the same thing replaces the older one (the tools changed)
                 kept = [ln for ln in lines if subject(ln) is None or subject(ln) != subject(line)]
@@ -119,6 +124,24 @@ class ContextOptimizer:
             if len(out) >= self.children:
                 break
         return out
+
+    async def without(self, tenant_id: str, subjects: Sequence[str]) -> ContextVersion | None:
+        """A candidate of the active block without its lines about ``subjects``, or None if it has none.
+
+        A skill about the date form and a context line about it must not both
+        be served (they contradict each other once the tools change again):
+        the gate replays a skill with this candidate, and it becomes active if
+        the skill is accepted.
+        """
+        active = await self.store.active_context(tenant_id)
+        if active is None or not subjects:
+            return None
+        lines = [ln for ln in active.text.splitlines() if ln.strip()]
+        kept = [ln for ln in lines if subject(ln) not in set(subjects)]
+        if len(kept) == len(lines):
+            return None
+        return await self.store.add_context(tenant_id, "\n".join(kept), parent=active.id, status="candidate",
+                                            scores={"reason": f"covered by skills about {', '.join(subjects)}"})
 
     async def _score(self, tenant: str, cid: str, tasks: Sequence[Check]) -> list[float]:
         out = []
@@ -131,7 +154,8 @@ class ContextOptimizer:
         return out
 
     async def step(self, tenant: str, tenant_id: str, groups: Sequence[FailureGroup],
-                   good: Sequence[Any]) -> ContextReport:
+                   good: Sequence[Any], *, covered: frozenset[str] = frozenset()) -> ContextReport:
+        """One reflective mutation round; ``covered``: subjects serving skills state (left to them)."""
         fix = [c for c in (evidence_check(x) for g in groups for x in g.cases) if c]
         fix = fix[: self.max_tasks]
         keep = [c for c in (keep_check(x) for x in good) if c][: self.max_tasks]
@@ -142,7 +166,7 @@ class ContextOptimizer:
         active = await self.store.active_context(tenant_id)
         parent_text = active.text if active else ""
         parent_id = active.id if active else "none"
-        texts = await self._mutate(parent_text, groups)
+        texts = await self._mutate(parent_text, groups, covered)
         if not texts:
             report.reason = "no mutation to try"
             return report

@@ -46,14 +46,15 @@ class Gate:
         self._current: dict[str, bool] = {}  # (check) -> passes with the current library
         self.replays = 0
 
-    async def _passes(self, check: Check, candidate: str | None) -> bool:
+    async def _passes(self, check: Check, candidate: str | None, context: str | None = None) -> bool:
         key = repr((check.turn_id, check.tool, sorted(check.expect.items()), sorted(check.form_only),
                     check.hold, check.forms, sorted(check.pieces)))
         if candidate is None and key in self._current:
             return self._current[key]
         self.replays += 1
         try:
-            calls = await self.replayer.replay(check.request, tenant=self.tenant, candidate=candidate)
+            calls = await self.replayer.replay(check.request, tenant=self.tenant, candidate=candidate,
+                                               context=context)
         except ReplayFailed:
             ok = False
         else:
@@ -62,25 +63,27 @@ class Gate:
             self._current[key] = ok
         return ok
 
-    async def _rate(self, checks: Sequence[Check], candidate: str | None) -> float:
+    async def _rate(self, checks: Sequence[Check], candidate: str | None, context: str | None = None) -> float:
         if not checks:
             return 1.0
-        results = [await self._passes(c, candidate) for c in checks]
+        results = [await self._passes(c, candidate, context) for c in checks]
         return sum(results) / len(results)
 
-    async def judge(self, candidate: str, fix: Sequence[Check], keep: Sequence[Check]) -> GateResult:
+    async def judge(self, candidate: str, fix: Sequence[Check], keep: Sequence[Check], *,
+                    context: str | None = None) -> GateResult:
+        """Replay with the current library and with the candidate (and, if named, a candidate context)."""
         fix = list(fix)[: self.max_fix]
         start = self.replays
         if not fix:
             return GateResult(False, "no evidence to replay: no failing turn with a known fix")
         mb = fix[: self.minibatch]
-        mb_cur, mb_cand = await self._rate(mb, None), await self._rate(mb, candidate)
+        mb_cur, mb_cand = await self._rate(mb, None), await self._rate(mb, candidate, context)
         if mb_cand <= mb_cur:
             return GateResult(False, f"minibatch: fixes {mb_cand:.2f} <= current {mb_cur:.2f}",
                               mb_cur, mb_cand, n_fix=len(mb), replays=self.replays - start)
-        fc, fk = await self._rate(fix, None), await self._rate(fix, candidate)
+        fc, fk = await self._rate(fix, None), await self._rate(fix, candidate, context)
         keep = [supersede(k, fix) for k in keep]
-        kc, kk = await self._rate(keep, None), await self._rate(keep, candidate)
+        kc, kk = await self._rate(keep, None), await self._rate(keep, candidate, context)
         res = GateResult(False, "", fc, fk, kc, kk, len(fix), len(keep), self.replays - start)
         if fk <= fc:
             res.reason = f"validation: fixes {fk:.2f} <= current {fc:.2f}"

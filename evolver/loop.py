@@ -159,7 +159,10 @@ class Evolver:
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
             if self.settings.optimize_context and groups:
-                ctx = await self.context.step(tenant, ten.id, groups, good)
+                serving = await self.library.current(tenant)
+                covered = frozenset(s for n, ls in serving.items() if ls.skill.serving and ls.skill.origin == "evolver"
+                                    for s in [offline.subject_of(n)] if s)
+                ctx = await self.context.step(tenant, ten.id, groups, good, covered=covered)
                 report.context = dataclasses.asdict(ctx)
             if self.model is not None:
                 report.cost = self.model.cost.as_dict()
@@ -186,7 +189,9 @@ class Evolver:
             await self.store.add_proposal(p)
             return {"id": p.id, "status": p.status, "reason": str(exc)}
         await self.store.add_proposal(p)
-        result = await gate.judge(p.id, d.checks, keep)
+        # context lines about what the skill states give way to it (replayed without them)
+        pruned = await self.context.without(tenant_id, d.subjects) if self.settings.optimize_context else None
+        result = await gate.judge(p.id, d.checks, keep, context=pruned.id if pruned else None)
         if not result.accepted:
             await self.store.update_proposal(p.id, status="rejected", scores=result.as_dict())
             log.info("evolver: proposal %s rejected: %s", p.id, result.reason)
@@ -196,8 +201,14 @@ class Evolver:
         await self.store.update_proposal(p.id, status=status, scores=result.as_dict(),
                                          revisions=[r.id for r in revs])
         log.info("evolver: proposal %s %s (%s)", p.id, status, result.reason)
-        return {"id": p.id, "status": status, "reason": result.reason, "scores": result.as_dict(),
-                "skills": [op.name for op in d.ops], "revisions": [r.id for r in revs]}
+        out = {"id": p.id, "status": status, "reason": result.reason, "scores": result.as_dict(),
+               "skills": [op.name for op in d.ops], "revisions": [r.id for r in revs]}
+        if pruned is not None and status == "accepted":
+            active = await self.store.add_context(tenant_id, pruned.text, parent=pruned.id, status="active",
+                                                  scores={"reason": (pruned.scores or {}).get("reason"),
+                                                          "proposal": p.id})
+            out["context"] = active.version
+        return out
 
     async def tenants(self) -> list[tuple[str, str]]:
         async with self.db.engine.connect() as conn:

@@ -75,6 +75,9 @@ class Draft:
     turn_ids: list[str]
     checks: list[Check] = field(default_factory=list)
     source: str = "offline"
+    # what the rules are about (``date``, ``send_message notify``): context lines about the
+    # same thing give way to the skill (``evolver.context.subject``)
+    subjects: list[str] = field(default_factory=list)
 
 
 def slugify(text: str, limit: int = 48) -> str:
@@ -112,7 +115,8 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
                                            refused=t["refused"].format(value=refused or "a value in another form")),
                tools=g.tools, category="tool-rules",
                reason=f"recurring tool error ({len(g.cases)}x): {constraint}", turn_ids=g.turn_ids)
-    return Draft([op], op.reason, g.turn_ids, checks)
+    about = re.match(r"(.+?) must\b", constraint)
+    return Draft([op], op.reason, g.turn_ids, checks, subjects=[about.group(1)] if about else [])
 
 
 def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
@@ -126,7 +130,7 @@ def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
                                               value=json.dumps(value)),
                    tools=[tool], category="preferences",
                    reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
-        return Draft([op], op.reason, g.turn_ids, checks)
+        return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{tool} {param}"])
     order = _order(g)
     if order is None:
         return None
@@ -167,7 +171,7 @@ def _broaden(draft: Draft, skill: Skill) -> Draft | None:
                      description=op.description.replace(", ".join(op.tools), ", ".join(tools)),
                      body=op.body.replace(", ".join(op.tools), ", ".join(tools)),
                      reason=f"{op.reason}; now seen with {', '.join(tools)}", turn_ids=op.turn_ids)
-    return Draft([wider], wider.reason, draft.turn_ids, draft.checks)
+    return Draft([wider], wider.reason, draft.turn_ids, draft.checks, subjects=draft.subjects)
 
 
 def _contradicted(draft: Draft, existing: dict[str, Skill]) -> list[str]:
@@ -184,6 +188,16 @@ def _contradicted(draft: Draft, existing: dict[str, Skill]) -> list[str]:
     return [name for name, skill in existing.items()
             if name != op.name and name.startswith(head.group(1) + "-")
             and skill.origin == "evolver"]
+
+
+def subject_of(skill_name: str) -> str | None:
+    """What one of the miner's skills is about, from its name: ``rule-date-must-be-...`` -> ``date``.
+
+    In the slug form of ``evolver.context.subject`` (``pref-send-message-notify`` ->
+    ``send-message-notify``), so the context optimizer can leave covered things to the skill.
+    """
+    m = re.match(r"^rule-(.+?)-must(?:-|$)", skill_name) or re.match(r"^pref-(.+)$", skill_name)
+    return m.group(1) if m else None
 
 
 def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,
@@ -213,7 +227,8 @@ def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *
                 retire: list[EditOp] = [RetireOp(op="retire", name=n, reason=(
                     f"contradicted by newer tool errors: {draft.reason}"), turn_ids=draft.turn_ids)
                     for n in stale]
-                draft = Draft([*draft.ops, *retire], draft.reason, draft.turn_ids, draft.checks)
+                draft = Draft([*draft.ops, *retire], draft.reason, draft.turn_ids, draft.checks,
+                              subjects=draft.subjects)
         drafts.append(draft)
         if len(drafts) >= max_drafts:
             break

@@ -25,7 +25,8 @@ def test_bench_run_writes_a_report(tmp_path: Path) -> None:
     assert report["days"] == [3, 4] and set(report["arms"]) == {"baseline", "oracle", "skills"}
     for arm in report["arms"].values():
         assert arm["overall"]["episodes"] == 4 and arm["overall"]["errors"] == 0
-        assert set(arm["per_day"]) == {"3", "4"}
+        assert set(arm["per_day"]) == set(arm["per_day_late"]) == {"3", "4"}
+        assert arm["per_day_late"]["4"]["episodes"] == 1  # the later half of the day's 2 episodes
         for episode in arm["episodes"]:
             assert 0.0 <= episode["step_accuracy"] <= 1.0
     # the skills arm asked molt to evolve after every few episodes and kept its answers
@@ -35,19 +36,23 @@ def test_bench_run_writes_a_report(tmp_path: Path) -> None:
     assert (out / "success.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _report(baseline: float, oracle: float, skills: float) -> dict:
-    def arm(value: float) -> dict:
+def _report(baseline: float, oracle: float, skills: float, late: float | None = None) -> dict:
+    def arm(value: float, late: float | None = None) -> dict:
         day = {"success": value, "step_accuracy": value, "affected_accuracy": None,
                "complaints": 0, "episodes": 4}
-        return {"overall": day, "per_day": {"4": day}}
+        return {"overall": day, "per_day": {"4": day},
+                "per_day_late": {"4": {**day, "success": value if late is None else late}}}
 
     return {"days": [4], "tasks_per_day": 4, "seed": 0,
-            "arms": {"baseline": arm(baseline), "oracle": arm(oracle), "skills": arm(skills)}}
+            "arms": {"baseline": arm(baseline), "oracle": arm(oracle), "skills": arm(skills, late)}}
 
 
 def test_gap_recovered_is_the_share_of_the_baseline_oracle_gap() -> None:
     assert gap_recovered(_report(0.2, 0.8, 0.68), "skills", 4, "success") == pytest.approx(0.8)
     assert gap_recovered(_report(0.5, 0.5, 0.9), "skills", 4, "success") is None  # no gap
     assert gap_recovered(_report(0.2, 0.8, 0.5), "skills", 5, "success") is None  # no such day
-    table = markdown(_report(0.25, 0.75, 0.5))
-    assert "| 4 | success | 50.0% |" in table
+    # the day's second half is reported beside the whole day
+    assert gap_recovered(_report(0.2, 0.8, 0.5, late=0.8), "skills", 4, "success",
+                         "per_day_late") == pytest.approx(1.0)
+    table = markdown(_report(0.25, 0.75, 0.5, late=0.75))
+    assert "| 4 | success | 50.0% | 100.0% |" in table

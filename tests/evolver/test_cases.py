@@ -11,7 +11,7 @@ from evolver.cases import cases_from_session, constraint_of, group_key
 from evolver.checks import Check, accepted_forms, fix_check, form_check, infer_preference, keep_check, supersede
 from evolver.context import ContextOptimizer, subject
 from evolver.mining import FailureGroup
-from evolver.offline import MARK, propose
+from evolver.offline import MARK, propose, slugify, subject_of
 from store.skills import Skill
 
 TOOLS = tool_schemas()
@@ -223,3 +223,8 @@ def test_a_newer_context_line_replaces_the_one_it_contradicts() -> None:
     parent = "For book_table: date must be DD.MM.YYYY.\nKeep answers short."
     (child,) = asyncio.run(optimizer._mutate(parent, [g]))
     assert child.splitlines() == ["Keep answers short.", "For book_table: date must be MM/DD/YYYY."]
+    # what a serving skill of the miner already states is left to it
+    assert subject_of("rule-date-must-be-mm-dd-yyyy") == "date"
+    assert subject_of("pref-send-message-notify") == slugify("send_message notify")
+    assert subject_of("order-check-calendar-before-book-table") is None
+    assert asyncio.run(optimizer._mutate(parent, [g], frozenset({"date"}))) == []

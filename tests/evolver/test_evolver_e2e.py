@@ -183,6 +183,33 @@ def test_context_block_evolves_and_is_served(tmp_path: Path, agent_model: Any) -
         srv.__exit__(None, None, None)
 
 
+def test_an_accepted_skill_takes_over_the_context_lines_about_the_same_argument(
+        tmp_path: Path, agent_model: Any) -> None:
+    """A skill and a context line must not state two forms for one argument."""
+    from store.evolution import EvolutionStore
+
+    fake, follower = agent_model
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    srv = _start(tmp_path, fake.url, evolver={"optimize_context": True})
+    try:
+        state = srv.app.state.molt  # type: ignore[attr-defined]
+        store = EvolutionStore(state.db)
+        tenant = srv.call(state.keys.ensure_tenant("default"))
+        # a stale line from before the tools changed, next to one about something else
+        srv.call(store.add_context(tenant.id, "For create_event: date must be MM/DD/YYYY.\nKeep answers short.",
+                                   parent=None, status="active", scores=None))
+        _play(srv, tasks[:4])
+        report = _evolve(srv)
+        accepted = [p for p in report["proposals"] if p["status"] == "accepted"]
+        assert len(accepted) == 1 and accepted[0]["context"], report
+        active = srv.call(store.active_context(tenant.id))
+        assert active is not None and active.text == "Keep answers short."
+        after = _play(srv, tasks[4:7])
+        assert all(r.tool_errors == 0 and r.success for r in after)
+    finally:
+        srv.__exit__(None, None, None)
+
+
 def test_loop_evolves_on_its_own_after_n_failures(tmp_path: Path, agent_model: Any) -> None:
     import time
 
