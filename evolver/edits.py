@@ -48,6 +48,8 @@ class AddOp(_Op):
     body: str = Field(min_length=1, max_length=MAX_BODY)
     category: str | None = Field(default=None, max_length=64)
     tools: list[str] = Field(default_factory=list, max_length=32)
+    # "tools": a standing rule, served whenever a request offers one of `tools`
+    scope: Literal["tools"] | None = None
 
 
 class UpdateOp(_Op):
@@ -139,7 +141,7 @@ async def apply_ops(library: SkillLibrary, tenant: str, ops: Sequence[EditOp]) -
         prov = tuple(op.turn_ids)
         if isinstance(op, AddOp):
             skill = Skill(op.name, op.description, op.body, op.category, tuple(op.tools),
-                          origin="evolver", provenance=prov)
+                          origin="evolver", provenance=prov, scope=op.scope if op.tools else None)
             r = await library.put(tenant, skill, author="evolver", reason=op.reason)
         elif isinstance(op, UpdateOp):
             cur = (await library.get(tenant, op.name)).skill

@@ -113,7 +113,7 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
                body=t["error_body"].format(mark=MARK, n=len(g.cases), tools=tools, constraint=constraint,
                                            example=example,
                                            refused=t["refused"].format(value=refused or "a value in another form")),
-               tools=g.tools, category="tool-rules",
+               tools=g.tools, category="tool-rules", scope="tools",
                reason=f"recurring tool error ({len(g.cases)}x): {constraint}", turn_ids=g.turn_ids)
     about = re.match(r"(.+?) must\b", constraint)
     return Draft([op], op.reason, g.turn_ids, checks, subjects=[about.group(1)] if about else [])
@@ -128,7 +128,7 @@ def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
                    description=t["pref_desc"].format(tool=tool, complaint=g.message),
                    body=t["pref_body"].format(mark=MARK, n=len(g.cases), tool=tool, param=param,
                                               value=json.dumps(value)),
-                   tools=[tool], category="preferences",
+                   tools=[tool], category="preferences", scope="tools",
                    reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
         return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{tool} {param}"])
     order = _order(g)
@@ -140,7 +140,7 @@ def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
     op = AddOp(op="add", name=slugify(f"order {first} before {then}"),
                description=t["order_desc"].format(first=first, then=then, complaint=g.message),
                body=t["order_body"].format(mark=MARK, n=len(g.cases), first=first, then=then),
-               tools=[first, then], category="preferences",
+               tools=[first, then], category="preferences", scope="tools",
                reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
     return Draft([op], op.reason, g.turn_ids, checks)
 
@@ -160,13 +160,32 @@ def _order(g: FailureGroup) -> tuple[str, str] | None:
     return None
 
 
+def _same_rule(a: str, b: str) -> bool:
+    """Two bodies of the miner that state the same rule (they may count their evidence differently)."""
+    def norm(text: str) -> str:
+        return re.sub(r"\bfrom \d+ ", "from # ", text)
+    return norm(a) == norm(b)
+
+
 def _broaden(draft: Draft, skill: Skill) -> Draft | None:
-    """The same rule failing on more tools: widen the existing skill instead of adding one."""
+    """An existing skill of the same name: widen it to more tools, or restate a rule that changed.
+
+    The same rule failing on more tools widens the skill instead of adding one.
+    With the same tools, a body that states something else (a reminder of 30
+    minutes where the skill says 15; names now ``Last, First``) means the
+    user's preference or the tool changed: the skill is rewritten.
+    """
     op = draft.ops[0]
     assert isinstance(op, AddOp)
-    tools = sorted(set(skill.tools) | set(op.tools))
-    if tools == sorted(skill.tools) or skill.origin != "evolver":
+    if skill.origin != "evolver":
         return None
+    tools = sorted(set(skill.tools) | set(op.tools))
+    if tools == sorted(skill.tools):
+        if _same_rule(op.body, skill.body.replace(", ".join(skill.tools), ", ".join(op.tools))):
+            return None
+        changed = UpdateOp(op="update", name=op.name, description=op.description, body=op.body,
+                           reason=f"the rule changed: {op.reason}", turn_ids=op.turn_ids)
+        return Draft([changed], changed.reason, draft.turn_ids, draft.checks, subjects=draft.subjects)
     wider = UpdateOp(op="update", name=op.name, tools=tools,
                      description=op.description.replace(", ".join(op.tools), ", ".join(tools)),
                      body=op.body.replace(", ".join(op.tools), ", ".join(tools)),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from proxy.skills_serving import Selection, SkillServing, TenantSnapshot, select
+from proxy.skills_serving import Selection, SkillServing, TenantSnapshot, pinned_for, select
 from store.evolution import EvolutionStore
 from store.skills.errors import SkillNotFound
 from store.skills.index import SkillIndex
@@ -38,12 +38,15 @@ class Candidate:
     vectors: npt.NDArray[np.float32]  # one row per `changed` skill, in its order
 
 
-def search_candidate(index: SkillIndex, snap: TenantSnapshot, cand: Candidate, query: str) -> Selection:
+def search_candidate(index: SkillIndex, snap: TenantSnapshot, cand: Candidate, query: str,
+                     offered: frozenset[str] = frozenset()) -> Selection:
     settings = snap.settings
-    if not query or settings.top_k == 0:
-        return Selection(snap.generation, ())
-    vector = index.embed_query(query)
     shadowed = cand.removed | cand.changed.keys()
+    library = [s for n, s in snap.active.items() if n not in shadowed] + list(cand.changed.values())
+    pinned = pinned_for(library, offered)
+    if not query or settings.top_k == 0:
+        return Selection(snap.generation, tuple(select([], settings, pinned)))
+    vector = index.embed_query(query)
     hits = index.query(snap.tenant_id, vector, settings.top_k * 3 + len(shadowed))
     pool: list[tuple[LibrarySkill, float]] = []
     for h in hits:
@@ -54,7 +57,7 @@ def search_candidate(index: SkillIndex, snap: TenantSnapshot, cand: Candidate, q
         if s.skill.serving:
             pool.append((s, float(np.dot(row, vector))))
     pool.sort(key=lambda p: -p[1])
-    return Selection(snap.generation, tuple(select(pool, settings)))
+    return Selection(snap.generation, tuple(select(pool, settings, pinned)))
 
 
 class CandidateLibraries:
@@ -89,7 +92,8 @@ class CandidateLibraries:
             self._cache.popitem(last=False)
         return cand
 
-    async def retrieve(self, tenant: str, query: str, proposal_id: str) -> Selection:
+    async def retrieve(self, tenant: str, query: str, proposal_id: str,
+                       offered: frozenset[str] = frozenset()) -> Selection:
         snap = await self.serving.refresh(tenant)
         cand = await self.candidate(tenant, snap, proposal_id)
-        return await asyncio.to_thread(search_candidate, self.serving.index, snap, cand, query)
+        return await asyncio.to_thread(search_candidate, self.serving.index, snap, cand, query, offered)

@@ -151,7 +151,7 @@ class SkillsService:
             query = self._query(body)
             if not query:
                 return body
-            sel: Selection = await self._serving.retrieve(tenant, query)
+            sel: Selection = await self._serving.retrieve(tenant, query, offered=offered_tools(body))
         except (StoreError, OSError) as exc:
             self._report("retrieval", exc)
             return body
@@ -170,12 +170,13 @@ class SkillsService:
             snap = await self._serving.snapshot(tenant)
             ctx.skill_generation = snap.generation
             query = self._query(body)
+            offered = offered_tools(body)
             if which == "current":
-                sel = await self._serving.retrieve(tenant, query)
+                sel = await self._serving.retrieve(tenant, query, offered=offered)
             else:
                 if self._candidates is None:
                     self._candidates = CandidateLibraries(self._serving)
-                sel = await self._candidates.retrieve(tenant, query, which)
+                sel = await self._candidates.retrieve(tenant, query, which, offered)
         except NotFound as exc:
             raise NotFoundError(str(exc), param="x-molt-replay") from exc
         except InvalidInput as exc:
@@ -183,6 +184,14 @@ class SkillsService:
         except (StoreError, OSError) as exc:
             raise ProxyError(f"skills for replay unavailable: {exc}", code="skills_unavailable") from exc
         return _apply(ctx, body, sel)
+
+
+def offered_tools(body: dict[str, Any]) -> frozenset[str]:
+    """The names of the tools (or legacy functions) a request offers the model."""
+    names = [((t or {}).get("function") or {}).get("name") for t in body.get("tools") or []
+             if isinstance(t, dict)]
+    names += [(f or {}).get("name") for f in body.get("functions") or [] if isinstance(f, dict)]
+    return frozenset(n for n in names if isinstance(n, str) and n)
 
 
 def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection) -> dict[str, Any]:

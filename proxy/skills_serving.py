@@ -14,6 +14,12 @@ current yet), keep the best `top_k`, then fill the token budget in rank
 order, skipping a skill that would not fit (tokens estimated as characters
 / 4 of the rendered text). The chosen skills are returned sorted by name, so
 the same set always renders to the same block.
+
+Standing rules (`scope: tools`) come first: a rule about how a tool wants its
+arguments holds whenever the request offers that tool, however the task is
+worded, and a task's words are a poor guide to which tools it will need ("Tell
+Ann: ..." needs `find_contact`). They take the token budget but no top-k
+place.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from modeling.blocks import SkillText, render_skill
@@ -38,6 +45,7 @@ CHARS_PER_TOKEN = 4
 class Chosen:
     skill: LibrarySkill
     similarity: float
+    pinned: bool = False  # a standing rule for an offered tool, not a similarity pick
 
     def text(self) -> SkillText:
         s = self.skill.skill
@@ -45,8 +53,11 @@ class Chosen:
 
     def record(self) -> dict[str, object]:
         """What a turn records of an injected skill."""
-        return {"id": self.skill.name, "revision": self.skill.revision,
-                "hash": self.skill.content_hash, "similarity": round(self.similarity, 4)}
+        out: dict[str, object] = {"id": self.skill.name, "revision": self.skill.revision,
+                                  "hash": self.skill.content_hash, "similarity": round(self.similarity, 4)}
+        if self.pinned:
+            out["pinned"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +72,27 @@ class TenantSnapshot:
     generation: int
     active: dict[str, LibrarySkill]
     settings: TenantSkillSettings
-    cache: OrderedDict[tuple[str, TenantSkillSettings], Selection] = field(default_factory=OrderedDict)
+    cache: OrderedDict[tuple[str, TenantSkillSettings, frozenset[str]], Selection] = field(
+        default_factory=OrderedDict)
 
 
 def estimate_tokens(skill: SkillText) -> int:
     return len(render_skill(skill)) // CHARS_PER_TOKEN + 1
 
 
-def select(hits: list[tuple[LibrarySkill, float]], settings: TenantSkillSettings) -> list[Chosen]:
-    ranked = [Chosen(s, sim) for s, sim in hits if sim >= settings.min_similarity]
-    ranked = ranked[: settings.top_k]
+def pinned_for(active: Iterable[LibrarySkill], offered: frozenset[str]) -> list[LibrarySkill]:
+    """The standing rules (`scope: tools`) about a tool the request offers, by name."""
+    return sorted((s for s in active if s.skill.scope == "tools" and s.skill.serving
+                   and offered.intersection(s.skill.tools)), key=lambda s: s.skill.name)
+
+
+def select(hits: list[tuple[LibrarySkill, float]], settings: TenantSkillSettings,
+           pinned: Iterable[LibrarySkill] = ()) -> list[Chosen]:
+    sims = {s.skill.name: sim for s, sim in hits}
+    first = [Chosen(s, sims.get(s.skill.name, 0.0), pinned=True) for s in pinned]
+    taken = {c.skill.skill.name for c in first}
+    ranked = [Chosen(s, sim) for s, sim in hits if sim >= settings.min_similarity and s.skill.name not in taken]
+    ranked = first + ranked[: settings.top_k]
     budget = settings.token_budget
     chosen: list[Chosen] = []
     for c in ranked:
@@ -147,10 +169,11 @@ class SkillServing:
                 if settings != snap.settings:
                     snap.settings = settings
 
-    async def retrieve(self, tenant: str, query: str, *, refresh: bool = True) -> Selection:
-        """The skills for one task query, cached per (tenant, query, generation, settings)."""
+    async def retrieve(self, tenant: str, query: str, *, offered: frozenset[str] = frozenset(),
+                       refresh: bool = True) -> Selection:
+        """The skills for one task query and offered tools, cached per (tenant, query, tools, generation, settings)."""
         snap = await self.snapshot(tenant)
-        key = (query_key(query), snap.settings)
+        key = (query_key(query), snap.settings, offered)
         hit = snap.cache.get(key)
         if hit is not None:
             snap.cache.move_to_end(key)
@@ -161,21 +184,21 @@ class SkillServing:
             hit = snap.cache.get(key)
             if hit is not None:
                 return hit
-        sel = await asyncio.to_thread(self._search, snap, query)
+        sel = await asyncio.to_thread(search, self.index, snap, query, offered)
         snap.cache[key] = sel
         if len(snap.cache) > self.cache_size:
             snap.cache.popitem(last=False)
         return sel
 
-    def _search(self, snap: TenantSnapshot, query: str) -> Selection:
-        return search(self.index, snap, query)
 
 
-def search(index: SkillIndex, snap: TenantSnapshot, query: str) -> Selection:
-    """One uncached retrieval: embed the query, ask the index, apply floor, top-k and budget."""
+def search(index: SkillIndex, snap: TenantSnapshot, query: str,
+           offered: frozenset[str] = frozenset()) -> Selection:
+    """One uncached retrieval: standing rules for the offered tools, then floor, top-k and budget."""
     settings = snap.settings
+    pinned = pinned_for(snap.active.values(), offered)
     if not query or settings.top_k == 0 or not snap.active:
-        return Selection(snap.generation, ())
+        return Selection(snap.generation, tuple(select([], settings, pinned)))
     vector = index.embed_query(query)
     hits = index.query(snap.tenant_id, vector, settings.top_k * 3)
     current: list[tuple[LibrarySkill, float]] = []
@@ -183,4 +206,4 @@ def search(index: SkillIndex, snap: TenantSnapshot, query: str) -> Selection:
         s = snap.active.get(h.name)
         if s is not None and s.content_hash == h.content_hash:
             current.append((s, h.similarity))
-    return Selection(snap.generation, tuple(select(current, settings)))
+    return Selection(snap.generation, tuple(select(current, settings, pinned)))

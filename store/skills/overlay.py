@@ -23,8 +23,10 @@ def overlay(ops: Sequence[Mapping[str, Any]], current: Mapping[str, Skill]) -> t
         kind, name = op.get("op"), str(op.get("name", ""))
         prov = tuple(op.get("turn_ids") or ())
         if kind == "add":
+            tools = tuple(op.get("tools") or ())
             changed[name] = Skill(name, str(op["description"]), str(op["body"]), op.get("category"),
-                                  tuple(op.get("tools") or ()), origin="evolver", provenance=prov)
+                                  tools, origin="evolver", provenance=prov,
+                                  scope=op.get("scope") if tools else None)
         elif kind == "update":
             base = changed.get(name) or current.get(name)
             if base is None:

@@ -1,9 +1,11 @@
 """One skill as a SKILL.md file: YAML front matter and a Markdown body.
 
 The front matter holds `name` (a slug), `description` (the trigger: when to
-use the skill) and optionally `category`, `tools`, `status`
+use the skill) and optionally `category`, `tools`, `scope`, `status`
 (active|quarantined|retired), `origin` (seed|user|evolver) and `provenance`
-(turn ids). Any other key (Agent-Skills `license`, `allowed-tools`, OpenClaw
+(turn ids). `scope: tools` makes the skill a standing rule for its tools: it
+is served whenever a request offers one of them, whatever the task's words
+(argument formats, a user's standing preferences). Any other key (Agent-Skills `license`, `allowed-tools`, OpenClaw
 `metadata`...) is kept as it is and written back unchanged, so a MetaClaw or
 Agent-Skills file round-trips. A missing `category` is read from
 `metadata.category` when a file keeps it there.
@@ -22,9 +24,10 @@ from store.skills.errors import SkillFileError
 
 STATUSES = ("active", "quarantined", "retired")
 ORIGINS = ("seed", "user", "evolver")
+SCOPES = ("tools",)
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
 FILE_NAME = "SKILL.md"
-_KNOWN = ("name", "description", "category", "tools", "status", "origin", "provenance")
+_KNOWN = ("name", "description", "category", "tools", "scope", "status", "origin", "provenance")
 _FENCE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -50,6 +53,8 @@ class Skill:
     origin: str = "user"
     provenance: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # "tools": served whenever a request offers one of `tools` (see the module doc)
+    scope: str | None = None
 
     @property
     def serving(self) -> bool:
@@ -114,6 +119,11 @@ def parse_skill(text: str, where: str, *, max_body_bytes: int) -> Skill:
     origin = meta.get("origin") or "user"
     if origin not in ORIGINS:
         raise SkillFileError(where, f"origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    scope = meta.get("scope")
+    if scope is not None and scope not in SCOPES:
+        raise SkillFileError(where, f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+    if scope == "tools" and not meta.get("tools"):
+        raise SkillFileError(where, "scope 'tools' needs the 'tools' the skill is about")
     category = meta.get("category")
     extra = {k: v for k, v in meta.items() if k not in _KNOWN}
     if category is None and isinstance(extra.get("metadata"), dict):
@@ -130,6 +140,7 @@ def parse_skill(text: str, where: str, *, max_body_bytes: int) -> Skill:
         origin=origin,
         provenance=_str_list(meta.get("provenance"), "provenance", where),
         extra=extra,
+        scope=scope,
     )
 
 
@@ -140,6 +151,8 @@ def render_skill_file(skill: Skill) -> str:
         meta["category"] = skill.category
     if skill.tools:
         meta["tools"] = list(skill.tools)
+    if skill.scope:
+        meta["scope"] = skill.scope
     meta["status"] = skill.status
     meta["origin"] = skill.origin
     if skill.provenance:

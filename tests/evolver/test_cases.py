@@ -228,3 +228,25 @@ def test_a_newer_context_line_replaces_the_one_it_contradicts() -> None:
     assert subject_of("pref-send-message-notify") == slugify("send_message notify")
     assert subject_of("order-check-calendar-before-book-table") is None
     assert asyncio.run(optimizer._mutate(parent, [g], frozenset({"date"}))) == []
+
+
+def test_a_preference_that_changed_rewrites_the_skill() -> None:
+    msgs = [{"role": "user", "content": "Add a team sync on Friday at 10"}]
+    call = _call("c1", "create_event", {"title": "team sync", "date": "2026-11-27", "start": "10:00",
+                                        "duration_min": 30})
+    fb = [{"session_id": "ses_1", "turn_id": None, "score": 0.5, "source": "verifier",
+           "text": "You forgot my 30-minute reminder on the event."}]
+    cases = cases_from_session([_turn(0, msgs, [call])], fb) * 2
+    g = FailureGroup(cases[0].key, "complaint", cases[0].message, cases)
+    (fresh,) = propose([g], {}, min_support=2)
+    add = fresh.ops[0]
+    assert add.op == "add" and add.scope == "tools" and "reminder_min=30" in add.body  # type: ignore[union-attr]
+    old = Skill(add.name, "User preference for create_event: 15 minutes.",  # type: ignore[union-attr]
+                add.body.replace("=30", "=15").replace("from 2 ", "from 5 "),  # type: ignore[union-attr]
+                "preferences", ("create_event",), origin="evolver")
+    (draft,) = propose([g], {old.name: old}, min_support=2)
+    assert [(op.op, op.name) for op in draft.ops] == [("update", add.name)]
+    assert "reminder_min=30" in (draft.ops[0].body or "")  # type: ignore[union-attr]
+    # the same rule with more evidence is not rewritten
+    same = old.with_(body=add.body.replace("from 2 ", "from 5 "))  # type: ignore[union-attr]
+    assert propose([g], {same.name: same}, min_support=2) == []

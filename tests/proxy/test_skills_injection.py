@@ -241,3 +241,30 @@ def test_replay_injects_a_proposals_candidate_library(fake_llm: FakeLLM, m: Any)
     assert "book-travel" in injected_names(fake_llm) and "pack-for-trips" not in injected_names(fake_llm)
     with pytest.raises(openai.NotFoundError):
         replay("prop_missing")
+
+
+def test_a_standing_rule_is_served_whenever_its_tool_is_offered(fake_llm: FakeLLM, molt_factory: Any,
+                                                                 seeded: Path) -> None:
+    """`scope: tools`: a rule about a tool's arguments, whatever the task's words."""
+    (seeded / "contact-names").mkdir()
+    (seeded / "contact-names" / "SKILL.md").write_text(
+        "---\nname: contact-names\ndescription: How find_contact wants names.\ntools: [find_contact]\n"
+        "scope: tools\n---\n\nWrite names Last, First.\n")
+    m = molt_factory(skills={"enabled": True, "seed_dir": str(seeded), "top_k": 1, "poll_interval_s": 0.2})
+    tool = {"type": "function", "function": {"name": "find_contact", "parameters": {"type": "object"}}}
+    client = openai.OpenAI(base_url=m.base_url, api_key="x", max_retries=0)
+
+    def chat(content: str, tools: list[dict[str, Any]] | None) -> list[str]:
+        extra = {"tools": tools} if tools else {}
+        client.chat.completions.create(model="gpt-fake", messages=[SYSTEM, {"role": "user", "content": content}],
+                                       **extra)  # type: ignore[call-overload]
+        return injected_names(fake_llm)
+
+    # the task's words are about travel; the rule rides along because find_contact is offered,
+    # and it takes no top-k place from the skill the words call for
+    assert chat(TRAVEL, [tool]) == ["book-travel", "contact-names"]
+    assert chat(TRAVEL, None) == ["book-travel"]
+    m.flush()
+    rows = m.run(TrajectoryStore(m.state.db).turns_since(0))
+    pinned = [s for s in rows[-2]["injected_skills"] if s.get("pinned")]
+    assert [s["id"] for s in pinned] == ["contact-names"]

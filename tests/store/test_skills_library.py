@@ -122,6 +122,8 @@ async def test_import_metaclaw_tree_and_export(lib: SkillLibrary, tmp_path: Path
     ("---\nname: Big Name\ndescription: d\n---\nbody", "not a slug"),
     ("---\nname: ok-name\n---\nbody", "missing 'description'"),
     ("---\nname: ok-name\ndescription: d\nstatus: live\n---\nbody", "status 'live'"),
+    ("---\nname: ok-name\ndescription: d\nscope: always\n---\nbody", "scope 'always'"),
+    ("---\nname: ok-name\ndescription: d\nscope: tools\n---\nbody", "needs the 'tools'"),
     ("---\nname: ok-name\ndescription: d\n---\n" + "x" * 2000, "over the limit of 1024"),
 ])
 async def test_bad_files_are_refused_naming_file_and_problem(
@@ -176,3 +178,13 @@ async def test_quarantine_and_generation_rules(db: Database, tmp_path: Path) -> 
                              author="evolver", reason="dedup")
     assert [r.action for r in merged] == ["merge", "retire"]
     assert (await lib.get(T, "from-traffic")).skill.status == "retired"
+
+
+def test_a_standing_rule_round_trips() -> None:
+    from store.skills.skillfile import render_skill_file
+
+    text = skill_md("date-form", "How tools want dates", extra="tools: [book_table]\nscope: tools\n")
+    skill = parse_skill(text, "date-form/SKILL.md", max_body_bytes=1024)
+    assert skill.scope == "tools" and skill.tools == ("book_table",)
+    assert parse_skill(render_skill_file(skill), "x", max_body_bytes=1024) == skill
+    assert parse_skill(skill_md("plain", "d"), "x", max_body_bytes=1024).scope is None
