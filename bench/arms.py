@@ -47,7 +47,9 @@ def _skills(variant: int = 0, model: bool = False) -> Callable[[Path], dict[str,
             ev["model"] = {"base_url": os.environ["MOLT_BENCH_EVOLVER_URL"],
                            "model": os.environ.get("MOLT_BENCH_EVOLVER_MODEL", "gpt-4o-mini"),
                            "api_key_env": "MOLT_BENCH_EVOLVER_KEY"}
-        return {"skills": {"enabled": True, "seed_dir": None}, "evolver": ev}
+        # The tiny policy reads 1,024 tokens at most (and was pretrained on 768): the skills
+        # block must leave room for the conversation (300 estimated tokens: ~500 of its own).
+        return {"skills": {"enabled": True, "seed_dir": None, "token_budget": 300}, "evolver": ev}
 
     return settings
 

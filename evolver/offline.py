@@ -30,38 +30,38 @@ MARK = "Written by molt's rule-based miner"
 
 TEMPLATES: list[dict[str, str]] = [
     {
-        "error_desc": "Argument rule for {tools}: {constraint}.",
-        "error_body": ("{mark} from {n} tool errors.\n1. When calling {tools}: {constraint}.\n"
-                       "{example}2. If a tool still returns an error, read it and retry with the corrected value.\n\n"
-                       "Anti-patterns:\n- {refused}"),
+        "error_desc": "Argument rule for {tools}.",
+        "error_body": "{mark} from {n} tool errors.\n1. When calling {tools}: {constraint}.\n{example}{anti}",
         "example": "   Accepted example: {args}.\n",
+        "anti": "\nAnti-patterns:\n- {refused}",
         "refused": "Sending {value} (the tool refused it).",
-        "pref_desc": "User preference for {tool}: {complaint}",
-        "pref_body": ("{mark} from {n} user complaints.\n1. When calling {tool}, pass {param}={value}.\n"
-                      "2. Do this even when the request does not mention it.\n\nAnti-patterns:\n- Leaving {param} out or at another value."),
-        "order_desc": "Order rule: {first} before {then}. {complaint}",
-        "order_body": ("{mark} from {n} user complaints.\n1. Call {first} before you call {then}.\n"
-                       "2. Then continue with {then}.\n\nAnti-patterns:\n- Calling {then} first."),
+        "pref_desc": "User preference for {tool}.",
+        "pref_body": ("{mark} from {n} user complaints.\n"
+                      "1. When calling {tool}, pass {param}={value}, even when the request does not mention it."),
+        "order_desc": "Order rule: {first} before {then}.",
+        "order_body": "{mark} from {n} user complaints.\n1. Call {first} before you call {then}.",
     },
     {
-        "error_desc": "How {tools} expects its arguments: {constraint}.",
-        "error_body": ("Rule: {constraint} (for {tools}).\n{example}Anti-patterns:\n- {refused}"),
+        "error_desc": "How {tools} expects its arguments.",
+        "error_body": "Rule: {constraint} (for {tools}).\n{example}{anti}",
         "example": "Like this: {args}.\n",
+        "anti": "Anti-patterns:\n- {refused}",
         "refused": "Do not pass {value}.",
         "pref_desc": "What the user wants from {tool}",
-        "pref_body": "Give {tool} the argument {param} = {value} every time.\n\nAnti-patterns:\n- Omitting {param}.",
+        "pref_body": "Give {tool} the argument {param} = {value} every time.",
         "order_desc": "Use {first} first, then {then}",
-        "order_body": "First {first}, afterwards {then}.\n\nAnti-patterns:\n- Skipping {first}.",
+        "order_body": "First {first}, afterwards {then}.",
     },
     {
-        "error_desc": "{tools} rejects values that break this: {constraint}.",
-        "error_body": ("The tools complained: {constraint}.\n{example}Anti-patterns:\n- {refused}"),
+        "error_desc": "What {tools} rejects.",
+        "error_body": "The tools complained: {constraint}.\n{example}{anti}",
         "example": "Correct form: {args}.\n",
+        "anti": "Anti-patterns:\n- {refused}",
         "refused": "{value} was rejected.",
         "pref_desc": "Standing request about {tool}",
-        "pref_body": "The user asked that {tool} calls include {param} {value}.\n\nAnti-patterns:\n- Forgetting it.",
+        "pref_body": "The user asked that {tool} calls include {param} {value}.",
         "order_desc": "Before {then}, always {first}",
-        "order_body": "Run {first}, and only then {then}.\n\nAnti-patterns:\n- {then} without {first}.",
+        "order_body": "Run {first}, and only then {then}.",
     },
 ]
 
@@ -108,11 +108,11 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     refused = None if states_form else refused_value(first.message)
     tools = ", ".join(g.tools)
     name = slugify("rule " + " ".join(constraint.split()[:4]))
+    anti = t["anti"].format(refused=t["refused"].format(value=refused)) if refused else ""
     op = AddOp(op="add", name=name,
                description=t["error_desc"].format(tools=tools, constraint=constraint),
                body=t["error_body"].format(mark=MARK, n=len(g.cases), tools=tools, constraint=constraint,
-                                           example=example,
-                                           refused=t["refused"].format(value=refused or "a value in another form")),
+                                           example=example, anti=anti).rstrip(),
                tools=g.tools, category="tool-rules", scope="tools",
                reason=f"recurring tool error ({len(g.cases)}x): {constraint}", turn_ids=g.turn_ids)
     about = re.match(r"(.+?) must\b", constraint)

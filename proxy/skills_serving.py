@@ -89,7 +89,9 @@ def pinned_for(active: Iterable[LibrarySkill], offered: frozenset[str]) -> list[
 def select(hits: list[tuple[LibrarySkill, float]], settings: TenantSkillSettings,
            pinned: Iterable[LibrarySkill] = ()) -> list[Chosen]:
     sims = {s.skill.name: sim for s, sim in hits}
-    first = [Chosen(s, sims.get(s.skill.name, 0.0), pinned=True) for s in pinned]
+    # standing rules first, the ones nearest the task first (the budget may not hold them all)
+    first = sorted((Chosen(s, sims.get(s.skill.name, 0.0), pinned=True) for s in pinned),
+                   key=lambda c: -c.similarity)
     taken = {c.skill.skill.name for c in first}
     ranked = [Chosen(s, sim) for s, sim in hits if sim >= settings.min_similarity and s.skill.name not in taken]
     ranked = first + ranked[: settings.top_k]

@@ -44,7 +44,7 @@ def _miner_texts() -> list[str]:
         for error in _errors():
             for tools in ("book_table", "create_event", "get_weather", "find_contact", "book_table, create_event"):
                 kw = dict(mark=MARK, n=3, tools=tools, constraint=constraint_of(error), example="",
-                          refused=t["refused"].format(value="a value in another form"))
+                          anti=t["anti"].format(refused=t["refused"].format(value="2026-11-27")))
                 texts += [t["error_desc"].format(**kw), t["error_body"].format(**kw)]
         for tool, param, value in prefs:
             kw = dict(mark=MARK, n=2, tool=tool, param=param, value=json.dumps(value),
