@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Call = tuple[str, dict[str, Any]]
-_GOT = re.compile(r",?\s*\(?got\b.*$", re.IGNORECASE | re.DOTALL)
+_GOT = re.compile(r",?\s*\(?\bgot\b.*$", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -39,8 +39,12 @@ class Case:
 
 
 def group_key(kind: str, message: str) -> str:
-    text = _GOT.sub("", message.strip())
-    text = re.sub(r"\d+", "#", text.lower())
+    """What failures count as the same: a tool error's text without the refused value and numbers
+    (``got 2027-04-04``); a complaint's text as said (``15-minute`` and ``30-minute`` reminders
+    are two wishes)."""
+    text = _GOT.sub("", message.strip()).lower()
+    if kind != "complaint":
+        text = re.sub(r"\d+", "#", text)
     text = re.sub(r"\s+", " ", text).strip()
     return f"{kind}:{text}"
 

@@ -21,8 +21,8 @@ from evidence in the trajectories, never from the benchmark's verifier:
 - a complaint whose words name a parameter of a tool the agent called, with a
   value read from the complaint (a number, a boolean, an enum value);
 - a turn that went well: the same call again (non-regression), except for
-  an argument written in a form the failures show is now refused
-  (``supersede``).
+  an argument written in a form the failures show is now refused, or a call
+  the user now wants another one before (``supersede``).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ class Check:
     forms: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # of those, the ones whose pieces must be the refused value's pieces, rearranged
     pieces: frozenset[str] = frozenset()
+    # an order fix: ``tool`` must be called before this one (``check_calendar`` before ``book_table``)
+    before: str | None = None
 
     def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
         return any(name == self.tool and self._args_pass(args) for name, args in calls)
@@ -170,6 +172,11 @@ def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
     very form (before the change), that argument now has to be written in the
     accepted form: the newer evidence wins. Other arguments stay as they were.
     """
+    for fix in fixes:
+        # a complaint asks for another call first: a turn that went well by calling the later
+        # tool straight away (before the user's wish changed) must now call the first one
+        if fix.before and keep.tool == fix.before and not _called(keep.request, fix.tool):
+            return Check(keep.turn_id, keep.request, fix.tool, {}, "keep")
     expect, form_only = dict(keep.expect), set(keep.form_only)
     forms, refused, same = dict(keep.forms), dict(keep.refused), set(keep.pieces)
     for fix in fixes:
@@ -190,6 +197,13 @@ def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
     return dataclasses.replace(keep, expect=expect, form_only=frozenset(form_only),
                                forms=tuple(forms.items()), refused=tuple(refused.items()),
                                pieces=frozenset(same))
+
+
+def _called(request: dict[str, Any], tool: str) -> bool:
+    """Whether the conversation so far already has a call to ``tool``."""
+    return any(((c.get("function") or {}).get("name") == tool)
+               for m in request.get("messages") or [] if isinstance(m, dict) and m.get("role") == "assistant"
+               for c in m.get("tool_calls") or [] if isinstance(c, dict))
 
 
 def _named(param: str, refused: Any, message: str) -> bool:

@@ -135,7 +135,7 @@ def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
     if order is None:
         return None
     first, then = order
-    checks = [Check(c.turn_id, c.request, first, {}, "fix") for c in g.cases
+    checks = [Check(c.turn_id, c.request, first, {}, "fix", before=then) for c in g.cases
               if any(n == then for n, _ in c.calls)]
     op = AddOp(op="add", name=slugify(f"order {first} before {then}"),
                description=t["order_desc"].format(first=first, then=then, complaint=g.message),

@@ -250,3 +250,22 @@ def test_a_preference_that_changed_rewrites_the_skill() -> None:
     # the same rule with more evidence is not rewritten
     same = old.with_(body=add.body.replace("from 2 ", "from 5 "))  # type: ignore[union-attr]
     assert propose([g], {same.name: same}, min_support=2) == []
+
+
+def test_complaints_with_other_numbers_are_other_wishes_and_order_fixes_supersede() -> None:
+    assert group_key("complaint", "You forgot my 15-minute reminder.") != group_key(
+        "complaint", "You forgot my 30-minute reminder.")
+    assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-27") == group_key(
+        "tool_error", "date must be DD.MM.YYYY, got 2027-01-02")
+    fix = Check("turn_1", {}, "check_calendar", {}, "fix", before="book_table")
+    searched = {"messages": [{"role": "user", "content": "Book a table"},
+                             {"role": "assistant", "tool_calls": [_call("c1", "search_restaurants", {})]},
+                             {"role": "tool", "tool_call_id": "c1", "content": '["r1"]'}]}
+    booked = Check("turn_2", searched, "book_table", {"restaurant_id": "r1"}, "keep")
+    keep = supersede(booked, [fix])
+    assert keep.tool == "check_calendar" and keep.passes([("check_calendar", {"date": "27.11.2026"})])
+    checked = {"messages": [*searched["messages"],
+                            {"role": "assistant", "tool_calls": [_call("c2", "check_calendar", {})]},
+                            {"role": "tool", "tool_call_id": "c2", "content": "[]"}]}
+    after_check = Check("turn_3", checked, "book_table", {"restaurant_id": "r1"}, "keep")
+    assert supersede(after_check, [fix]) is after_check
