@@ -201,8 +201,9 @@ class Evolver:
         await self.store.update_proposal(p.id, status=status, scores=result.as_dict(),
                                          revisions=[r.id for r in revs])
         log.info("evolver: proposal %s %s (%s)", p.id, status, result.reason)
-        out = {"id": p.id, "status": status, "reason": result.reason, "scores": result.as_dict(),
-               "skills": [op.name for op in d.ops], "revisions": [r.id for r in revs]}
+        out: dict[str, Any] = {"id": p.id, "status": status, "reason": result.reason,
+                               "scores": result.as_dict(), "skills": [op.name for op in d.ops],
+                               "revisions": [r.id for r in revs]}
         if pruned is not None and status == "accepted":
             active = await self.store.add_context(tenant_id, pruned.text, parent=pruned.id, status="active",
                                                   scores={"reason": (pruned.scores or {}).get("reason"),

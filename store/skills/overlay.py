@@ -23,10 +23,10 @@ def overlay(ops: Sequence[Mapping[str, Any]], current: Mapping[str, Skill]) -> t
         kind, name = op.get("op"), str(op.get("name", ""))
         prov = tuple(op.get("turn_ids") or ())
         if kind == "add":
-            tools = tuple(op.get("tools") or ())
+            added_tools = tuple(op.get("tools") or ())
             changed[name] = Skill(name, str(op["description"]), str(op["body"]), op.get("category"),
-                                  tools, origin="evolver", provenance=prov,
-                                  scope=op.get("scope") if tools else None)
+                                  added_tools, origin="evolver", provenance=prov,
+                                  scope=op.get("scope") if added_tools else None)
         elif kind == "update":
             base = changed.get(name) or current.get(name)
             if base is None:

@@ -43,14 +43,14 @@ def _miner_texts() -> list[str]:
     for t in TEMPLATES:
         for error in _errors():
             for tools in ("book_table", "create_event", "get_weather", "find_contact", "book_table, create_event"):
-                kw = dict(mark=MARK, n=3, tools=tools, constraint=constraint_of(error), example="",
-                          anti=t["anti"].format(refused=t["refused"].format(value="2026-11-27")))
+                kw = {"mark": MARK, "n": 3, "tools": tools, "constraint": constraint_of(error), "example": "",
+                      "anti": t["anti"].format(refused=t["refused"].format(value="2026-11-27"))}
                 texts += [t["error_desc"].format(**kw), t["error_body"].format(**kw)]
         for tool, param, value in prefs:
-            kw = dict(mark=MARK, n=2, tool=tool, param=param, value=json.dumps(value),
-                      complaint="You forgot it.")
+            kw = {"mark": MARK, "n": 2, "tool": tool, "param": param, "value": json.dumps(value),
+                  "complaint": "You forgot it."}
             texts += [t["pref_desc"].format(**kw), t["pref_body"].format(**kw)]
-        kw = dict(mark=MARK, n=2, first="check_calendar", then="book_table", complaint="You forgot it.")
+        kw = {"mark": MARK, "n": 2, "first": "check_calendar", "then": "book_table", "complaint": "You forgot it."}
         texts += [t["order_desc"].format(**kw), t["order_body"].format(**kw)]
     return texts
 
@@ -60,7 +60,7 @@ def _split(text: str) -> list[str]:
 
 
 def test_the_phrasebook_is_closed_and_states_every_convention() -> None:
-    for (family, value), cores in CORES.items():
+    for family, value in CORES:
         assert value in STATEMENTS[family]
         written = sentences(family, value)
         assert len(written) >= 100 and len(set(written)) == len(written)

@@ -8,7 +8,15 @@ from typing import Any
 
 from bench.toolworld import tool_schemas
 from evolver.cases import cases_from_session, constraint_of, group_key
-from evolver.checks import Check, accepted_forms, fix_check, form_check, infer_preference, keep_check, supersede
+from evolver.checks import (
+    Check,
+    accepted_forms,
+    fix_check,
+    form_check,
+    infer_preference,
+    keep_check,
+    supersede,
+)
 from evolver.context import ContextOptimizer, subject
 from evolver.mining import FailureGroup
 from evolver.offline import MARK, propose, slugify, subject_of
