@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from modeling.blocks import is_molt_block
 from modeling.chat import TemplateError, render_prompt
 from modeling.loading import LoadedBase, LoadError, eos_ids, load_base
 from modeling.toolcalls import Text, ToolCall, ToolCallStream, parse_tool_calls
@@ -107,6 +108,17 @@ class LocalBackend:
         tools = body.get("tools") or None
         try:
             prompt = render_prompt(self.base.tokenizer, body["messages"], tools)
+            dropped = False
+            if len(prompt) >= self.engine.max_context:
+                # molt's own blocks must never be what makes a request fail: serve without them
+                lean = [m for m in body["messages"]
+                        if not (isinstance(m, dict) and m.get("role") == "system" and is_molt_block(m.get("content")))]
+                if len(lean) < len(body["messages"]):
+                    shorter = render_prompt(self.base.tokenizer, lean, tools)
+                    if len(shorter) < self.engine.max_context:
+                        log.warning("%s: prompt over the context with molt's blocks (%d tokens); served without them",
+                                    self.name, len(prompt))
+                        prompt, dropped = shorter, True
         except TemplateError as exc:
             raise InvalidRequest(str(exc), param="messages", code="invalid_value") from exc
         if len(prompt) >= self.engine.max_context:
@@ -130,7 +142,8 @@ class LocalBackend:
                 data = await self._collect(events, model, parse)
             finally:
                 done()
-            return UpstreamResponse(upstream=self.name, data=data, served_version=slot.version)
+            return UpstreamResponse(upstream=self.name, data=data, served_version=slot.version,
+                                    dropped_blocks=dropped)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = self._stream(events, ChunkWriter(model, include_usage=include_usage), parse, done)
 
@@ -138,7 +151,7 @@ class LocalBackend:
             done()
 
         return UpstreamResponse(upstream=self.name, chunks=chunks, aclose=close,
-                                served_version=slot.version)
+                                served_version=slot.version, dropped_blocks=dropped)
 
     async def _collect(self, events: asyncio.Queue[Event], model: str, parse: bool) -> dict[str, Any]:
         parts: list[str] = []

@@ -97,6 +97,9 @@ async def chat_completions(request: Request) -> Response:
         raise
     rec.upstream = resp.upstream
     rec.weight_version = resp.served_version
+    if resp.dropped_blocks:  # what the model saw: no skills, no context block
+        rec.injected_skills, rec.context_version = [], None
+        headers["x-molt-blocks-dropped"] = "context_length"
     if resp.served_version:
         headers["x-molt-weight-version"] = resp.served_version
 

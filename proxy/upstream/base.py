@@ -42,6 +42,8 @@ class UpstreamResponse:
     chunks: AsyncIterator[bytes] | None = None
     served_version: str | None = None
     aclose: Callable[[], Awaitable[None]] = field(default=_noop)
+    # molt's own blocks (skills, context) were left out: with them the prompt did not fit
+    dropped_blocks: bool = False
 
 
 class Backend(Protocol):

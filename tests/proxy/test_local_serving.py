@@ -143,3 +143,22 @@ def test_async_clients_in_parallel(local: Any) -> None:
         return [r.choices[0].message.content or "" for r in out]
 
     assert asyncio.run(run()) == [TEXT_ANSWER] * 6
+
+
+def test_molts_own_blocks_never_make_a_request_too_long(local: Any) -> None:
+    """Over the model's context because of molt's skills block: served without it, and said so."""
+    from modeling.blocks import SKILLS_OPEN
+
+    c = client(local)
+    huge = SKILLS_OPEN + "\n" + "## padding\nA rule nobody needs. " * 200
+    messages = [TOOL_PROMPT[0], {"role": "system", "content": huge}, *TOOL_PROMPT[1:]]
+    raw = c.chat.completions.with_raw_response.create(
+        model="tiny", messages=messages, tools=[WEATHER_TOOL], temperature=0)
+    assert raw.headers["x-molt-blocks-dropped"] == "context_length"
+    [call] = raw.parse().choices[0].message.tool_calls or []
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}  # the answer without the block
+    # the agent's own text over the context is still the agent's error, in OpenAI's shape
+    own = [TOOL_PROMPT[0], {"role": "system", "content": "Context. " * 600}, *TOOL_PROMPT[1:]]
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(model="tiny", messages=own, tools=[WEATHER_TOOL])
+    assert err.value.code == "context_length_exceeded"
