@@ -18,12 +18,4 @@ leg() {  # name, args
 leg A "$a" &
 leg B "$b" &
 wait
-for r in A B; do
-  grep -v Writing "$out/$r.log" | tail -n 3
-  python -m bench.policy.evaluate --path /tmp/ck/$r --device cuda --batch-size 64 --threads 2 --write-meta > "$out/$r.eval" 2>&1 &
-done
-wait
-for r in A B; do
-  grep -v Loading "$out/$r.eval"
-  tar -C /tmp/ck -cf "$out/$r.tar" "$r"
-done
+"$(dirname "$0")/evaluate_pack.sh" "$out"

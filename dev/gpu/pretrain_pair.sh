@@ -10,12 +10,4 @@ mkdir -p "$out"
 python -m bench.policy.pretrain --device cuda --workers 7 --threads 1 --minutes "$minutes" $a --out /tmp/ck/A > "$out/A.log" 2>&1 &
 python -m bench.policy.pretrain --device cuda --workers 7 --threads 1 --minutes "$minutes" $b --out /tmp/ck/B > "$out/B.log" 2>&1 &
 wait
-for r in A B; do
-  grep -v Writing "$out/$r.log" | tail -n 2
-  python -m bench.policy.evaluate --path /tmp/ck/$r --device cuda --batch-size 64 --threads 2 --write-meta > "$out/$r.eval" 2>&1 &
-done
-wait
-for r in A B; do
-  grep -v Loading "$out/$r.eval"
-  tar -C /tmp/ck -cf "$out/$r.tar" "$r"
-done
+"$(dirname "$0")/evaluate_pack.sh" "$out"
