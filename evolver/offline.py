@@ -97,8 +97,9 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     first = g.cases[0]
     constraint = constraint_of(first.message)
     # hindsight fixes first (the stronger evidence), then the form the error states
-    checks = [c for c in (fix_check(case) for case in g.cases) if c]
-    checks += [c for c in (form_check(case) for case in g.cases if fix_check(case) is None) if c]
+    hindsight = [fix_check(case) for case in g.cases]
+    checks = [c for c in hindsight if c]
+    checks += [c for c in (form_check(case) for case, h in zip(g.cases, hindsight) if h is None) if c]
     # a concrete value from another task (an accepted example, the refused value) only where
     # the rule does not show the form itself: small models copy such values into unrelated
     # calls (the refused date in the anti-pattern cost the tiny policy 40 points, dev/LOG.md)

@@ -74,6 +74,11 @@ class TenantSnapshot:
     settings: TenantSkillSettings
     cache: OrderedDict[tuple[str, TenantSkillSettings, frozenset[str]], Selection] = field(
         default_factory=OrderedDict)
+    # the standing rules (`scope: tools`) among `active`, found once per snapshot
+    standing: tuple[LibrarySkill, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.standing = tuple(s for s in self.active.values() if s.skill.scope == "tools")
 
 
 def estimate_tokens(skill: SkillText) -> int:
@@ -193,12 +198,11 @@ class SkillServing:
         return sel
 
 
-
 def search(index: SkillIndex, snap: TenantSnapshot, query: str,
            offered: frozenset[str] = frozenset()) -> Selection:
     """One uncached retrieval: standing rules for the offered tools, then floor, top-k and budget."""
     settings = snap.settings
-    pinned = pinned_for(snap.active.values(), offered)
+    pinned = pinned_for(snap.standing, offered)
     if not query or settings.top_k == 0 or not snap.active:
         return Selection(snap.generation, tuple(select([], settings, pinned)))
     vector = index.embed_query(query)
