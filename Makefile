@@ -11,18 +11,26 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup serve test bench-proxy lint clean
+.PHONY: setup serve test lock bench-proxy lint clean
 
 setup: $(STAMP)
 
+# The venv gets exactly requirements.lock (every dependency, transitive ones
+# included, at an exact version), then molt itself without dependencies.
 # torch is installed first and pinned by constraints.txt: otherwise pip pulls a
 # multi-GB CUDA build.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml requirements.lock constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade 'pip==25.3'
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -r requirements.lock
+	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the lock from pyproject.toml (pip-tools; run after changing a dependency).
+lock: setup
+	$(VENV)/bin/pip-compile -q --extra dev --strip-extras --no-emit-find-links \
+	  --no-emit-index-url -c constraints.txt -o requirements.lock pyproject.toml
 
 serve: setup
 	$(VENV)/bin/molt serve
