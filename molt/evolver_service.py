@@ -79,7 +79,7 @@ def build_router(service: EvolverService, after_change: list[Any]) -> APIRouter:
 
     @router.post("/evolve")
     async def evolve_now(item: EvolveIn, admin: Admin) -> dict[str, Any]:
-        tenant = item.tenant or admin.tenant
+        tenant = admin.scope(item.tenant)  # a tenant admin evolves only its own tenant
         report = await service.evolve(tenant)
         if report.accepted or report.context.get("activated"):
             for callback in after_change:

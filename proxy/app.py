@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
@@ -44,6 +45,25 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+def describe_error(exc: BaseException) -> str:
+    """`Type at file:line in function`, then the same for each cause; never a message."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(parts) < 5:
+        seen.add(id(cur))
+        where = ""
+        tb = cur.__traceback__
+        if tb is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            where = f" at {Path(code.co_filename).name}:{tb.tb_lineno} in {code.co_name}"
+        parts.append(type(cur).__name__ + where)
+        cur = cur.__cause__ or cur.__context__
+    return " <- ".join(parts)
+
+
 def _error_response(exc: ProxyError) -> JSONResponse:
     headers = getattr(exc, "headers", None)
     return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
@@ -75,7 +95,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
+        # Only the types and the place: an exception's message can hold request data
+        # (SQLAlchemy's carries the SQL parameters), and neither belongs in a log.
+        log.error("unhandled error: %s", describe_error(exc))
         return JSONResponse(
             error_envelope("internal error in molt", "server_error", None, "internal_error"),
             status_code=500,
@@ -114,11 +136,6 @@ def create_app(
             for svc in services:
                 await svc.start(state)
                 started.append(svc)
-            if await auth.is_open(force=True):
-                log.warning(
-                    "no API keys configured: the proxy is open to anyone who can reach %s",
-                    settings.server.host,
-                )
             yield
         finally:
             for svc in reversed(started):
