@@ -45,21 +45,23 @@ def _parse(body: Any) -> FeedbackIn:
 
 
 async def _resolve(state: ProxyState, caller: Principal, item: FeedbackIn) -> str:
-    """The session the feedback is about; NotFound unless the caller's tenant owns it."""
+    """The session the feedback is about; NotFoundError unless the caller's tenant owns it."""
     ts = state.trajectories
-    if item.turn_id:
-        turn = await ts.get_turn(item.turn_id, tenant_id=caller.tenant_id)
-        session_id = str(turn["session_id"])
-        if item.session_id and item.session_id != session_id:
-            named = await ts.session_summary(item.session_id, tenant_id=caller.tenant_id)
-            if named.id != session_id:
-                raise InvalidRequest(
-                    f"turn {item.turn_id!r} is not a turn of session {item.session_id!r}",
-                    param="session_id", code="session_mismatch",
-                )
-        return session_id
-    assert item.session_id
-    return (await ts.session_summary(item.session_id, tenant_id=caller.tenant_id)).id
+    turn: dict[str, Any] | None = None
+    try:
+        if item.turn_id:
+            turn = await ts.get_turn(item.turn_id, tenant_id=caller.tenant_id)
+            if not item.session_id or item.session_id == turn["session_id"]:
+                return str(turn["session_id"])
+        assert item.session_id
+        named = await ts.session_summary(item.session_id, tenant_id=caller.tenant_id)
+    except NotFound as exc:
+        missing = "turn_id" if item.turn_id and turn is None else "session_id"
+        raise NotFoundError(f"no such turn or session: {exc}", param=missing) from exc
+    if turn is not None and named.id != turn["session_id"]:
+        raise InvalidRequest(f"turn {item.turn_id!r} is not a turn of session {item.session_id!r}",
+                             param="session_id", code="session_mismatch")
+    return named.id
 
 
 @router.post("/v1/feedback")
@@ -70,14 +72,10 @@ async def post_feedback(request: Request, state: State, caller: Caller) -> dict[
         caller = await state.auth.on_behalf(caller, request.headers["x-molt-tenant"])
     try:
         session_id = await _resolve(state, caller, item)
-    except NotFound:
+    except NotFoundError:
         # The turn may still sit in the recorder's queue: write it, then look again.
         await state.recorder.flush()
-        try:
-            session_id = await _resolve(state, caller, item)
-        except NotFound as exc:
-            raise NotFoundError(f"no such turn or session: {exc}",
-                                param="turn_id" if item.turn_id else "session_id") from exc
+        session_id = await _resolve(state, caller, item)
     try:
         rec = await state.feedback.add(
             tenant_id=caller.tenant_id, session_id=session_id, turn_id=item.turn_id,
