@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
@@ -27,6 +26,7 @@ from proxy.recorder import Recorder
 from proxy.routes import chat, feedback, health, models
 from proxy.sessions import SessionTracker
 from proxy.state import ProxyState
+from proxy.unhandled import UnhandledErrors
 from proxy.upstream.routing import BackendFactory, Upstreams
 from store.database import Database
 from store.feedback import FeedbackStore
@@ -43,25 +43,6 @@ class Service(Protocol):
     async def start(self, state: ProxyState) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type at file:line in function`, then the same for each cause; never a message."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen and len(parts) < 5:
-        seen.add(id(cur))
-        where = ""
-        tb = cur.__traceback__
-        if tb is not None:
-            while tb.tb_next is not None:
-                tb = tb.tb_next
-            code = tb.tb_frame.f_code
-            where = f" at {Path(code.co_filename).name}:{tb.tb_lineno} in {code.co_name}"
-        parts.append(type(cur).__name__ + where)
-        cur = cur.__cause__ or cur.__context__
-    return " <- ".join(parts)
 
 
 def _error_response(exc: ProxyError) -> JSONResponse:
@@ -91,16 +72,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return JSONResponse(
             error_envelope(str(exc.detail), etype, None, code), status_code=exc.status_code
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
-        # Only the types and the place: an exception's message can hold request data
-        # (SQLAlchemy's carries the SQL parameters), and neither belongs in a log.
-        log.error("unhandled error: %s", describe_error(exc))
-        return JSONResponse(
-            error_envelope("internal error in molt", "server_error", None, "internal_error"),
-            status_code=500,
         )
 
 
@@ -149,6 +120,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
+    app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
     for r in (chat.router, models.router, feedback.router, health.router, *routers):
         app.include_router(r)
     return app

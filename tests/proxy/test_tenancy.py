@@ -22,9 +22,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from molt.cli import cli
+from proxy.app import create_app
 from store.errors import StoreError
 from store.feedback import FeedbackStore
-from tests.conftest import Molt
+from tests.conftest import Molt, make_settings
+from tests.fakes.server import ServerThread
 
 ADMIN_KEY = "server-admin-key-0123456789"
 SKILL_MD = "---\nname: {name}\ndescription: Use when {name} happens\n---\n\n1. Do it.\n"
@@ -355,6 +357,30 @@ def test_a_store_failure_never_logs_the_feedback(
         assert err["code"] == "store_error" and secret not in err["message"]
     assert "OperationalError" in caplog.text
     assert secret not in caplog.text
+
+
+def test_an_unhandled_database_error_logs_no_parameters(
+    fake_llm: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SQLAlchemy error nobody translated: 500 envelope; the log names its type only."""
+    settings = make_settings(tmp_path, fake_llm.url)  # type: ignore[attr-defined]
+    holder: list[Any] = []
+
+    async def hook(ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
+        # a hook that stores the prompt and hits a real database error while doing it
+        async with holder[0].state.molt.db.engine.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO no_such_table VALUES (:p)"),
+                               {"p": body["messages"][0]["content"]})
+        return body
+
+    app = create_app(settings, request_hooks=[hook])
+    holder.append(app)
+    prompt = "a private prompt " + uuid.uuid4().hex
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        err = _envelope(_chat(c, None, prompt), 500)
+        assert err["code"] == "internal_error"
+    assert "unhandled error: OperationalError" in caplog.text
+    assert prompt not in caplog.text
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
