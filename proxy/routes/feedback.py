@@ -64,7 +64,12 @@ async def _resolve(state: ProxyState, caller: Principal, item: FeedbackIn) -> st
     return named.id
 
 
-@router.post("/v1/feedback")
+# The body is read by hand (with a limit), so its schema is given to OpenAPI here.
+_BODY_SCHEMA = {"required": True,
+                "content": {"application/json": {"schema": FeedbackIn.model_json_schema()}}}
+
+
+@router.post("/v1/feedback", openapi_extra={"requestBody": _BODY_SCHEMA})
 async def post_feedback(request: Request, state: State, caller: Caller) -> dict[str, Any]:
     limit = min(FEEDBACK_MAX_BYTES, state.settings.server.max_body_bytes)
     item = _parse(await read_json(request, limit))
