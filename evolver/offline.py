@@ -30,7 +30,7 @@ from evolver.cases import constraint_of, refused_value, words
 from evolver.checks import Check, fix_check, form_check, infer_preference, preference_check
 from evolver.edits import AddOp, EditOp, RetireOp, UpdateOp
 from evolver.mining import FailureGroup
-from evolver.safety import quote
+from evolver.safety import data_reason, quote
 from store.skills import Skill
 
 MARK = "Written by molt's rule-based miner"
@@ -112,9 +112,13 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     # the rule does not show the form itself: small models copy such values into unrelated
     # calls (the refused date in the anti-pattern cost the tiny policy 40 points, dev/LOG.md)
     states_form = bool(_STATES_FORM.search(constraint))
-    example = (t["example"].format(args=quote(_fmt_args(checks[0].expect)))
-               if checks and checks[0].expect and not states_form else "")
+    accepted = _fmt_args(checks[0].expect) if checks and checks[0].expect and not states_form else None
     refused = None if states_form else refused_value(first.message)
+    # an example is optional: one the safety check would refuse as data is left out; the
+    # constraint is the rule itself, so it stays and the check judges the whole draft
+    accepted = accepted if accepted is not None and data_reason(accepted) is None else None
+    refused = refused if refused is not None and data_reason(refused) is None else None
+    example = t["example"].format(args=quote(accepted)) if accepted is not None else ""
     tools = ", ".join(g.tools)
     name = slugify("rule " + " ".join(constraint.split()[:4]))
     anti = t["anti"].format(refused=t["refused"].format(value=quote(refused))) if refused else ""
