@@ -45,6 +45,10 @@ Data rules (each «...» span, on top of the general rules). Refused is data tha
 Names and tool lists are slugs and identifiers; a name is also read as data
 (its words, without dashes), since the miner derives it from copied text.
 The rules are general: they know nothing of any particular tool or benchmark.
+
+A refused edit becomes an `invalid` proposal and a refused context line is
+dropped (both with the reason). A reason names the field and the rule, never
+the refused text: reasons may reach logs, and the text is traffic.
 """
 
 from __future__ import annotations
@@ -171,8 +175,8 @@ def text_reason(text: str, *, limit: int | None = None) -> str | None:
         return bad
     for span in spans:
         why = data_reason(span)
-        if why:
-            return f"quotes data that {why}: {quote(span[:80])}"
+        if why:  # the reason never repeats the text: it may go to logs, the text is traffic
+            return f"quotes data that {why}"
     return _first(_GENERAL, text)
 
 
@@ -181,8 +185,8 @@ def _field_reason(key: str, value: object) -> str | None:
         tools = list(value) if isinstance(value, (list, tuple)) else []
         if len(tools) > MAX_TOOLS:
             return f"lists {len(tools)} tools, over the limit of {MAX_TOOLS}"
-        bad = next((str(t) for t in tools if not _IDENT.match(str(t))), None)
-        return f"names a tool that is not an identifier: {quote(bad[:64])}" if bad is not None else None
+        bad = next((i for i, t in enumerate(tools) if not _IDENT.match(str(t))), None)
+        return f"names a tool that is not an identifier (item {bad})" if bad is not None else None
     if key in ("name", "sources"):
         names = list(value) if isinstance(value, (list, tuple)) else [value]
         for name in names:
