@@ -157,12 +157,12 @@ def decide(heldout: SetResult, retention: SetResult, config: GateConfig) -> Deci
     return Decision(True, (summary,))
 
 
-class _Failed:
-    """A generation that failed (kept apart from a check that abstained)."""
+class Failed:
+    """The outcome of a generation that failed (kept apart from a check that abstained)."""
 
 
-_FAILED = _Failed()
-Outcome = float | None | _Failed
+FAILED = Failed()
+Outcome = float | None | Failed
 
 
 def _figures(model: str, scores: Sequence[float], failed: int) -> Figures:
@@ -180,9 +180,19 @@ def compare(name: str, candidate: str, reference: str, steps: Sequence[Step],
              if isinstance(c, float) and isinstance(r, float)]
     return SetResult(
         name, len(steps), len(pairs),
-        _figures(candidate, [c for c, _ in pairs], sum(isinstance(c, _Failed) for c in cand)),
-        _figures(reference, [r for _, r in pairs], sum(isinstance(r, _Failed) for r in ref)),
+        _figures(candidate, [c for c, _ in pairs], sum(isinstance(c, Failed) for c in cand)),
+        _figures(reference, [r for _, r in pairs], sum(isinstance(r, Failed) for r in ref)),
     )
+
+
+def register_candidate(
+    registry: Registry, tenant: str, base: str, artifact: str | Path, *, kind: str,
+    base_model: str, base_hash: str | None, **meta: Any,
+) -> VersionMeta:
+    """Add a trained artifact as the next `candidate` version, a child of the active one."""
+    parent = meta.pop("parent", None) or registry.active(tenant, base)
+    return registry.create(tenant, base, kind=kind, files_from=artifact, base_model=base_model,
+                           base_hash=base_hash, parent=parent, **meta)
 
 
 class EvalGate:
@@ -199,16 +209,6 @@ class EvalGate:
         # registry base name -> the base weights promotion validates against (molt:
         # `store.registry.served_base_dirs`); a base not named is checked for completeness only
         self.base_dirs = dict(base_dirs or {})
-
-    def register(
-        self, tenant: str, base: str, artifact: str | Path, *, kind: str, base_model: str,
-        base_hash: str | None, **meta: Any,
-    ) -> VersionMeta:
-        """Add a trained artifact as the next `candidate` version, child of the active one."""
-        parent = meta.pop("parent", None) or self.registry.active(tenant, base)
-        return self.registry.create(tenant, base, kind=kind, files_from=artifact,
-                                    base_model=base_model, base_hash=base_hash, parent=parent,
-                                    **meta)
 
     async def judge(self, tenant: str, base: str, model: str, version: str,
                     split: Split) -> GateResult:
@@ -245,7 +245,7 @@ class EvalGate:
                     message = await self.generate(model, step.messages, step.tools)
                 except GenerateFailed as exc:
                     log.warning("eval gate: %s failed on turn %s: %s", model, step.turn_id, exc)
-                    return _FAILED
+                    return FAILED
             score = self.check(step, message)
             if score is None:
                 return None
