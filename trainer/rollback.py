@@ -33,7 +33,8 @@ from store import tables as t
 from store.database import Database
 from store.errors import StoreError
 from store.keys import KeyStore
-from store.registry import Registry
+from store.registry import Registry, base_id
+from store.settings import ModelRoute
 from trainer.gate_config import WatchConfig
 
 log = logging.getLogger("molt.trainer.rollback")
@@ -96,6 +97,15 @@ def judge_live(new: LiveFigures, old: LiveFigures, config: WatchConfig) -> tuple
                     f"{old.version} {old.rate:.3f} (n={old.judged})")
 
 
+def aliases_by_base(routes: Sequence[ModelRoute]) -> dict[str, list[str]]:
+    """Registry base name -> the aliases that serve it (what agents put in `model`)."""
+    out: dict[str, list[str]] = {}
+    for r in routes:
+        if r.local or r.vllm:
+            out.setdefault(base_id(r.upstream_model or r.alias), []).append(r.alias)
+    return out
+
+
 def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
@@ -128,8 +138,9 @@ class RollbackWatch:
             log.warning("live watch %s/%s %s: %s: %s", tenant, base, decision.active,
                         decision.action, decision.reason)
         else:
-            log.info("live watch %s/%s %s: %s: %s", tenant, base, decision.active,
-                     decision.action, decision.reason)
+            log.log(logging.DEBUG if decision.action == "idle" else logging.INFO,
+                    "live watch %s/%s %s: %s: %s", tenant, base, decision.active,
+                    decision.action, decision.reason)
         if decision.action in ("rollback", "refused", "keep") and decision.active:
             await self._record(decision)
         return decision

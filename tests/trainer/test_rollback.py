@@ -22,10 +22,10 @@ from store.keys import KeyStore
 from store.records import TurnRecord
 from store.registry import Registry
 from store.registry_check import base_fingerprint
-from store.settings import StoreSettings
+from store.settings import ModelRoute, StoreSettings
 from store.trajectories import TrajectoryStore
 from trainer.gate_config import WatchConfig
-from trainer.rollback import LiveFigures, RollbackWatch, judge_live
+from trainer.rollback import LiveFigures, RollbackWatch, aliases_by_base, judge_live
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,7 +49,8 @@ class Plant:
     """Writes served turns and their feedback for one tenant."""
 
     def __init__(self, db: Database, tenant_id: str) -> None:
-        self.turns, self.feedback, self.tenant_id = TrajectoryStore(db), FeedbackStore(db), tenant_id
+        self.turns, self.feedback = TrajectoryStore(db), FeedbackStore(db)
+        self.tenant_id = tenant_id
 
     async def __call__(self, version: str, scores: list[float | None], *, at: float | None = None,
                        model: str = "tiny", turn_type: str = "main", status: str = "ok",
@@ -193,3 +194,12 @@ def test_the_live_rule_on_figures() -> None:
     assert judge_live(new(40), LiveFigures("v0001", 5, 5, 5, 0, 1.0), cfg)[0] == "wait"
     with pytest.raises(ValueError):
         WatchConfig(min_samples=0)
+
+
+def test_the_watched_aliases_come_from_the_model_routes() -> None:
+    routes = [ModelRoute(alias="tiny", local="/m/tiny"), ModelRoute(alias="fast", local="/m/tiny",
+                                                                    upstream_model="tiny"),
+              ModelRoute(alias="qwen", base_url="http://vllm:8000/v1", vllm=True,
+                         upstream_model="Qwen/Qwen3-0.6B"),
+              ModelRoute(alias="gpt", litellm="openai/gpt-4o")]
+    assert aliases_by_base(routes) == {"tiny": ["tiny", "fast"], "Qwen--Qwen3-0.6B": ["qwen"]}
