@@ -47,11 +47,6 @@ class HTTPGenerate:
         url, key = replay_target(settings)
         return cls(url, key, tenant=tenant, **kw)
 
-    def for_tenant(self, tenant: str) -> HTTPGenerate:
-        """The same connection pool, pinning another tenant's versions."""
-        return HTTPGenerate("", None, tenant=tenant, max_tokens=self.max_tokens,
-                            client=self._client)
-
     async def __call__(
         self, model: str, messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None,

@@ -172,6 +172,26 @@ async def test_a_promotion_racing_the_evaluation_is_not_made(
         await gate.judge("default", "tiny", "tiny", "v9", drift_split())
 
 
+async def test_a_pass_is_only_recorded_when_promotion_is_off_and_a_refusal_is_reported(
+    tmp_path: Path, tiny_base: Path, tiny_artifacts: dict[str, Path]
+) -> None:
+    reg = _registry(tmp_path, tiny_base, tiny_artifacts, 1)
+    reg.create("default", "tiny", kind="lora", files_from=tiny_artifacts["lora2"],
+               base_model="tiny", base_hash="fp-0123456789abcdef01234567")  # another base's
+    good, bad = {"role": "assistant", "content": NEW_ANSWER}, {"content": "no"}
+    gen = Scripted({"v0001": good, "v0002": good, "base": bad})
+    r = await EvalGate(reg, gen, matches_recorded, GateConfig(min_heldout=2, promote=False)
+                       ).judge("default", "tiny", "tiny", "v1", drift_split())
+    assert (r.status, r.promoted, reg.active("default", "tiny")) == ("passed", False, None)
+    assert reg.get("default", "tiny", "v0001").eval_gate["status"] == "passed"
+    r = await EvalGate(reg, gen, matches_recorded, GateConfig(min_heldout=2),
+                       base_dirs={"tiny": tiny_base}).judge("default", "tiny", "tiny", "v2",
+                                                             drift_split())
+    assert (r.status, reg.active("default", "tiny")) == ("rejected", None)
+    assert r.decision.reasons[0].startswith("promotion refused: ")
+    assert "wrong base model" in r.decision.reasons[0]
+
+
 async def test_a_score_outside_the_range_is_an_error(
     tmp_path: Path, tiny_base: Path, tiny_artifacts: dict[str, Path]
 ) -> None:
