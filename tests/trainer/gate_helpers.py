@@ -16,6 +16,7 @@ them apart through serving.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,13 @@ def matches_recorded(s: Step, completion: Any) -> float | None:
 def train_candidate(base_dir: Path, out: Path, rewards: list[float], *, steps: int = 80,
                     lr: float = 2e-2, seed: int = 0) -> Path:
     """A LoRA adapter trained on `ROLLOUTS` with `rewards` (see the module doc)."""
+    with warnings.catch_warnings():  # peft calls a transformers 5 API deprecated for v6
+        warnings.simplefilter("ignore", FutureWarning)
+        return _train(base_dir, out, rewards, steps=steps, lr=lr, seed=seed)
+
+
+def _train(base_dir: Path, out: Path, rewards: list[float], *, steps: int, lr: float,
+           seed: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
