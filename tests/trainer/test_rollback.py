@@ -8,11 +8,14 @@ a real registry.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from store.database import Database
@@ -20,10 +23,12 @@ from store.feedback import FeedbackStore
 from store.ids import new_id
 from store.keys import KeyStore
 from store.records import TurnRecord
-from store.registry import Registry
+from store.registry import Registry, served_base_dirs
 from store.registry_check import base_fingerprint
 from store.settings import ModelRoute, StoreSettings
 from store.trajectories import TrajectoryStore
+from tests.fakes.tiny_model import TEXT_PROMPT
+from tests.proxy.local_helpers import client, start_local
 from trainer.gate_config import WatchConfig
 from trainer.rollback import LiveFigures, RollbackWatch, aliases_by_base, judge_live
 
@@ -203,3 +208,72 @@ def test_the_watched_aliases_come_from_the_model_routes() -> None:
                          upstream_model="Qwen/Qwen3-0.6B"),
               ModelRoute(alias="gpt", litellm="openai/gpt-4o")]
     assert aliases_by_base(routes) == {"tiny": ["tiny", "fast"], "Qwen--Qwen3-0.6B": ["qwen"]}
+
+
+def test_a_regression_served_by_real_molt_is_rolled_back_without_a_failed_request(
+    molt_factory: Any, tiny_base: Path, tiny_artifacts: dict[str, Path]
+) -> None:
+    """Turns served and recorded by molt, feedback through its API, the watch on its store."""
+    m = start_local(molt_factory, tiny_base)
+    reg = Registry(m.settings.registry_root())
+    for i in (1, 2):
+        reg.create("default", "tiny", kind="lora", files_from=tiny_artifacts[f"lora{i}"],
+                   base_model="tiny", base_hash=base_fingerprint(tiny_base))
+    api = httpx.Client(base_url=m.url, timeout=60)
+    oai = client(m)
+
+    def serve_and_rate(version: str, score: float, n: int) -> None:
+        r = api.post(f"/admin/versions/default/tiny/{version}/promote")  # returns once swapped
+        assert r.status_code == 200 and r.json()["served"] == {"tiny": version}, r.text
+        for _ in range(n):
+            raw = oai.chat.completions.with_raw_response.create(
+                model="tiny", messages=TEXT_PROMPT, temperature=0, max_tokens=8)
+            assert raw.headers["x-molt-weight-version"] == version
+            fb = api.post("/v1/feedback", json={"turn_id": raw.headers["x-molt-turn-id"],
+                                                "score": score})
+            assert fb.status_code == 200, fb.text
+
+    serve_and_rate("v0001", 1.0, 10)
+    serve_and_rate("v0002", -1.0, 10)  # the planted regression
+
+    back, stop = threading.Event(), threading.Event()
+    seen: list[str] = []
+    errors: list[str] = []
+
+    def agent(i: int) -> None:
+        c = client(m)
+        while not stop.is_set():
+            try:
+                raw = c.chat.completions.with_raw_response.create(
+                    model="tiny", messages=TEXT_PROMPT, temperature=0, max_tokens=8,
+                    stream=bool(i % 2))
+                parsed = raw.parse()
+                if i % 2:
+                    list(parsed)  # read the stream to its end
+            except Exception as exc:  # noqa: BLE001 - every failure is reported below
+                errors.append(repr(exc))
+                continue
+            seen.append(raw.headers["x-molt-weight-version"])
+            if seen[-1] == "v0001":
+                back.set()
+
+    agents = [threading.Thread(target=agent, args=(i,)) for i in range(3)]
+    for t in agents:
+        t.start()
+    try:
+        watch = RollbackWatch(m.state.db, reg, WatchConfig(min_samples=10),
+                              aliases=aliases_by_base(m.settings.models),
+                              base_dirs=served_base_dirs(m.settings.models))
+        d = m.run(watch.check("default", "tiny"))
+        assert d.action == "rollback", d.reason
+        assert back.wait(60), "serving never went back to v0001"
+    finally:
+        stop.set()
+        for t in agents:
+            t.join()
+    assert errors == []
+    assert d.new is not None and d.old is not None
+    assert (d.new.judged, d.new.rate, d.old.judged, d.old.rate) == (10, 0.0, 10, 1.0)
+    assert set(seen) <= {"v0001", "v0002"} and seen[-1] == "v0001"
+    assert reg.active("default", "tiny") == "v0001"
+    assert reg.get("default", "tiny", "v0002").status == "rolled_back"
