@@ -60,6 +60,7 @@ class Generate(Protocol):
 
     `model` is a serving name (`tiny@v0003`, `tiny@base`, `tiny`); molt implements it
     through the proxy's own HTTP API, so evaluation runs through the serving stack.
+    A call that gets no assistant message raises `trainer.errors.GenerateFailed`.
     """
 
     async def __call__(
