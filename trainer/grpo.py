@@ -33,8 +33,14 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from modeling.chat import render_prompt
-from trainer.advantages import Completion, parse_completion, process_advantages, token_advantages
-from trainer.advantages import token_starts, token_steps
+from trainer.advantages import (
+    Completion,
+    parse_completion,
+    process_advantages,
+    token_advantages,
+    token_starts,
+    token_steps,
+)
 from trainer.distill import completion_logprobs, distill_advantages
 from trainer.types import JSON, Step
 

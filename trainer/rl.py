@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from modeling.chat import render_prompt
-from modeling.loading import eos_ids, load_base
+from modeling.loading import LoadedBase, eos_ids, load_base
 from trainer.data import to_dataset
 from trainer.distill import completion_logprobs
 from trainer.grpo import StepGRPOTrainer, StepReward, StepRewardFn
@@ -109,18 +109,22 @@ def _grpo_args(cfg: RLConfig, out: Path) -> Any:
     )
 
 
-def train(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn: StepRewardFn, *,
-          should_stop: Callable[[], bool] | None = None, resume_from: Path | None = None,
-          blocks: Sequence[str] = ()) -> TrainResult:
-    """Train a LoRA adapter on `split.train`; see the module docstring."""
+@dataclass(slots=True)
+class Run:
+    """A built trainer, ready to `train()`; `build` makes one, `train` runs it."""
+
+    trainer: StepGRPOTrainer
+    base: LoadedBase
+    stop: Any
+
+
+def build(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn: StepRewardFn, *,
+          should_stop: Callable[[], bool] | None = None, blocks: Sequence[str] = ()) -> Run:
+    """Steps 1-3 of the module docstring: the dataset, the base model, the trainer."""
     from peft import LoraConfig
 
-    t0 = time.monotonic()
-    out_dir = Path(out_dir)
     if not split.train:
         raise ValueError("the split has no training steps")
-    if should_stop is not None and should_stop() and resume_from is None:
-        return TrainResult(0, None, None, None, True, None, time.monotonic() - t0)
     dataset = to_dataset(split.train)
     base = load_base(base_dir)
     steps = {s.turn_id: s for s in split.train}
@@ -131,27 +135,44 @@ def train(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
         # transformers 5 deprecation notices raised inside trl's own calls
         warnings.simplefilter("ignore", FutureWarning)
         trainer = StepGRPOTrainer(
-            model=base.model, args=_grpo_args(cfg, out_dir / CHECKPOINTS), train_dataset=dataset,
-            processing_class=base.tokenizer, peft_config=lora, callbacks=[stop, beside],
-            step_reward=StepReward(reward_fn, steps, base.tokenizer), blocks=blocks,
-            block_probability=cfg.block_probability, skip_constant_groups=cfg.skip_constant_groups,
-            distill_coef=cfg.distill_coef, distill_clip=cfg.distill_clip, seed=cfg.seed,
+            model=base.model, args=_grpo_args(cfg, Path(out_dir) / CHECKPOINTS),
+            train_dataset=dataset, processing_class=base.tokenizer, peft_config=lora,
+            callbacks=[stop, beside], step_reward=StepReward(reward_fn, steps, base.tokenizer),
+            blocks=blocks, block_probability=cfg.block_probability,
+            skip_constant_groups=cfg.skip_constant_groups, distill_coef=cfg.distill_coef,
+            distill_clip=cfg.distill_clip, seed=cfg.seed,
         )
+    return Run(trainer, base, stop)
+
+
+def train(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn: StepRewardFn, *,
+          should_stop: Callable[[], bool] | None = None, resume_from: Path | None = None,
+          blocks: Sequence[str] = ()) -> TrainResult:
+    """Train a LoRA adapter on `split.train`; see the module docstring."""
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    if should_stop is not None and should_stop() and resume_from is None:
+        return TrainResult(0, None, None, None, True, latest_checkpoint(out_dir), time.monotonic() - t0)
+    run = build(split, base_dir, out_dir, cfg, reward_fn, should_stop=should_stop, blocks=blocks)
+    trainer = run.trainer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     log = [{k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
            for row in trainer.state.log_history if "reward" in row]
     rewards = [r["reward"] for r in log if not math.isnan(r["reward"])]
     model = trainer.accelerator.unwrap_model(trainer.model)
-    kl = estimate_kl(model, base.tokenizer, split.train[: cfg.kl_samples], cfg, eos_ids(base))
+    kl = estimate_kl(model, run.base.tokenizer, split.train[: cfg.kl_samples], cfg, eos_ids(run.base))
     adapter = out_dir / ADAPTER
     if trainer.accelerator.is_main_process:
         model.save_pretrained(str(adapter))
         cfg.save(adapter)
         (adapter / "train_log.json").write_text(json.dumps(log, indent=1))
     return TrainResult(
-        steps=int(trainer.state.global_step), mean_reward=sum(rewards) / len(rewards) if rewards else None,
-        kl=kl, adapter_dir=adapter, stopped_early=bool(stop.stopped),
-        checkpoint_dir=latest_checkpoint(out_dir), seconds=time.monotonic() - t0, log=log,
+        steps=int(trainer.state.global_step),
+        mean_reward=sum(rewards) / len(rewards) if rewards else None, kl=kl, adapter_dir=adapter,
+        stopped_early=bool(run.stop.stopped), checkpoint_dir=latest_checkpoint(out_dir),
+        seconds=time.monotonic() - t0, log=log,
     )
 
 
