@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from trl import GRPOTrainer
+from trl.trainer.grpo_trainer import GRPOTrainer
 
 from modeling.chat import render_prompt
 from trainer.advantages import (
@@ -87,11 +87,11 @@ def insert_block(messages: Sequence[Mapping[str, Any]], block: str) -> list[JSON
 
 
 class StepGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, step_reward: StepReward, blocks: Sequence[str] = (),
+    def __init__(self, *, model: Any, step_reward: StepReward, blocks: Sequence[str] = (),
                  block_probability: float = 1.0, skip_constant_groups: bool = True,
                  distill_coef: float = 0.0, distill_clip: float = 5.0, seed: int = 0,
                  **kwargs: Any) -> None:
-        super().__init__(*args, reward_funcs=[step_reward], **kwargs)
+        super().__init__(model=model, reward_funcs=[step_reward], **kwargs)
         self.step_reward = step_reward
         self.blocks = list(blocks)
         self.block_probability = block_probability
@@ -127,7 +127,10 @@ class StepGRPOTrainer(GRPOTrainer):
         if len(kept) != len(inputs):
             raise RuntimeError("the step reward did not score every completion")
         all_rewards = gather_object([r for _, r in kept])
-        groups = process_advantages(all_rewards, self.num_generations)
+        group = self.num_generations
+        if not group:
+            raise RuntimeError("GRPO needs num_generations")
+        groups = process_advantages(all_rewards, group)
         first = self.accelerator.process_index * len(inputs)
         ids, mask = out["completion_ids"], out["completion_mask"]
         adv = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
@@ -140,7 +143,7 @@ class StepGRPOTrainer(GRPOTrainer):
             adv[i, :n] = torch.tensor(values, dtype=torch.float32)
         if self.distill_coef:
             adv = adv + self._distill(out, inputs)
-        skipped = [groups.skipped[(first + i) // self.num_generations] for i in range(len(inputs))]
+        skipped = [groups.skipped[(first + i) // group] for i in range(len(inputs))]
         if self.skip_constant_groups and not self.distill_coef:
             keep = torch.tensor([not s for s in skipped], device=mask.device, dtype=mask.dtype)
             out["completion_mask"] = mask * keep.unsqueeze(1)
@@ -149,7 +152,7 @@ class StepGRPOTrainer(GRPOTrainer):
                 loss_mask = loss_mask * out["tool_mask"]
             out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         out["advantages"] = adv
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if getattr(self.model, "training", False) else "eval"
         self._metrics[mode]["step_rewards/skipped_groups"].append(
             sum(groups.skipped) / max(len(groups.skipped), 1))
         self._metrics[mode]["step_rewards/steps_per_completion"].append(
@@ -178,7 +181,7 @@ class StepGRPOTrainer(GRPOTrainer):
         terms = distill_advantages(teacher, student, coef=self.distill_coef, clip=self.distill_clip)
         for i, term in zip(rows, terms, strict=True):
             extra[i, : len(term)] = term
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if getattr(self.model, "training", False) else "eval"
         self._metrics[mode]["distill/teacher_minus_student"].append(
             float(torch.cat([t - s for t, s in zip(teacher, student, strict=True)]).mean()))
         return extra

@@ -52,7 +52,8 @@ def step_features(base: LoadedBase, step: Step, completion: Completion) -> torch
     with torch.no_grad():
         out = base.model(input_ids=x, output_hidden_states=True)
     hidden = out.hidden_states[-1][0].float()
-    return hidden[[len(prompt) + i for i in last]].cpu()
+    picked: torch.Tensor = hidden[[len(prompt) + i for i in last]].cpu()
+    return picked
 
 
 class LearnedPRM:

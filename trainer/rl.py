@@ -73,7 +73,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def _callbacks(cfg: RLConfig, should_stop: Callable[[], bool] | None) -> tuple[Any, Any]:
     from transformers import TrainerCallback
 
-    class Stop(TrainerCallback):  # type: ignore[misc]
+    class Stop(TrainerCallback):
         stopped = False
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
@@ -83,7 +83,7 @@ def _callbacks(cfg: RLConfig, should_stop: Callable[[], bool] | None) -> tuple[A
                 control.should_save = True
             return control
 
-    class ConfigBeside(TrainerCallback):  # type: ignore[misc]
+    class ConfigBeside(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
             cfg.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
             return control
@@ -92,7 +92,7 @@ def _callbacks(cfg: RLConfig, should_stop: Callable[[], bool] | None) -> tuple[A
 
 
 def _grpo_args(cfg: RLConfig, out: Path) -> Any:
-    from trl import GRPOConfig
+    from trl.trainer.grpo_config import GRPOConfig
 
     bf16 = cfg.bf16
     if bf16 is None:
