@@ -41,6 +41,7 @@ from store.evolution import EvolutionStore
 from store.feedback import FeedbackStore
 from store.skills.revisions import RevisionStore
 from store.trajectories import TrajectoryStore
+from trainer.errors import NotEnoughData
 from trainer.rewards import RewardWeights, fill_rewards, recorded_scores
 from trainer.types import JSON, Split, Step
 
@@ -147,8 +148,9 @@ async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None
     weights = weights or RewardWeights()
     generation = await RevisionStore(db).generation(tenant_id)
     used = await used_turn_ids(db, tenant_id)
+    # every main turn: a failed one still carries the results of the calls before it
     turns = [r for r in await TrajectoryStore(db).turns_since(cfg.since, tenant_id=tenant_id)
-             if r.get("turn_type") == "main" and r.get("status") == "ok"]
+             if r.get("turn_type") == "main"]
     fstore = FeedbackStore(db)
     by_turn: dict[str, list[dict[str, Any]]] = {}
     for row in await fstore.for_turns([str(r["id"]) for r in turns]):
@@ -167,7 +169,7 @@ async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None
             nxt = rows[i + 1] if i + 1 < len(rows) else None
             gen = turn.get("skill_generation")
             current = gen == generation or (gen is None and generation == 0)
-            if current and str(turn["id"]) in used:
+            if turn.get("status") != "ok" or (current and str(turn["id"]) in used):
                 continue
             step = step_of(turn, nxt, by_turn.get(str(turn["id"]), []), weights)
             if step is None:
@@ -242,7 +244,7 @@ def to_dataset(steps: Sequence[Step]) -> Any:
     from datasets import Dataset
 
     if not steps:
-        raise ValueError("no steps to export")
+        raise NotEnoughData("no steps to export")
     return Dataset.from_list([to_row(s) for s in steps])
 
 

@@ -27,6 +27,7 @@ import torch
 from modeling.chat import render_prompt
 from modeling.loading import LoadedBase
 from trainer.advantages import Completion, message_steps, token_starts, token_steps
+from trainer.errors import NotEnoughData
 from trainer.types import Step
 
 
@@ -84,7 +85,7 @@ class LearnedPRM:
         pos = int(sum(labels))
         neg = len(labels) - pos
         if pos == 0 or neg == 0:
-            raise ValueError(f"the PRM needs good and bad steps; got {pos} good, {neg} bad")
+            raise NotEnoughData(f"the PRM needs good and bad steps; got {pos} good, {neg} bad")
         x = torch.stack(feats)
         y = torch.tensor(labels)
         self.mean = x.mean(0)
@@ -138,3 +139,13 @@ class LearnedPRM:
             prm.linear.bias.copy_(state["bias"])
         prm.mean, prm.scale, prm.fitted = state["mean"], state["scale"], True
         return prm
+
+
+def fit_or_none(base: LoadedBase, steps: Sequence[Step], **kw: Any
+                ) -> tuple[LearnedPRM | None, PRMReport | None]:
+    """A PRM fitted on `steps`, or (None, None) while their evidence lacks good or bad steps."""
+    prm = LearnedPRM(base)
+    try:
+        return prm, prm.fit(steps, **kw)
+    except NotEnoughData:
+        return None, None

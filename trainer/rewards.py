@@ -200,3 +200,27 @@ def _inherits(span: StepSpan, recorded: StepSpan, whole: bool) -> bool:
     if span.call is not None:
         return _same_call(span.call, recorded.call)
     return whole and recorded.call is None
+
+
+def source_agreement(steps: Sequence[Step], reference: str = "verifier") -> dict[str, JSON]:
+    """How often each source's sign agrees with `reference`'s, over the steps both scored.
+
+    Source -> {"steps": n, "agreement": fraction}; a zero score counts as its own sign.
+    """
+    counts: dict[str, list[int]] = {}
+    for step in steps:
+        for scores in step.step_scores:
+            if reference not in scores:
+                continue
+            ref = _sign(scores[reference])
+            for source, value in scores.items():
+                if source == reference:
+                    continue
+                c = counts.setdefault(source, [0, 0])
+                c[0] += 1
+                c[1] += int(_sign(value) == ref)
+    return {k: {"steps": n, "agreement": ok / n} for k, (n, ok) in sorted(counts.items())}
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)

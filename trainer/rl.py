@@ -36,6 +36,7 @@ from modeling.chat import render_prompt
 from modeling.loading import LoadedBase, eos_ids, load_base
 from trainer.data import to_dataset
 from trainer.distill import completion_logprobs
+from trainer.errors import NotEnoughData
 from trainer.grpo import StepGRPOTrainer, StepReward, StepRewardFn
 from trainer.rl_config import RLConfig
 from trainer.types import Split, Step
@@ -124,7 +125,7 @@ def build(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
     from peft import LoraConfig
 
     if not split.train:
-        raise ValueError("the split has no training steps")
+        raise NotEnoughData("the split has no training steps")
     dataset = to_dataset(split.train)
     base = load_base(base_dir)
     steps = {s.turn_id: s for s in split.train}

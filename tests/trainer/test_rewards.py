@@ -22,9 +22,10 @@ from tests.trainer.conftest import POLICY, WEATHER, call, make_step
 from trainer.advantages import message_steps, parse_completion
 from trainer.data import DataConfig, load_split
 from trainer.distill import completion_logprobs, distill_advantages
+from trainer.errors import NotEnoughData
 from trainer.evidence import is_error_result, tool_results
-from trainer.prm import LearnedPRM
-from trainer.rewards import RewardWeights, StepRewards, combine, fill_rewards
+from trainer.prm import LearnedPRM, fit_or_none
+from trainer.rewards import RewardWeights, StepRewards, combine, fill_rewards, source_agreement
 from trainer.types import Step
 
 
@@ -160,8 +161,9 @@ def test_learned_prm_fits_evidence_labels_and_scores_new_samples(tmp_path: Path)
         prm.score(probe, message_steps(steps[0].completion)))
     with_prm = StepRewards(prm=prm)
     assert with_prm(probe, parse_completion("no call")) != [None]
-    with pytest.raises(ValueError, match="good and bad"):
+    with pytest.raises(NotEnoughData, match="good and bad"):
         LearnedPRM(base).fit(steps[::2])
+    assert fit_or_none(base, steps[::2]) == (None, None)
 
 
 def test_distillation_term_is_teacher_minus_student_per_token() -> None:
@@ -186,3 +188,22 @@ def test_distillation_term_is_teacher_minus_student_per_token() -> None:
     (term,) = distill_advantages([t], [s], coef=0.5, clip=1.0)
     assert torch.allclose(term, 0.5 * (t - s).clamp(-1.0, 1.0))
     assert term.shape == (len(comp),)
+
+
+async def test_agreement_of_each_source_with_the_verifier(sqlite_db: Database) -> None:
+    await _conversation(sqlite_db)
+    split = await load_split(sqlite_db, "ten_a", DataConfig(heldout_fraction=0.0))
+    # turn 0: evidence +0.5 and -1 against the verifier's +1 on both steps
+    assert source_agreement(split.train) == {"evidence": {"steps": 2, "agreement": 0.5}}
+
+
+async def test_a_failed_next_turn_still_carries_the_tool_error(sqlite_db: Database) -> None:
+    user = {"role": "user", "content": "Weather in Atlantis?"}
+    calls = [call("get_weather", '{"city": "Atlantis"}', "call_z")]
+    t0 = _rec("ses_2", 0, [user], tool_calls=calls)
+    t1 = _rec("ses_2", 1, [user, {"role": "assistant", "content": None, "tool_calls": calls},
+                           {"role": "tool", "tool_call_id": "call_z", "content": "Error: no such city"}],
+              status="upstream_error")
+    await TrajectoryStore(sqlite_db).write_turns([t0, t1])
+    split = await load_split(sqlite_db, "ten_a", DataConfig(heldout_fraction=0.0))
+    assert [(s.turn_id, s.step_rewards) for s in split.train] == [(t0.id, [-1.0])]

@@ -167,3 +167,23 @@ def test_config_checks_batch_and_round_trips(tmp_path: Path) -> None:
     assert RLConfig.load(cfg.save(tmp_path).parent) == cfg
     with pytest.raises(ValueError, match="unknown"):
         RLConfig.from_dict({"nope": 1})
+
+
+def test_distillation_kl_anchor_and_context_blocks_in_a_real_step(tmp_path: Path) -> None:
+    def constant(step: object, completion: object) -> list[float | None]:
+        return [0.0] * len(completion.steps)  # type: ignore[attr-defined]
+
+    block = "<molt-context>\nAlways call a tool.\n</molt-context>"
+    cfg = RLConfig(max_steps=1, distill_coef=0.5, beta=0.05, **SMALL)
+    run = build(_split(), POLICY, tmp_path, cfg, constant, blocks=[block])
+    before = _snapshot(run.trainer.model)
+    _train_quietly(run.trainer)
+    after = _snapshot(run.trainer.model)
+    # rewards carry no signal, but the skilled teacher does: the adapter moves
+    moved = [n for n in before if not torch.equal(before[n], after[n])]
+    assert moved and all("lora_B" in n for n in moved)
+    (row,) = [r for r in run.trainer.state.log_history if "reward" in r]
+    assert row["step_rewards/skipped_groups"] == 1.0
+    assert "distill/teacher_minus_student" in row and "kl" in row
+    prompts = list(run.trainer._logs["prompt"])
+    assert prompts and all(any(m["content"] == block for m in p) for p in prompts)
