@@ -8,7 +8,7 @@ Why a subclass (trl 1.16):
   per-step rewards the reward function kept are gathered across processes, normalised per
   group, and written back as per-token advantages (trainer/advantages.py). Groups whose
   rewards do not vary are dropped from the loss (their completion mask is zeroed and the
-  token count trl normalises by is recomputed), unless distillation gives their tokens a
+  token count trl normalises by is recomputed), except rows that distillation gives a
   signal.
 - Per-row tools, rendered as served. trl renders every prompt with one trainer-wide tool
   list through the tokenizer; each recorded request has its own tools and must be
@@ -143,9 +143,12 @@ class StepGRPOTrainer(GRPOTrainer):
             adv[i, :n] = torch.tensor(values, dtype=torch.float32)
         if self.distill_coef:
             adv = adv + self._distill(out, inputs)
-        skipped = [groups.skipped[(first + i) // group] for i in range(len(inputs))]
-        if self.skip_constant_groups and not self.distill_coef:
-            keep = torch.tensor([not s for s in skipped], device=mask.device, dtype=mask.dtype)
+        # a row of a skipped group stays in the loss only when distillation gives it a signal
+        keep_rows = [not groups.skipped[(first + i) // group]
+                     or bool(self.distill_coef and inputs[i].get("served_prompt"))
+                     for i in range(len(inputs))]
+        if self.skip_constant_groups:  # on every process: the gather below is collective
+            keep = torch.tensor(keep_rows, device=mask.device, dtype=mask.dtype)
             out["completion_mask"] = mask * keep.unsqueeze(1)
             loss_mask = out["completion_mask"]
             if "tool_mask" in out:
