@@ -3,13 +3,15 @@
     TrainerError
      +-- GenerateFailed   serving did not produce a message for an evaluation request
      +-- GateError        the eval gate could not judge a candidate (bad config, wrong version)
+     +-- NotEnoughData    (also a ValueError) a window without the data a part needs
+                          (no training steps, a PRM without both good and bad labels)
 """
 
 from __future__ import annotations
 
 
 class TrainerError(Exception):
-    """Base of every error the trainer raises."""
+    """Base of every error the trainer raises on purpose."""
 
 
 class GenerateFailed(TrainerError):
@@ -22,3 +24,7 @@ class GenerateFailed(TrainerError):
 
 class GateError(TrainerError):
     """The eval gate cannot judge this candidate (unknown version, it is already active, ...)."""
+
+
+class NotEnoughData(TrainerError, ValueError):
+    """The data at hand cannot train this part (yet)."""
