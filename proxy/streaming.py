@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -21,6 +22,44 @@ from starlette.types import Receive, Scope, Send
 from proxy.errors import ProxyError, UpstreamError
 
 FinishCallback = Callable[[str, list[bytes], float | None, ProxyError | None], None]
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client closed its connection while molt waited for the upstream."""
+
+
+async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
+    """Await `call` (the upstream request), cancelling it if the client disconnects.
+
+    The request body has been read, so the next ASGI message can only be
+    `http.disconnect`; a watcher task waits for it and cancels the waiting
+    task, which then raises ClientGone. The backend's own cleanup (closing the
+    upstream connection, stopping a local generation) runs on that cancellation.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone("the client closed the connection before the upstream answered") from None
+    finally:
+        watcher.cancel()  # not awaited: that would cost every request a loop iteration
 
 
 def error_event(exc: ProxyError) -> bytes:
