@@ -151,7 +151,7 @@ class _LRU(OrderedDict[Any, Any]):
 
 class SessionTracker:
     def __init__(
-        self, store: TrajectoryStore, *, capacity: int = 200_000, unkeyed: int = 1024
+        self, store: TrajectoryStore, *, capacity: int = 200_000, unkeyed: int = 256
     ) -> None:
         self.store = store
         self._tickets = _LRU(capacity)  # (tenant, request hash) -> [_Ticket], oldest first

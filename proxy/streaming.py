@@ -4,6 +4,8 @@ No re-chunking, no buffering. A task watches for the client's disconnect and
 cancels the copy at once (even while waiting for the next upstream chunk); the
 upstream response is then closed, shielded from the cancellation. An upstream
 failure after the first byte becomes an error event and `data: [DONE]`.
+Before the first byte, `unless_client_leaves` does the same for the upstream
+call itself, streamed or not.
 """
 
 from __future__ import annotations

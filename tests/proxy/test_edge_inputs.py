@@ -92,27 +92,25 @@ def test_bad_shapes_are_400_naming_the_param(molt: Any, body: Any, param: str) -
         assert c.post("/chat/completions", json=OK).status_code == 200
 
 
+HEAD = b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], '
+
+
+def _user(content: bytes) -> bytes:
+    return b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "' + content + b'"}]}'
+
+
 NOT_JSON: list[tuple[bytes, str]] = [
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], '
-     b'"temperature": NaN}', "NaN"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], '
-     b'"temperature": Infinity}', "Infinity"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], '
-     b'"metadata": {"x": -Infinity}}', "-Infinity"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], '
-     b'"temperature": 1e999}', "out of range"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], "seed": '
-     + b"9" * 5000 + b"}", "digits"),
-    # a lone surrogate, as an escape and as (invalid) UTF-8 bytes
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "a \\ud800 b"}]}',
-     "surrogate"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "tail \\udc00"}]}',
-     "surrogate"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "x"}], '
-     b'"metadata": {"\\ud83d": 1}}', "surrogate"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "a \xed\xa0\x80 b"}]}',
-     "UTF-8"),
-    (b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "\xff"}]}', "UTF-8"),
+    (HEAD + b'"temperature": NaN}', "NaN"),
+    (HEAD + b'"temperature": Infinity}', "Infinity"),
+    (HEAD + b'"metadata": {"x": -Infinity}}', "-Infinity"),
+    (HEAD + b'"temperature": 1e999}', "out of range"),
+    (HEAD + b'"seed": ' + b"9" * 5000 + b"}", "digits"),
+    # a lone surrogate, as an escape (high, low, in a key) and as (invalid) UTF-8 bytes
+    (_user(b"a \\ud800 b"), "surrogate"),
+    (_user(b"tail \\udc00"), "surrogate"),
+    (HEAD + b'"metadata": {"\\ud83d": 1}}', "surrogate"),
+    (_user(b"a \xed\xa0\x80 b"), "UTF-8"),
+    (_user(b"\xff"), "UTF-8"),
 ]
 
 
@@ -124,7 +122,7 @@ def test_not_json_is_refused(molt: Any, raw: bytes, why: str) -> None:
 
 
 def test_deep_nesting_is_refused_with_a_clear_message(molt: Any) -> None:
-    head = b'{"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], "metadata": '
+    head = HEAD + b'"metadata": '
     with httpx.Client(base_url=molt.base_url) as c:
         for depth in (100, 100_000):  # over the cap; and past Python's recursion limit
             err = _envelope(_raw(c, head + b"[" * depth + b"]" * depth + b"}"))
