@@ -107,12 +107,19 @@ def answer_message(completion: Any) -> Mapping[str, Any] | None:
     return msg if isinstance(msg, Mapping) else None
 
 
-def _recorded_answer(rec: TurnRecord) -> Mapping[str, Any] | None:
+def _ended(chunks: list[bytes]) -> bool:
+    return bool(chunks) and chunks[-1].rstrip().endswith(b"[DONE]")
+
+
+def _recorded_answer(rec: TurnRecord) -> Mapping[str, Any] | None | bool:
+    """The answer of a streamed turn; False while it is still streaming."""
     response, chunks = rec.response, rec.stream_chunks
-    if isinstance(response, dict):
+    if isinstance(response, dict):  # assembled by the recorder
         return answer_message(response)
     if chunks is None:
         return None
+    if not _ended(chunks):
+        return False
     try:
         completion, _, _ = assemble_stream(chunks)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError):
@@ -129,11 +136,15 @@ class _Ticket:
     key: str | None
     rec: TurnRecord | None = None  # a streamed answer not yet keyed
 
-    def resolve(self) -> str:
+    def resolve(self) -> str | None:
+        """The continuation key; None while the answer is still streaming."""
         if self.key is None:
-            rec, self.rec = self.rec, None
-            answer = _recorded_answer(rec) if rec is not None else None
-            self.key = continuation_key(self.request_hash, answer) if answer is not None else ""
+            answer = _recorded_answer(self.rec) if self.rec is not None else None
+            if answer is False:
+                return None
+            self.rec = None
+            self.key = (continuation_key(self.request_hash, answer)
+                        if isinstance(answer, Mapping) else "")
         return self.key
 
 
@@ -206,7 +217,7 @@ class SessionTracker:
                 continue
             want = continuation_key(hashes[k], nxt)
             for j, ticket in enumerate(tickets):
-                if ticket.resolve() == want:
+                if ticket.resolve() == want:  # None (still streaming) never matches
                     del tickets[j]
                     if not tickets:
                         del self._tickets[(tenant_id, hashes[k])]
@@ -255,14 +266,17 @@ class SessionTracker:
                                                  continuation_key(ref.request_hash, answer)))
 
     def answered_stream(self, tenant_id: str, ref: SessionRef, rec: TurnRecord) -> None:
-        """A streamed answer went back; its key is computed when first needed."""
+        """A streamed answer is going back (`rec.stream_chunks` fills as it goes out);
+        its key is computed when first needed, once the stream has ended."""
         if not self._continuable(ref):
             return
         ticket = _Ticket(ref.id, ref.request_hash, None, rec)
         self._ticket(tenant_id, ref, ticket)
         self._unkeyed.append(ticket)
-        while len(self._unkeyed) > self._unkeyed_cap:
-            self._unkeyed.popleft().resolve()  # by now recorded: cheap, and frees the turn
+        for _ in range(len(self._unkeyed) - self._unkeyed_cap):
+            oldest = self._unkeyed.popleft()
+            if oldest.resolve() is None:  # by now mostly recorded: cheap, and frees the turn
+                self._unkeyed.append(oldest)  # still streaming: later
 
     def forget(self, tenant_id: str, ref: SessionRef) -> None:
         """After `X-Session-Done`: later requests start a new session."""

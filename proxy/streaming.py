@@ -76,6 +76,7 @@ class PassThroughStream(Response):
         headers: dict[str, str],
         on_finish: FinishCallback,
         started: float,
+        kept: list[bytes] | None = None,
     ) -> None:
         self.status_code = 200
         self.background: BackgroundTask | None = None
@@ -84,9 +85,11 @@ class PassThroughStream(Response):
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self.on_finish = on_finish
         self.started = started
+        # Every chunk sent, appended as it goes out (the caller may hold the list).
+        self.kept: list[bytes] = [] if kept is None else kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kept: list[bytes] = []
+        kept = self.kept
         ttft: float | None = None
         status = "ok"
         error: ProxyError | None = None

@@ -163,6 +163,12 @@ async def chat_completions(request: Request) -> Response:
         m.latency.labels(alias, "false").observe(elapsed)
         return Response(payload, media_type="application/json", headers=headers)
 
+    # The chunks as they go out: a continuation can follow this answer as soon as the
+    # client has it, before the stream's own bookkeeping below has run.
+    kept: list[bytes] = []
+    rec.stream_chunks = kept
+    state.sessions.answered_stream(principal.tenant_id, session, rec)
+
     def finish(status: str, kept: list[bytes], ttft: float | None, error: ProxyError | None) -> None:
         elapsed = time.perf_counter() - started
         rec.status = status
@@ -173,12 +179,10 @@ async def chat_completions(request: Request) -> Response:
         if error is not None:
             rec.error = error.envelope()["error"]
             m.upstream_errors.labels(alias, "stream").inc()
-        if status == "ok":
-            state.sessions.answered_stream(principal.tenant_id, session, rec)
         state.recorder.submit(rec)
         m.requests.labels(alias, "200").inc()
         m.latency.labels(alias, "true").observe(elapsed)
         if ttft is not None:
             m.ttft.labels(alias).observe(ttft)
 
-    return PassThroughStream(resp.chunks, resp.aclose, headers, finish, started)
+    return PassThroughStream(resp.chunks, resp.aclose, headers, finish, started, kept)
