@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.fakes.fake_llm import FakeLLM, Reply
+from tests.store.conftest import _pg_reachable, _pg_url
 
 SYSTEM = {"role": "system", "content": "You are an agent with a lookup tool."}
 TASK = {"role": "user", "content": "Find the order status for the customer."}
@@ -24,6 +28,20 @@ def _responder(body: dict[str, Any]) -> Reply:
     if last["role"] == "user" and last["content"].startswith("thanks"):
         return Reply(content="you're welcome")
     return Reply(tool_calls=[("lookup", {"q": "order"})])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The store two proxies share (two processes, as far as sessions can tell)."""
+    if request.param == "sqlite":
+        return {"url": f"sqlite+aiosqlite:///{tmp_path}/shared.db"}
+    url = _pg_url()
+    if not url:
+        pytest.skip("PostgreSQL skipped: MOLT_TEST_PG_URL is not set (.ci/run starts a server)")
+    problem = _pg_reachable(url)
+    if problem:
+        pytest.skip(f"PostgreSQL skipped: cannot reach {url.split('@')[-1]}: {problem}")
+    return {"url": url}
 
 
 def _session(molt: Any, sid: str) -> Any:
@@ -109,13 +127,14 @@ def test_a_continuation_follows_the_answer_it_repeats(fake_llm: FakeLLM, molt: A
     assert _session(molt, sa).summary.turns == 2 and _session(molt, sb).summary.turns == 2
 
 
-def test_continuation_after_a_restart_comes_from_the_store(fake_llm: FakeLLM, molt_factory: Any) -> None:
-    first = molt_factory()
+def test_continuation_after_a_restart_comes_from_the_store(
+        fake_llm: FakeLLM, molt_factory: Any, store: dict[str, str]) -> None:
+    first = molt_factory(store=store)
     client = openai.OpenAI(base_url=first.base_url, api_key="x", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(model="gpt-fake", messages=[TASK])
     sid, answer = raw.headers["x-molt-session-id"], raw.parse().choices[0].message.content
     first.flush()
-    other = molt_factory()  # another process on the same store knows nothing in memory
+    other = molt_factory(store=store)  # another process on the same store knows nothing in memory
     client = openai.OpenAI(base_url=other.base_url, api_key="x", max_retries=0)
     follow = [TASK, {"role": "assistant", "content": answer}, {"role": "user", "content": "and?"}]
     raw = client.chat.completions.with_raw_response.create(model="gpt-fake", messages=follow)
@@ -150,16 +169,17 @@ def test_session_done_then_the_same_id_opens_a_new_session(molt: Any) -> None:
     assert molt.run(molt.state.trajectories.get_session("run-7")).summary.id == second
 
 
-def test_session_done_is_seen_by_another_process(molt_factory: Any) -> None:
-    a, b = molt_factory(), molt_factory()  # two proxies on one store
+def test_session_done_is_seen_by_another_process(molt_factory: Any, store: dict[str, str]) -> None:
+    a, b = molt_factory(store=store), molt_factory(store=store)  # two proxies on one store
+    run = f"run-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=a.base_url) as c:
-        first = _post(c, "run-9", "one")
-        assert _post(c, "run-9", "bye", **{"X-Session-Done": "true"}) == first
+        first = _post(c, run, "one")
+        assert _post(c, run, "bye", **{"X-Session-Done": "true"}) == first
     a.flush()
     with httpx.Client(base_url=b.base_url) as c:
-        second = _post(c, "run-9", "new run")
+        second = _post(c, run, "new run")
         assert second != first
-        assert _post(c, "run-9", "and on") == second
+        assert _post(c, run, "and on") == second
     new = _session(b, second)
     assert [t["idx"] for t in new.turns] == [0, 1] and not new.summary.done
     assert _session(b, first).summary.done
