@@ -31,17 +31,24 @@ class ClientGone(Exception):
     """The client closed its connection while molt waited for the upstream."""
 
 
+# An upstream that answers sooner than this is never watched: the watcher task would
+# cost more than it could save (the fast path pays one timer, set and cancelled).
+WATCH_AFTER_S = 0.05
+
+
 async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
     """Await `call` (the upstream request), cancelling it if the client disconnects.
 
     The request body has been read, so the next ASGI message can only be
-    `http.disconnect`; a watcher task waits for it and cancels the waiting
-    task, which then raises ClientGone. The backend's own cleanup (closing the
-    upstream connection, stopping a local generation) runs on that cancellation.
+    `http.disconnect`; a watcher task, started once the call has taken
+    WATCH_AFTER_S, waits for it and cancels the waiting task, which then raises
+    ClientGone. The backend's own cleanup (closing the upstream connection,
+    stopping a local generation) runs on that cancellation.
     """
     task = asyncio.current_task()
     assert task is not None
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -52,7 +59,11 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
                 task.cancel()
                 return
 
-    watcher = asyncio.create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
         return await call
     except asyncio.CancelledError:
@@ -61,7 +72,9 @@ async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
         task.uncancel()
         raise ClientGone("the client closed the connection before the upstream answered") from None
     finally:
-        watcher.cancel()  # not awaited: that would cost every request a loop iteration
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()  # not awaited: that would cost the request a loop iteration
 
 
 def error_event(exc: ProxyError) -> bytes:
