@@ -188,11 +188,41 @@ async def m003_evolver(conn: AsyncConnection) -> None:
     await _create(conn, evolver_locks, evolutions, proposals, context_versions)
 
 
+async def m004_sessions_reopen(conn: AsyncConnection) -> None:
+    """After `X-Session-Done` the same `X-Session-Id` names a new session, so an
+    external id is no longer unique per tenant: a plain index replaces the constraint."""
+    if conn.dialect.name == "sqlite":
+        # SQLite cannot drop a constraint: rebuild the table without it.
+        for stmt in (
+            (
+                "CREATE TABLE sessions_new (id VARCHAR(64) NOT NULL PRIMARY KEY, "
+                "tenant_id VARCHAR(64) NOT NULL, external_id VARCHAR(256), "
+                "started_at FLOAT NOT NULL, last_turn_at FLOAT NOT NULL, done BOOLEAN NOT NULL, "
+                "turn_count INTEGER NOT NULL)"
+            ),
+            (
+                "INSERT INTO sessions_new (id, tenant_id, external_id, started_at, last_turn_at, "
+                "done, turn_count) SELECT id, tenant_id, external_id, started_at, last_turn_at, "
+                "done, turn_count FROM sessions"
+            ),
+            "DROP TABLE sessions",
+            "ALTER TABLE sessions_new RENAME TO sessions",
+            "CREATE INDEX ix_sessions_tenant_id ON sessions (tenant_id)",
+        ):
+            await conn.execute(sa.text(stmt))
+    else:
+        await conn.execute(sa.text("ALTER TABLE sessions DROP CONSTRAINT uq_sessions_tenant_external"))
+    await conn.execute(
+        sa.text("CREATE INDEX ix_sessions_tenant_external ON sessions (tenant_id, external_id)")
+    )
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_skills", m002_skills),
     ("m003_evolver", m003_evolver),
+    ("m004_sessions_reopen", m004_sessions_reopen),
 ]
 
 

@@ -52,7 +52,8 @@ sessions = sa.Table(
     sa.Column("last_turn_at", sa.Float, nullable=False),
     sa.Column("done", sa.Boolean, nullable=False, default=False),
     sa.Column("turn_count", sa.Integer, nullable=False, default=0),
-    sa.UniqueConstraint("tenant_id", "external_id", name="uq_sessions_tenant_external"),
+    # Not unique: after `X-Session-Done` the same external id names a new session.
+    sa.Index("ix_sessions_tenant_external", "tenant_id", "external_id"),
 )
 
 turns = sa.Table(

@@ -175,14 +175,19 @@ class TrajectoryStore:
         return row is not None
 
     async def find_by_external_id(self, tenant_id: str, external_id: str) -> tuple[str, int] | None:
-        """(session id, next turn index) of a session named by the client."""
+        """(session id, next turn index) of the open session named by the client.
+
+        A session closed by `X-Session-Done` is not found: the same id then names a new one.
+        """
         s = t.sessions.c
         async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(s.id, s.turn_count).where(
-                        s.tenant_id == tenant_id, s.external_id == external_id
-                    )
+                    sa.select(s.id, s.turn_count)
+                    .where(s.tenant_id == tenant_id, s.external_id == external_id,
+                           s.done.is_(False))
+                    .order_by(s.started_at.desc())
+                    .limit(1)
                 )
             ).first()
         return (str(row[0]), int(row[1])) if row else None
@@ -211,6 +216,26 @@ class TrajectoryStore:
                 )
             ).scalar_one_or_none()
         return str(row[0]), int(count or 0)
+
+    async def continuation_candidates(
+        self, tenant_id: str, hashes: Sequence[str], *, limit: int = 16
+    ) -> list[dict[str, Any]]:
+        """Answered turns whose request hashed to one of `hashes`, newest first, with
+        what a continuation must repeat (content, tool calls) and their session's state."""
+        if not hashes:
+            return []
+        tc, s = t.turns.c, t.sessions.c
+        stmt = (
+            sa.select(tc.session_id, tc.request_hash, tc.idx, tc.content, tc.tool_calls,
+                      s.turn_count, s.done)
+            .join(t.sessions, s.id == tc.session_id)
+            .where(tc.tenant_id == tenant_id, tc.request_hash.in_(list(hashes)), tc.status == "ok")
+            .order_by(tc.created_at.desc())
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [dict(r) for r in rows]
 
     async def turns_since(self, since: float, *, tenant_id: str | None = None) -> list[dict[str, Any]]:
         stmt = sa.select(t.turns).where(t.turns.c.created_at >= since)
