@@ -188,11 +188,29 @@ async def m003_evolver(conn: AsyncConnection) -> None:
     await _create(conn, evolver_locks, evolutions, proposals, context_versions)
 
 
+async def m004_dead_letters(conn: AsyncConnection) -> None:
+    md = sa.MetaData()
+    dead_letters = sa.Table(
+        "dead_letters",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("turn_id", sa.String(64), nullable=False, index=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("session_id", sa.String(64), nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("failed_at", sa.Float, nullable=False),
+        sa.Column("error", sa.String(128), nullable=False),
+        sa.Column("record", sa.Text, nullable=True),
+    )
+    await _create(conn, dead_letters)
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_skills", m002_skills),
     ("m003_evolver", m003_evolver),
+    ("m004_dead_letters", m004_dead_letters),
 ]
 
 

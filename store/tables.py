@@ -177,3 +177,17 @@ context_versions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("tenant_id", "version", name="uq_context_versions_tenant_version"),
 )
+# Turns the recorder could not store whole (see proxy/recorder.py): the record as
+# JSON text (ASCII-escaped, so any store accepts it) and why it failed.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("turn_id", sa.String(64), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("failed_at", sa.Float, nullable=False),
+    sa.Column("error", sa.String(128), nullable=False),
+    sa.Column("record", sa.Text, nullable=True),
+)
