@@ -78,8 +78,8 @@ def build_router(service: EvolverService, after_change: list[Any]) -> APIRouter:
     router = APIRouter(prefix="/admin")
 
     @router.post("/evolve")
-    async def evolve_now(item: EvolveIn, admin: Admin) -> dict[str, Any]:
-        tenant = item.tenant or admin.tenant
+    async def evolve_now(item: EvolveIn, admin: Admin, tenant: str | None = None) -> dict[str, Any]:
+        tenant = admin.scope(item.tenant or tenant)  # a tenant admin evolves only its own
         report = await service.evolve(tenant)
         if report.accepted or report.context.get("activated"):
             for callback in after_change:

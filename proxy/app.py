@@ -26,6 +26,7 @@ from proxy.recorder import Recorder
 from proxy.routes import chat, feedback, health, models
 from proxy.sessions import SessionTracker
 from proxy.state import ProxyState
+from proxy.unhandled import UnhandledErrors
 from proxy.upstream.routing import BackendFactory, Upstreams
 from store.database import Database
 from store.feedback import FeedbackStore
@@ -73,14 +74,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             error_envelope(str(exc.detail), etype, None, code), status_code=exc.status_code
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
-        return JSONResponse(
-            error_envelope("internal error in molt", "server_error", None, "internal_error"),
-            status_code=500,
-        )
-
 
 def create_app(
     settings: MoltSettings,
@@ -114,11 +107,6 @@ def create_app(
             for svc in services:
                 await svc.start(state)
                 started.append(svc)
-            if await auth.is_open(force=True):
-                log.warning(
-                    "no API keys configured: the proxy is open to anyone who can reach %s",
-                    settings.server.host,
-                )
             yield
         finally:
             for svc in reversed(started):
@@ -132,6 +120,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     _install_error_handlers(app)
+    app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
     for r in (chat.router, models.router, feedback.router, health.router, *routers):
         app.include_router(r)
     return app

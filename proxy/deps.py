@@ -19,8 +19,14 @@ async def get_principal(request: Request) -> Principal:
     return await get_state(request).auth.authenticate(request.headers)
 
 
-async def get_admin(request: Request) -> Principal:
-    return await get_state(request).auth.require_admin(request.headers)
+async def get_admin(request: Request, tenant: str | None = None) -> Principal:
+    """An admin allowed to act on `tenant`: the route's `{tenant}` path or `?tenant=` query
+    parameter (absent: the caller's own). A tenant admin naming another tenant gets 403
+    here, before the route runs; routes still resolve the name with `admin.scope(tenant)`.
+    """
+    principal = await get_state(request).auth.require_admin(request.headers)
+    principal.scope(tenant)
+    return principal
 
 
 State = Annotated[ProxyState, Depends(get_state)]

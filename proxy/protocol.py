@@ -100,7 +100,8 @@ class FeedbackIn(BaseModel):
 
     turn_id: str | None = None
     session_id: str | None = None
-    score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    # strict: `true` is not a number; NaN and infinities are refused too.
+    score: float | None = Field(default=None, ge=-1.0, le=1.0, strict=True, allow_inf_nan=False)
     text: str | None = Field(default=None, max_length=20_000)
     source: Literal["user", "verifier", "tool", "judge"] = "user"
     meta: dict[str, Any] | None = None

@@ -28,7 +28,9 @@ def create_engine(settings: StoreSettings) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
     elif url.get_backend_name() == "postgresql":
         kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-    engine = create_async_engine(url, **kwargs)
+    # hide_parameters: an error's text never carries the statement's parameters (prompts,
+    # feedback text, key hashes), wherever it is logged.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if url.get_backend_name() == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")

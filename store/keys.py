@@ -1,4 +1,10 @@
-"""Tenants and API keys. Keys are stored as SHA-256 hashes, never in clear."""
+"""Tenants and API keys. Keys are stored as SHA-256 hashes, never in clear.
+
+A key belongs to one tenant and has one role:
+- `agent`: calls the model routes as its tenant;
+- `admin`: a tenant admin, who may also use the admin routes, for its own tenant only;
+- `global_admin`: may act on every tenant (as the server's `admin_key` does).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ from store.errors import InvalidInput, NotFound
 from store.ids import new_id
 
 KEY_PREFIX = "molt-"
-ROLES = ("agent", "admin")
+AGENT, TENANT_ADMIN, GLOBAL_ADMIN = "agent", "admin", "global_admin"
+ROLES = (AGENT, TENANT_ADMIN, GLOBAL_ADMIN)
 DEFAULT_TENANT = "default"
 
 
@@ -76,7 +83,7 @@ class KeyStore:
         return Tenant(row[0], name) if row else None
 
     async def create_key(
-        self, tenant: str, *, name: str | None = None, role: str = "agent"
+        self, tenant: str, *, name: str | None = None, role: str = AGENT
     ) -> tuple[str, KeyInfo]:
         """Create a key; the clear key is returned once and never stored."""
         if role not in ROLES:

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from store import tables as t
 from store.database import Database
-from store.errors import NotFound
+from store.errors import InvalidInput, NotFound
 from store.records import SessionDetail, SessionSummary, TurnRecord
 
 _TURN_COLUMNS = {c.name for c in t.turns.columns}
@@ -104,17 +104,39 @@ class TrajectoryStore:
             rows = (await conn.execute(stmt)).all()
         return [self._summary(r) for r in rows]
 
-    async def get_session(self, session_id: str) -> SessionDetail:
+    async def session_summary(
+        self, session_id: str, *, tenant_id: str | None = None
+    ) -> SessionSummary:
+        """The session with this id, or with this external (client-given) id.
+
+        External ids are the client's and are unique only within a tenant, so
+        pass the tenant: tenant b never sees tenant a's session. Without one (the
+        CLI, a global tool) an external id shared by several tenants is refused;
+        within a tenant the newest session with that external id wins.
+        """
         s = t.sessions.c
+        stmt = self._summary_select().where(sa.or_(s.id == session_id, s.external_id == session_id))
+        if tenant_id is not None:
+            stmt = stmt.where(s.tenant_id == tenant_id)
+        stmt = stmt.order_by((s.id == session_id).desc(), s.started_at.desc()).limit(50)
         async with self.db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    self._summary_select().where(sa.or_(s.id == session_id, s.external_id == session_id))
+            rows = (await conn.execute(stmt)).all()
+        if not rows:
+            raise NotFound(f"no session {session_id!r}")
+        found = [self._summary(r) for r in rows]
+        if found[0].id != session_id and tenant_id is None:
+            tenants = sorted({f.tenant for f in found})
+            if len(tenants) > 1:
+                raise InvalidInput(
+                    f"session id {session_id!r} names sessions of several tenants "
+                    f"({', '.join(tenants)}); name the tenant"
                 )
-            ).first()
-            if row is None:
-                raise NotFound(f"no session {session_id!r}")
-            summary = self._summary(row)
+        return found[0]
+
+    async def get_session(self, session_id: str, *, tenant_id: str | None = None) -> SessionDetail:
+        """A session with its turns and feedback (see `session_summary` for the id)."""
+        summary = await self.session_summary(session_id, tenant_id=tenant_id)
+        async with self.db.engine.connect() as conn:
             turns = (
                 await conn.execute(
                     sa.select(t.turns).where(t.turns.c.session_id == summary.id).order_by(t.turns.c.idx)
@@ -134,11 +156,13 @@ class TrajectoryStore:
             ).mappings().all()
         return SessionDetail(summary, [dict(r) for r in turns], [dict(r) for r in fb])
 
-    async def get_turn(self, turn_id: str) -> dict[str, Any]:
+    async def get_turn(self, turn_id: str, *, tenant_id: str | None = None) -> dict[str, Any]:
+        """One turn; with `tenant_id`, only if it is that tenant's (NotFound otherwise)."""
+        stmt = sa.select(t.turns).where(t.turns.c.id == turn_id)
+        if tenant_id is not None:
+            stmt = stmt.where(t.turns.c.tenant_id == tenant_id)
         async with self.db.engine.connect() as conn:
-            row = (
-                await conn.execute(sa.select(t.turns).where(t.turns.c.id == turn_id))
-            ).mappings().first()
+            row = (await conn.execute(stmt)).mappings().first()
         if row is None:
             raise NotFound(f"no turn {turn_id!r}")
         return dict(row)

@@ -9,6 +9,8 @@ import click
 
 from molt.cli.common import echo_json, settings_from, ts, with_db
 from store.database import Database
+from store.errors import NotFound
+from store.keys import KeyStore
 from store.records import SessionDetail
 from store.trajectories import TrajectoryStore
 
@@ -97,13 +99,21 @@ def register(cli: click.Group) -> None:
 
     @sessions.command("show")
     @click.argument("session_id")
+    @click.option("--tenant", default=None,
+                  help="The tenant whose session (or client session id) this is.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
-    def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
+    def show(ctx: click.Context, session_id: str, tenant: str | None, as_json: bool) -> None:
         """One session as a transcript (tool calls and feedback included)."""
 
         async def run(db: Database) -> SessionDetail:
-            return await TrajectoryStore(db).get_session(session_id)
+            tenant_id = None
+            if tenant is not None:
+                ten = await KeyStore(db).tenant_by_name(tenant)
+                if ten is None:
+                    raise NotFound(f"no tenant {tenant!r}")
+                tenant_id = ten.id
+            return await TrajectoryStore(db).get_session(session_id, tenant_id=tenant_id)
 
         d = with_db(settings_from(ctx), run)
         if as_json:

@@ -1,6 +1,7 @@
 """`/admin/skills`: the skill library over REST (admin key).
 
-Every route takes `?tenant=` (default: the caller's tenant). Errors come
+Every route takes `?tenant=` (default: the caller's tenant); a tenant admin
+may name only its own tenant, a global admin any. Errors come
 back in the OpenAI envelope; the store's errors are translated here, once.
 
 GET    /admin/skills                          list (status filter)
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from proxy.auth import Principal
 from proxy.deps import Admin
 from proxy.errors import InvalidRequest, NotFoundError, ProxyError
 from store.errors import Conflict, InvalidInput, NotFound, StoreError
@@ -130,8 +132,8 @@ def _rev(rev: Revision | None) -> dict[str, Any] | None:
 def build_router(get: Callable[[], Provider]) -> APIRouter:
     router = APIRouter(prefix="/admin/skills", tags=["skills"])
 
-    def tenant_of(admin: Any, tenant: str | None) -> str:
-        return tenant or str(admin.tenant)
+    def tenant_of(admin: Principal, tenant: str | None) -> str:
+        return admin.scope(tenant)  # a tenant admin acts on its own tenant only (403)
 
     @router.get("")
     async def list_skills(admin: Admin, tenant: str | None = None, status: str | None = None) -> dict[str, Any]:

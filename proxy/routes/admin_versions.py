@@ -1,5 +1,8 @@
 """/admin/versions: the weight-version registry over REST (admin only).
 
+A tenant admin sees and changes only its own tenant's versions (403 for
+another); a global admin lists every tenant's.
+
 Promotion and rollback validate the artifact against the base weights that
 serve it (the same `Registry.promote` the CLI and the trainer call), flip the
 `active` pointer, then ask every backend serving that base to swap now; the
@@ -67,10 +70,11 @@ def _promotion(p: Promotion, served: dict[str, str]) -> dict[str, Any]:
 async def list_versions(state: State, _admin: Admin, tenant: str | None = None,
                         base: str | None = None) -> dict[str, Any]:
     reg = _registry(state)
+    only = _admin.scope(tenant) if tenant or not _admin.is_global else None
 
     def collect() -> list[dict[str, Any]]:
         out = []
-        for t in [tenant] if tenant else reg.tenants():
+        for t in [only] if only else reg.tenants():
             for b in [base] if base else reg.bases(t):
                 out.append({"tenant": t, "base": b, "active": reg.active(t, b),
                             "versions": [m.to_dict() for m in reg.versions(t, b)]})
@@ -85,6 +89,7 @@ async def list_versions(state: State, _admin: Admin, tenant: str | None = None,
 @router.get("/{tenant}/{base}/{version}")
 async def show_version(tenant: str, base: str, version: str, state: State,
                        _admin: Admin) -> dict[str, Any]:
+    tenant = _admin.scope(tenant)
     try:
         return (await asyncio.to_thread(_registry(state).get, tenant, base, version)).to_dict()
     except StoreError as exc:
@@ -94,6 +99,7 @@ async def show_version(tenant: str, base: str, version: str, state: State,
 @router.post("/{tenant}/{base}/{version}/promote")
 async def promote(tenant: str, base: str, version: str, state: State, _admin: Admin,
                   item: PromoteIn | None = None) -> dict[str, Any]:
+    tenant = _admin.scope(tenant)
     base_dir = served_base_dirs(state.settings.models).get(base)
     reg = _registry(state)
     try:
@@ -107,6 +113,7 @@ async def promote(tenant: str, base: str, version: str, state: State, _admin: Ad
 @router.post("/{tenant}/{base}/rollback")
 async def rollback(tenant: str, base: str, state: State, _admin: Admin,
                    item: RollbackIn | None = None) -> dict[str, Any]:
+    tenant = _admin.scope(tenant)
     base_dir = served_base_dirs(state.settings.models).get(base)
     reg = _registry(state)
     try:
@@ -120,6 +127,7 @@ async def rollback(tenant: str, base: str, state: State, _admin: Admin,
 @router.delete("/{tenant}/{base}/{version}")
 async def remove(tenant: str, base: str, version: str, state: State,
                  _admin: Admin) -> dict[str, Any]:
+    tenant = _admin.scope(tenant)
     try:
         await asyncio.to_thread(_registry(state).remove, tenant, base, version)
     except StoreError as exc:

@@ -1,0 +1,78 @@
+"""What the trainer's parts hand each other: recorded steps, splits, and the Protocols
+that `molt` fills in (generation through serving, evidence checks from the evolver).
+
+The trainer never imports proxy or evolver. Where it needs them at run time,
+`molt` passes one of the small Protocols below (DESIGN.md: "they meet in the
+store and in molt").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+JSON = dict[str, Any]
+
+# Step-reward sources, in the order `trainer/rewards.py` combines them.
+REWARD_SOURCES = ("evidence", "prm", "judge", "distill", "verifier")
+
+
+@dataclass(slots=True)
+class Step:
+    """One recorded assistant step (a turn) as training and evaluation read it.
+
+    `messages` and `tools` are the agent's own request (no molt blocks); `served_messages`
+    is what the model actually saw (skills / context injected), used as the teacher's
+    context for skill-conditioned distillation. `completion` is the assistant message
+    the served version produced (`content`, `tool_calls`).
+    """
+
+    turn_id: str
+    session_id: str
+    tenant_id: str
+    idx: int
+    created_at: float
+    model: str
+    messages: list[JSON]
+    tools: list[JSON] | None
+    completion: JSON
+    served_messages: list[JSON] | None = None
+    weight_version: str | None = None
+    skill_generation: int | None = None
+    # source -> score in [-1, 1] (absent source: no evidence from it)
+    rewards: dict[str, float] = field(default_factory=dict)
+    # the combined step reward, or None when no source says anything
+    reward: float | None = None
+
+
+@dataclass(slots=True)
+class Split:
+    """Query data for one training window."""
+
+    train: list[Step] = field(default_factory=list)
+    heldout: list[Step] = field(default_factory=list)
+    retention: list[Step] = field(default_factory=list)
+
+
+class Generate(Protocol):
+    """Produce one assistant message for a recorded context with a named model.
+
+    `model` is a serving name (`tiny@v0003`, `tiny@base`, `tiny`); molt implements it
+    through the proxy's own HTTP API, so evaluation runs through the serving stack.
+    """
+
+    async def __call__(
+        self, model: str, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None
+    ) -> JSON: ...
+
+
+class StepCheck(Protocol):
+    """Score a candidate assistant message for a recorded step, from recorded evidence.
+
+    Returns a score in [-1, 1], or None when the evidence says nothing about it.
+    molt implements it with the evolver's checks (evolver/checks.py), which the
+    trainer may not import.
+    """
+
+    def __call__(self, step: Step, completion: Mapping[str, Any]) -> float | None: ...
