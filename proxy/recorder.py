@@ -136,6 +136,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._state: WriterState = "not_started"
         self._replayed = False
+        self._replay_done = asyncio.Event()
         self._last_write_at: float | None = None
         self._restarts = 0
         self._dead = 0
@@ -198,6 +199,16 @@ class Recorder:
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(entry)
+
+    async def wait_replayed(self, timeout_s: float) -> bool:
+        """Wait until the files left by recorders that are gone are written (readiness)."""
+        if self.files is None:
+            return True
+        try:
+            await asyncio.wait_for(self._replay_done.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
 
     async def stop(self) -> None:
         """Write what is queued (at most `stop_timeout_s`), spill the rest, stop the writer."""
@@ -290,7 +301,10 @@ class Recorder:
     async def _run(self) -> None:
         if not self._replayed:
             self._replayed = True  # once: a replay that kills the writer is left for next start
-            await self._replay()
+            try:
+                await self._replay()
+            finally:
+                self._replay_done.set()
         while True:
             if not self._inflight:
                 await self._take_batch()
@@ -437,8 +451,15 @@ class Recorder:
                 return
 
     async def _give_up(self, batch: list[TurnRecord], why: str) -> None:
-        """After repeated writer deaths on `batch`: keep each turn as a dead letter, move on."""
+        """After repeated writer deaths on `batch`: write each turn alone; keep the ones that
+        still kill the writer as dead letters (without their record if even that fails)."""
         for rec in batch:
+            try:
+                await self._write([rec])
+                continue
+            except Exception as exc:  # noqa: BLE001 - this turn is the one that kills the writer
+                log.error("recorder: turn %s kills the writer (%s at %s)", rec.id,
+                          type(exc).__name__, _where(exc))
             try:
                 await self.dead_letters.add(rec, why)
                 self._dead += 1

@@ -26,7 +26,7 @@ def record_text(rec: TurnRecord) -> str | None:
     """The record as ASCII JSON text; None if it cannot be serialised at all."""
     try:
         return json.dumps(turn_to_json(rec), ensure_ascii=True, default=str)
-    except (ValueError, TypeError, RecursionError):
+    except Exception:  # noqa: BLE001 - any failure: the letter is kept without its record
         return None
 
 
