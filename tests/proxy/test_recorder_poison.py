@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -29,7 +29,6 @@ from starlette.routing import Route
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from store.database import Database
-from store.dead_letters import DeadLetterStore
 from store.ids import new_id
 from store.records import TurnRecord
 from store.settings import RecorderSettings, StoreSettings
@@ -221,6 +220,8 @@ def test_a_refused_turn_is_dead_lettered_and_the_batch_written(
     assert before["content"] == "echo: before" and after["content"] == "echo: after"
     assert poison["content"] is None and poison["request"] == {}
     assert poison["error"]["type"] == "recorder_dead_letter"
+    from store.dead_letters import DeadLetterStore
+
     letters = m.run(DeadLetterStore(m.state.db).list())
     assert [d["turn_id"] for d in letters] == [ids[1]]
     kept = json.loads(letters[0]["record"])
@@ -271,6 +272,8 @@ async def test_a_writer_that_dies_is_logged_counted_and_restarted(
     ts = TrajectoryStore(db)
     for r in (*good, after):
         assert (await ts.get_turn(r.id))["request"] == r.request
+    from store.dead_letters import DeadLetterStore
+
     letters = await DeadLetterStore(db).list()
     assert [d["turn_id"] for d in letters] == [evil.id]
     health = rec.health()
@@ -289,7 +292,7 @@ class _WriteLock:
         self._held = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> _WriteLock:
+    def __enter__(self) -> Self:
         if self.url.startswith("sqlite"):
             self._sqlite = sqlite3.connect(sa.make_url(self.url).database or "",
                                            isolation_level=None, check_same_thread=False)
