@@ -72,6 +72,7 @@ class RecorderHealth:
     restarts: int
     dead_letters: int
     spool: bool
+    replay_done: bool
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class RecorderHealth:
             "queue_depth": self.queue_depth, "oldest_queued_age_s": self.oldest_queued_age_s,
             "last_write_at": self.last_write_at, "last_write_age_s": self.last_write_age_s,
             "restarts": self.restarts, "dead_letters": self.dead_letters, "spool": self.spool,
+            "replay_done": self.replay_done,
         }
 
 
@@ -273,6 +275,7 @@ class Recorder:
             last_write_age_s=None if last is None else round(max(0.0, time.time() - last), 3),
             restarts=self._restarts, dead_letters=self._dead,
             spool=bool(self.files and self.files.spooling),
+            replay_done=self.files is None or self._replay_done.is_set(),
         )
 
     # -- the writer ------------------------------------------------------------

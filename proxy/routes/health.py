@@ -9,7 +9,8 @@ replaying, idle, writing, retrying, restarting, stopped), `queue_depth`,
 `oldest_queued_age_s` (null when nothing is queued), `last_write_at` (epoch
 seconds of the last successful write, null before the first) and
 `last_write_age_s`, `restarts` (writer deaths), `dead_letters` (turns the store
-refused whole since start) and `spool` (whether the spool is on).
+refused whole since start), `spool` (whether the spool is on) and
+`replay_done` (the files left by a recorder that is gone are written).
 """
 
 from __future__ import annotations

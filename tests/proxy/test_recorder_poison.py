@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -34,7 +38,7 @@ from store.records import TurnRecord
 from store.settings import RecorderSettings, StoreSettings
 from store.trajectories import TrajectoryStore
 from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.server import ServerThread
+from tests.fakes.server import ServerThread, free_port
 from tests.store.conftest import _pg_reachable, _pg_url
 
 
@@ -403,3 +407,75 @@ def test_two_processes_same_session_id_share_one_session(
         assert _metric(app, "molt_recorder_written_total") == 2
         assert httpx.get(app.url + "/healthz").json()["recorder"]["queue_depth"] == 0
 
+
+
+def _serve(cfg: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MOLT_CONFIG": str(cfg)}
+    return subprocess.Popen([sys.executable, "-m", "molt", "serve"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _health(base: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    try:
+        r = httpx.get(base + "/healthz")
+    except httpx.TransportError:
+        assert proc.poll() is None, (proc.stdout.read() if proc.stdout else b"").decode()
+        return {}
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _wait_health(base: str, proc: subprocess.Popen[bytes], ready: str) -> None:
+    deadline = time.monotonic() + 90
+    while not (h := _health(base, proc)) or not h["recorder"][ready]:
+        assert time.monotonic() < deadline, f"molt serve never reported {ready}"
+        time.sleep(0.1)
+
+
+def test_spool_kill_9_loses_no_completed_turn(
+    tmp_path: Path, fake_llm: FakeLLM, store_url: str
+) -> None:
+    port = free_port()
+    cfg = tmp_path / "molt.toml"
+
+    def config(linger_s: float) -> None:
+        cfg.write_text(
+            f'data_dir = "{tmp_path}/data"\n[server]\nport = {port}\n'
+            f'[store]\nurl = "{store_url}"\n'
+            f"[recorder]\nspool = true\nlinger_s = {linger_s}\nbatch_size = 1000\n"
+            "[skills]\nenabled = false\n[evolver]\nenabled = false\n"
+            f'[[models]]\nalias = "gpt-fake"\nbase_url = "{fake_llm.url}/v1"\n'  # type: ignore[attr-defined]
+        )
+
+    base = f"http://127.0.0.1:{port}"
+    config(linger_s=60)  # nothing reaches the store before the kill: only the spool has them
+    proc = _serve(cfg, tmp_path)
+    received: list[str] = []
+    try:
+        _wait_health(base, proc, "alive")
+        with httpx.Client(base_url=base, timeout=30) as c:
+            for i in range(20):
+                body = {"model": "gpt-fake", "stream": i % 2 == 1,
+                        "messages": [{"role": "user", "content": f"turn {i}"}]}
+                r = c.post("/v1/chat/completions", json=body,
+                           headers={"X-Session-Id": "killed-run"})
+                assert r.status_code == 200 and r.text
+                received.append(r.headers["x-molt-turn-id"])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    config(linger_s=0.05)
+    proc = _serve(cfg, tmp_path)
+    try:
+        _wait_health(base, proc, "replay_done")
+        env = {**os.environ, "MOLT_CONFIG": str(cfg)}
+        shown = subprocess.run(
+            [sys.executable, "-m", "molt", "sessions", "show", "killed-run", "--json"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+        stored = [t["id"] for t in json.loads(shown.stdout)["turns"]]
+        assert sorted(stored) == sorted(received) and len(received) == 20  # each once
+        assert not list((tmp_path / "data" / "recorder").glob("*/spool-*.jsonl"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
