@@ -123,10 +123,10 @@ def test_poison_requests_and_odd_upstreams_never_stop_recording(
                                      **{"X-Session-Id": long_sid, "X-Turn-Type": "t" * 40})
         sent["long_session_2"] = _chat(c, {"model": "gpt-fake", "messages": msgs},
                                        **{"X-Session-Id": long_sid})
-        sent["long_version"] = _chat(c, {"model": "gpt-fake@" + "v" * 80, "messages": msgs})
+        sent["long_model"] = _chat(c, {"model": "gpt-fake@" + "v" * 300, "messages": msgs})
         # NUL and a lone surrogate in the request, NUL in the upstream's answer.
-        odd.push("application/json", b'{"choices": [{"index": 0, "message": {"role": '
-                                      b'"assistant", "content": "x\\u0000y"}}]}')
+        odd.push("application/json", b'{"model": "' + b"m" * 300 + b'", "choices": [{"index": 0,'
+                                      b' "message": {"role": "assistant", "content": "x\\u0000y"}}]}')
         sent["nul"] = _chat(c, '{"model": "odd", "messages": [{"role": "user", '
                                '"content": "a\\u0000b \\ud800 lone"}]}')
         # Odd but well-formed upstream answers.
@@ -152,7 +152,8 @@ def test_poison_requests_and_odd_upstreams_never_stop_recording(
     for name, r in sent.items():
         if r.status_code == 200:
             turn_ids[name] = r.headers["x-molt-turn-id"]
-    assert set(turn_ids) >= {"nan", "long_session", "long_session_2", "nul", "delta_str",
+    assert set(turn_ids) >= {"nan", "long_session", "long_session_2", "long_model", "nul",
+                             "delta_str",
                              "chunk_shapes", "choices_int", "usage_str", "message_str", "normal"}
     _flushed(m)
     turns = {name: _turn(m, tid) for name, tid in turn_ids.items()}
@@ -165,8 +166,9 @@ def test_poison_requests_and_odd_upstreams_never_stop_recording(
     assert session.turns == 2 and len(session.external_id) <= 256
     assert session.external_id.startswith("s" * 200)
     assert m.run(m.state.trajectories.find_by_external_id(t1["tenant_id"], long_sid))[0] == session.id
-    if "long_version" in turns:
-        assert len(turns["long_version"]["weight_version"] or "") <= 64
+    long_model = turns["long_model"]  # varchar(256) columns: request_model, response_model
+    assert long_model["request_model"] == ("gpt-fake@" + "v" * 300)[:256]
+    assert turns["nul"]["response_model"] == "m" * 256
     content = turns["nul"]["request"]["messages"][0]["content"]
     assert content == "ab \ufffd lone" and turns["nul"]["content"] == "xy"
     assert turns["delta_str"]["content"] is None and turns["delta_str"]["status"] == "ok"
