@@ -481,3 +481,34 @@ def test_spool_kill_9_loses_no_completed_turn(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+async def test_store_down_retries_then_spills_and_a_later_start_replays(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A PostgreSQL URL where nothing listens: every write is refused as "unavailable".
+    down = StoreSettings(url=f"postgresql+asyncpg://molt:molt@127.0.0.1:{free_port()}/molt")
+    dead_db = await Database.open(down, run_migrations=False)
+    metrics = Metrics()
+    settings = RecorderSettings(linger_s=0, stop_timeout_s=0.5, max_retry_delay_s=0.1)
+    rec = Recorder(TrajectoryStore(dead_db), settings, metrics, data_dir=tmp_path)
+    rec.start()
+    batch = [_record(i) for i in range(3)]
+    for r in batch:
+        rec.submit(r)
+    assert not await rec.flush(timeout_s=0.5)
+    assert metrics.recorder_write_errors._value.get() >= 2  # retried, with backoff
+    assert rec.health().state == "retrying" and rec.health().queue_depth == 3
+    await rec.stop()
+    await dead_db.close()
+    assert metrics.recorder_spilled._value.get() == 3
+
+    db = await Database.open(StoreSettings(url=store_url))
+    again = Recorder(TrajectoryStore(db), settings, Metrics(), data_dir=tmp_path)
+    again.start()
+    assert await again.wait_replayed(30)
+    for r in batch:
+        assert (await TrajectoryStore(db).get_turn(r.id))["request"] == r.request
+    await again.stop()
+    assert not list((tmp_path / "recorder").iterdir())
+    await db.close()
