@@ -12,6 +12,11 @@ scores; the front is every candidate no other one dominates. A child becomes
 the active version only if it is on the front, wins on the minibatch, and
 beats the active one on the full task set without losing a turn that went
 well.
+
+Every line of every candidate passes the one safety check
+(`evolver.safety.safe_lines`) before it is stored: a refused line is dropped
+and reported with the reason (`ContextReport.refused`), so nothing the check
+refuses is ever served. A rule line quotes what the tool said as data.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, render_group
 from evolver.offline import slugify
 from evolver.replay import Replayer
+from evolver.safety import MAX_LINE, Refusal, line_reason, quote, safe_lines
 from store.evolution import ContextVersion, EvolutionStore
 
 MAX_LINES = 12
@@ -45,7 +51,7 @@ def rule_line(g: FailureGroup) -> str | None:
     """One plain sentence distilled from a recurring failure."""
     c = g.cases[0]
     if g.kind == "tool_error":
-        return f"For {', '.join(g.tools)}: {constraint_of(c.message)}."
+        return f"For {', '.join(g.tools)}, the tool said: {quote(constraint_of(c.message))}."
     if g.kind == "complaint":
         pref = next((p for p in (infer_preference(x) for x in g.cases) if p), None)
         if pref:
@@ -54,7 +60,8 @@ def rule_line(g: FailureGroup) -> str | None:
     return None
 
 
-_SUBJECT = (re.compile(r"^For [^:]+: (.+?) must\b"), re.compile(r"^When calling (\S+), pass (\w+)="))
+_SUBJECT = (re.compile(r"^For [^:«]+, the tool said: «(.+?) must\b"), re.compile(r"^For [^:]+: (.+?) must\b"),
+            re.compile(r"^When calling (\S+), pass (\w+)="))
 
 
 def subject(line: str) -> str | None:
@@ -82,6 +89,8 @@ class ContextReport:
     front: list[str] = field(default_factory=list)
     activated: str | None = None
     reason: str = ""
+    # lines the safety check refused: {"line", "reason"}
+    refused: list[dict[str, str]] = field(default_factory=list)
 
 
 class ContextOptimizer:
@@ -94,8 +103,24 @@ class ContextOptimizer:
         self.minibatch = minibatch
         self.max_tasks = max_tasks
 
-    async def _mutate(self, parent: str, groups: Sequence[FailureGroup],
-                      covered: frozenset[str] = frozenset()) -> list[str]:
+    async def _mutate(self, parent: str, groups: Sequence[FailureGroup], covered: frozenset[str] = frozenset(),
+                      refused: list[Refusal] | None = None) -> list[str]:
+        """Candidate blocks, each line through the safety check (refused lines go to ``refused``)."""
+        out: list[str] = []
+        bad_lines: list[Refusal] = []
+        same = "\n".join(ln.strip() for ln in parent.splitlines() if ln.strip())
+        for text in await self._propose(parent, groups, covered, bad_lines):
+            kept, bad = safe_lines(text)
+            bad_lines += bad
+            child = "\n".join(kept)
+            if child and child != same and child not in out:
+                out.append(child)
+        if refused is not None:
+            refused += [r for r in bad_lines if r not in refused]
+        return out
+
+    async def _propose(self, parent: str, groups: Sequence[FailureGroup], covered: frozenset[str],
+                       refused: list[Refusal]) -> list[str]:
         if self.model is not None:
             rendered = "\n\n".join(render_group(g, max_cases=3) for g in groups[:4])
             prompt = [{"role": "system", "content": REFLECT},
@@ -114,6 +139,10 @@ class ContextOptimizer:
         out = []
         for g in groups:
             line = rule_line(g)
+            why = line_reason(line) if line else None
+            if line and why:
+                refused.append(Refusal(line[:MAX_LINE], why))  # tried no further: the next group may do
+                continue
             about = subject(line) if line else None
             if about is not None and slugify(about) in covered:
                 continue  # a serving skill states it; a second statement could contradict it later
@@ -140,6 +169,7 @@ class ContextOptimizer:
         kept = [ln for ln in lines if subject(ln) not in set(subjects)]
         if len(kept) == len(lines):
             return None
+        kept, _ = safe_lines("\n".join(kept))
         return await self.store.add_context(tenant_id, "\n".join(kept), parent=active.id, status="candidate",
                                             scores={"reason": f"covered by skills about {', '.join(subjects)}"})
 
@@ -166,9 +196,11 @@ class ContextOptimizer:
         active = await self.store.active_context(tenant_id)
         parent_text = active.text if active else ""
         parent_id = active.id if active else "none"
-        texts = await self._mutate(parent_text, groups, covered)
+        refused: list[Refusal] = []
+        texts = await self._mutate(parent_text, groups, covered, refused)
+        report.refused = [{"line": r.text, "reason": r.reason} for r in refused]
         if not texts:
-            report.reason = "no mutation to try"
+            report.reason = "no mutation to try" + (" (the safety check refused the lines)" if refused else "")
             return report
         children: list[ContextVersion] = []
         for text in texts:

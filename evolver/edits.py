@@ -1,10 +1,11 @@
-"""Skill edit operations: the schema a proposal must follow, the safety checks, and applying them.
+"""Skill edit operations: the schema a proposal must follow, and applying them.
 
 Skills written from user traffic are untrusted input. An operation is refused
 (never applied, kept as an `invalid` proposal with the reason) when it does
-not match the schema, when a name is not a slug, when a body is oversized,
-or when it carries instructions to exfiltrate data, to contact outside
-addresses, or to ignore or deceive the user.
+not match the schema (a name that is not a slug, an oversized field), or
+when it fails the one safety check (`evolver.safety.check_ops`), which
+`parse_ops` runs on a model's answer and `apply_ops` runs again on every
+edit, whatever wrote it.
 """
 
 from __future__ import annotations
@@ -17,23 +18,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from evolver.errors import ProposalRejected
+from evolver.safety import MAX_FIELD, MAX_TOOLS, check_ops
 from store.errors import InvalidInput
 from store.skills import Skill, SkillLibrary
 from store.skills.overlay import overlay
 from store.skills.revisions import Revision
+from store.skills.skillfile import MAX_PROVENANCE
 
 SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
-MAX_BODY = 4000
-MAX_DESCRIPTION = 400
-
-_UNSAFE = [
-    (r"\b(ignore|disregard|forget)\b.{0,40}\b(user|previous|prior|above|system|all)\b.{0,20}\b(instructions?|requests?|prompts?|messages?)", "tells the model to ignore instructions"),
-    (r"\b(send|post|upload|forward|email|leak|exfiltrat\w*|transmit)\b.{0,60}\b(password|api[ _-]?keys?|secrets?|tokens?|credentials?|private|personal data|conversation|history)", "moves private data out"),
-    (r"\bexfiltrat", "mentions exfiltration"),
-    (r"https?://|\bcurl\b|\bwget\b", "contacts an outside address"),
-    (r"\b(do not|don't|never)\b.{0,20}\b(tell|inform|show)\b.{0,20}\buser\b", "hides things from the user"),
-    (r"\b(system prompt|developer message)\b.{0,40}\b(reveal|print|repeat|output)\b|\b(reveal|print|repeat|output)\b.{0,40}\b(system prompt|developer message)\b", "leaks the prompt"),
-]
+MAX_BODY = MAX_FIELD["body"]
+MAX_DESCRIPTION = MAX_FIELD["description"]
 
 
 class _Op(BaseModel):
@@ -46,8 +40,8 @@ class AddOp(_Op):
     name: str = Field(pattern=SLUG)
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
     body: str = Field(min_length=1, max_length=MAX_BODY)
-    category: str | None = Field(default=None, max_length=64)
-    tools: list[str] = Field(default_factory=list, max_length=32)
+    category: str | None = Field(default=None, max_length=MAX_FIELD["category"])
+    tools: list[str] = Field(default_factory=list, max_length=MAX_TOOLS)
     # "tools": a standing rule, served whenever a request offers one of `tools`
     scope: Literal["tools"] | None = None
 
@@ -57,7 +51,7 @@ class UpdateOp(_Op):
     name: str = Field(pattern=SLUG)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     body: str | None = Field(default=None, max_length=MAX_BODY)
-    tools: list[str] | None = Field(default=None, max_length=32)
+    tools: list[str] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 class MergeOp(_Op):
@@ -75,14 +69,6 @@ class RetireOp(_Op):
 
 EditOp = Annotated[AddOp | UpdateOp | MergeOp | RetireOp, Field(discriminator="op")]
 _OPS = TypeAdapter(list[EditOp])
-
-
-def unsafe_reason(text: str) -> str | None:
-    low = text.lower()
-    for pattern, why in _UNSAFE:
-        if re.search(pattern, low, re.DOTALL):
-            return why
-    return None
 
 
 def parse_ops(raw: str | dict[str, Any] | list[Any]) -> list[EditOp]:
@@ -110,11 +96,7 @@ def parse_ops(raw: str | dict[str, Any] | list[Any]) -> list[EditOp]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise ProposalRejected(f"edit does not match the schema at {where}: {first.get('msg')}") from exc
-    for op in ops:
-        for field_name in ("description", "body"):
-            value = getattr(op, field_name, None)
-            if value and (why := unsafe_reason(str(value))):
-                raise ProposalRejected(f"unsafe {op.op} of {op.name!r}: the {field_name} {why}")
+    check_ops(ops)
     return ops
 
 
@@ -135,7 +117,11 @@ def candidate_skills(ops: Sequence[EditOp], current: dict[str, Skill]) -> tuple[
 
 
 async def apply_ops(library: SkillLibrary, tenant: str, ops: Sequence[EditOp]) -> list[Revision]:
-    """Write the edits as revisions by author `evolver`, provenance = the turn ids."""
+    """Write the edits as revisions by author `evolver`, provenance = the turn ids.
+
+    The safety check runs here again, so no edit reaches the library without it.
+    """
+    check_ops(ops)
     revs: list[Revision] = []
     for op in ops:
         prov = tuple(op.turn_ids)
@@ -147,7 +133,7 @@ async def apply_ops(library: SkillLibrary, tenant: str, ops: Sequence[EditOp]) -
             cur = (await library.get(tenant, op.name)).skill
             skill = cur.with_(description=op.description or cur.description, body=op.body or cur.body,
                               tools=tuple(op.tools) if op.tools is not None else cur.tools,
-                              provenance=tuple(dict.fromkeys(cur.provenance + prov)))
+                              provenance=tuple(dict.fromkeys(cur.provenance + prov))[-MAX_PROVENANCE:])
             r = await library.update(tenant, skill, author="evolver", reason=op.reason)
         elif isinstance(op, MergeOp):
             merged = Skill(op.name, op.description, op.body, origin="evolver", provenance=prov)

@@ -3,9 +3,11 @@
 An evolution: take the tenant's lock (one evolution per tenant at a time, also
 across processes), judge recent turns if a judge is configured, mine the
 failures not yet used by an earlier proposal, draft edits (the evolver model,
-or the offline rule-based miner), gate each draft by replay, apply the ones
-that pass as skill revisions by `evolver` (raising the generation), and keep
-the others as rejected proposals with their scores.
+or the offline rule-based miner), pass every draft through the one safety
+check (`evolver.safety.check_ops`: a refused draft is kept as an `invalid`
+proposal with the reason and never replayed), gate the others by replay,
+apply the ones that pass as skill revisions by `evolver` (raising the
+generation), and keep the rest as rejected proposals with their scores.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, failure_count, mine
 from evolver.offline import Draft
 from evolver.replay import Replayer
+from evolver.safety import check_ops
 from evolver.synthesis import synthesize
 from store import tables as t
 from store.database import Database
@@ -183,6 +186,7 @@ class Evolver:
         p = Proposal(new_id("prop"), tenant_id, eid, time.time(), d.source, "pending", ops_to_json(d.ops),
                      d.reason, d.turn_ids, None, None)
         try:
+            check_ops(d.ops)  # whatever wrote the draft: the miner or a model
             candidate_skills(d.ops, current)
         except ProposalRejected as exc:
             p.status, p.scores = "invalid", {"reason": str(exc)}

@@ -8,6 +8,12 @@ whose words name a tool parameter becomes a skill asking for that value; a
 complaint naming another tool becomes an ordering rule. Every such skill says
 it was written by the rule-based miner.
 
+What the tools said is untrusted data: the miner copies it only quoted
+(`evolver.safety.quote`: "the tool said: «...»"), never as an instruction of
+its own, and every draft passes the one safety check before it is gated
+(`evolver.loop`), so a tool error that reads like an order to the model is
+refused with the reason.
+
 The wording comes from `TEMPLATES`; variant 0 is the miner's own, the other
 variants are hand-written paraphrases used by the benchmark to show that a gain
 does not depend on one phrasing.
@@ -24,6 +30,7 @@ from evolver.cases import constraint_of, refused_value, words
 from evolver.checks import Check, fix_check, form_check, infer_preference, preference_check
 from evolver.edits import AddOp, EditOp, RetireOp, UpdateOp
 from evolver.mining import FailureGroup
+from evolver.safety import data_reason, quote
 from store.skills import Skill
 
 MARK = "Written by molt's rule-based miner"
@@ -31,7 +38,8 @@ MARK = "Written by molt's rule-based miner"
 TEMPLATES: list[dict[str, str]] = [
     {
         "error_desc": "Argument rule for {tools}.",
-        "error_body": "{mark} from {n} tool errors.\n1. When calling {tools}: {constraint}.\n{example}{anti}",
+        "error_body": "{mark} from {n} tool errors.\n1. When calling {tools}, the tool said: {constraint}.\n"
+                      "{example}{anti}",
         "example": "   Accepted example: {args}.\n",
         "anti": "\nAnti-patterns:\n- {refused}",
         "refused": "Sending {value} (the tool refused it).",
@@ -43,7 +51,7 @@ TEMPLATES: list[dict[str, str]] = [
     },
     {
         "error_desc": "How {tools} expects its arguments.",
-        "error_body": "Rule: {constraint} (for {tools}).\n{example}{anti}",
+        "error_body": "What {tools} said: {constraint}.\n{example}{anti}",
         "example": "Like this: {args}.\n",
         "anti": "Anti-patterns:\n- {refused}",
         "refused": "Do not pass {value}.",
@@ -104,18 +112,22 @@ def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
     # the rule does not show the form itself: small models copy such values into unrelated
     # calls (the refused date in the anti-pattern cost the tiny policy 40 points, dev/LOG.md)
     states_form = bool(_STATES_FORM.search(constraint))
-    example = (t["example"].format(args=_fmt_args(checks[0].expect))
-               if checks and checks[0].expect and not states_form else "")
+    accepted = _fmt_args(checks[0].expect) if checks and checks[0].expect and not states_form else None
     refused = None if states_form else refused_value(first.message)
+    # an example is optional: one the safety check would refuse as data is left out; the
+    # constraint is the rule itself, so it stays and the check judges the whole draft
+    accepted = accepted if accepted is not None and data_reason(accepted) is None else None
+    refused = refused if refused is not None and data_reason(refused) is None else None
+    example = t["example"].format(args=quote(accepted)) if accepted is not None else ""
     tools = ", ".join(g.tools)
     name = slugify("rule " + " ".join(constraint.split()[:4]))
-    anti = t["anti"].format(refused=t["refused"].format(value=refused)) if refused else ""
+    anti = t["anti"].format(refused=t["refused"].format(value=quote(refused))) if refused else ""
     op = AddOp(op="add", name=name,
-               description=t["error_desc"].format(tools=tools, constraint=constraint),
-               body=t["error_body"].format(mark=MARK, n=len(g.cases), tools=tools, constraint=constraint,
+               description=t["error_desc"].format(tools=tools),
+               body=t["error_body"].format(mark=MARK, n=len(g.cases), tools=tools, constraint=quote(constraint),
                                            example=example, anti=anti).rstrip(),
                tools=g.tools, category="tool-rules", scope="tools",
-               reason=f"recurring tool error ({len(g.cases)}x): {constraint}", turn_ids=g.turn_ids)
+               reason=f"recurring tool error ({len(g.cases)}x): {quote(constraint)}", turn_ids=g.turn_ids)
     about = re.match(r"(.+?) must\b", constraint)
     return Draft([op], op.reason, g.turn_ids, checks, subjects=[about.group(1)] if about else [])
 
@@ -130,7 +142,7 @@ def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
                    body=t["pref_body"].format(mark=MARK, n=len(g.cases), tool=tool, param=param,
                                               value=json.dumps(value)),
                    tools=[tool], category="preferences", scope="tools",
-                   reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
+                   reason=f"recurring complaint ({len(g.cases)}x): {quote(g.message)}", turn_ids=g.turn_ids)
         return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{tool} {param}"])
     order = _order(g)
     if order is None:
@@ -142,7 +154,7 @@ def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
                description=t["order_desc"].format(first=first, then=then, complaint=g.message),
                body=t["order_body"].format(mark=MARK, n=len(g.cases), first=first, then=then),
                tools=[first, then], category="preferences", scope="tools",
-               reason=f"recurring complaint ({len(g.cases)}x): {g.message}", turn_ids=g.turn_ids)
+               reason=f"recurring complaint ({len(g.cases)}x): {quote(g.message)}", turn_ids=g.turn_ids)
     return Draft([op], op.reason, g.turn_ids, checks)
 
 

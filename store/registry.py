@@ -220,6 +220,16 @@ class Registry:
         p = self.path(meta.tenant, meta.base, meta.version) / "meta.json"
         _write_atomic(p, json.dumps(meta.to_dict(), indent=2))
 
+    def update_eval_gate(
+        self, tenant: str, base: str, version: str, fields: dict[str, Any]
+    ) -> VersionMeta:
+        """Merge `fields` into a version's `eval_gate` record (the gate's figures and decisions)."""
+        with self._locked(tenant, base):
+            meta = self.get(tenant, base, version)
+            meta.eval_gate = {**(meta.eval_gate or {}), **fields}
+            self._save(meta)
+        return meta
+
     def validate(self, tenant: str, base: str, version: str, base_dir: Path | None) -> VersionMeta:
         """Check a version's artifact against the base it will serve on (raises InvalidInput)."""
         meta = self.get(tenant, base, version)

@@ -131,8 +131,12 @@ class SkillsSettings(BaseModel):
     # Most tokens (estimated at 4 characters each) the injected block may take.
     token_budget: int = Field(default=1200, ge=0)
     max_body_bytes: int = Field(default=8192, ge=256)
-    # Skills written by the evolver land as `quarantined` until approved.
+    # Skills written by the evolver land as `quarantined` until approved (per tenant too:
+    # `PUT /admin/skills/settings {"quarantine_evolver_edits": true}`).
     quarantine_evolver_edits: bool = False
+    # `POST /admin/skills/export` with a `path` writes only under this folder; None: such an
+    # export is refused and the archive comes back in the response instead.
+    export_dir: Path | None = None
     # How often a proxy rescans the library files and the generation counter.
     poll_interval_s: float = Field(default=1.0, gt=0)
     # Torch intra-op threads for the embedding model; None leaves torch's default.

@@ -44,6 +44,11 @@ class Step:
     rewards: dict[str, float] = field(default_factory=dict)
     # the combined step reward, or None when no source says anything
     reward: float | None = None
+    # one combined reward per step of `completion` (trainer/advantages.py: every tool call
+    # is a step; a reply without calls is one step); None where no source says anything
+    step_rewards: list[float | None] = field(default_factory=list)
+    # per step of `completion`: source -> score, what `step_rewards` combines
+    step_scores: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class Generate(Protocol):
 
     `model` is a serving name (`tiny@v0003`, `tiny@base`, `tiny`); molt implements it
     through the proxy's own HTTP API, so evaluation runs through the serving stack.
+    A call that gets no assistant message raises `trainer.errors.GenerateFailed`.
     """
 
     async def __call__(

@@ -9,7 +9,8 @@ POST   /admin/skills                          add (JSON fields, or `content`: SK
 GET    /admin/skills/generation               the tenant's generation
 GET    /admin/skills/settings                 per-tenant settings; PUT to change them
 POST   /admin/skills/import                   import a folder or file on the server's disk
-POST   /admin/skills/export                   export to a folder on the server's disk
+POST   /admin/skills/export                   the library as a .tar.gz archive, or (`path`)
+                                              written under `skills.export_dir` on the server
 GET    /admin/skills/{name}                   show (content, revision, hash)
 PUT    /admin/skills/{name}                   update (fields merged, or `content`)
 DELETE /admin/skills/{name}                   retire (`?purge=true` removes the folder)
@@ -21,17 +22,19 @@ POST   /admin/skills/{name}/approve           quarantined -> active
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from proxy.auth import Principal
 from proxy.deps import Admin
-from proxy.errors import InvalidRequest, NotFoundError, ProxyError
+from proxy.errors import InvalidRequest, NotFoundError, PermissionDenied, ProxyError
 from store.errors import Conflict, InvalidInput, NotFound, StoreError
 from store.skills.library import LibrarySkill, SkillLibrary
 from store.skills.revisions import Revision
@@ -63,6 +66,41 @@ class PathBody(BaseModel):
     replace: bool = False
     include_retired: bool = False
     reason: str | None = None
+
+
+class ExportBody(BaseModel):
+    # None: the archive comes back in the response; else a folder under `skills.export_dir`
+    path: str | None = None
+    include_retired: bool = False
+
+
+def export_dest(root: Path | None, path: str) -> Path:
+    """The folder an export may write: `path` under the configured export root, else 403.
+
+    A relative path is taken from the root; `..` and links that lead out of it are refused.
+    """
+    if root is None:
+        raise PermissionDenied("exporting to the server's disk is off: set skills.export_dir, or "
+                               "leave out 'path' to get the archive in the response",
+                               param="path", code="export_path_forbidden")
+    base = root.resolve()
+    dest = (base / path).resolve()
+    if not dest.is_relative_to(base):
+        raise PermissionDenied(f"export path {path!r} is outside the export folder {root}",
+                               param="path", code="export_path_forbidden")
+    return dest
+
+
+def export_archive(texts: dict[str, str]) -> bytes:
+    """A .tar.gz of `<name>/SKILL.md` files (the layout `import` reads)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in texts.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"{name}/SKILL.md")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 class Provider(Protocol):
@@ -187,11 +225,19 @@ def build_router(get: Callable[[], Provider]) -> APIRouter:
             await get().changed(t)
         return {"imported": [r.as_dict() for r in revs]}
 
-    @router.post("/export")
-    async def export_skills(admin: Admin, body: PathBody, tenant: str | None = None) -> dict[str, Any]:
+    @router.post("/export", response_model=None)
+    async def export_skills(admin: Admin, body: ExportBody | None = None,
+                            tenant: str | None = None) -> dict[str, Any] | Response:
         t = tenant_of(admin, tenant)
+        body = body or ExportBody()
+        lib = get().library
         async with _translated():
-            paths = await get().library.export(t, Path(body.path), include_retired=body.include_retired)
+            if body.path is None:
+                texts = await lib.export_texts(t, include_retired=body.include_retired)
+                return Response(export_archive(texts), media_type="application/gzip",
+                                headers={"Content-Disposition": 'attachment; filename="skills.tar.gz"'})
+            dest = export_dest(lib.settings.export_dir, body.path)
+            paths = await lib.export(t, dest, include_retired=body.include_retired)
         return {"written": [str(p) for p in paths]}
 
     @router.get("/{name}")

@@ -4,6 +4,12 @@ Paths are only ever built from validated slugs and checked to stay inside
 the tenant's folder, so a name such as `../../etc` never reaches the disk.
 Writes are atomic (a temporary file, then `os.replace`), so a reader (the
 proxy's watcher, an editor) never sees half a file.
+
+A SKILL.md or a skill folder that is a symbolic link leading outside the
+library is refused, on load and on import (`escape_reason`): its text would
+otherwise be read from anywhere on the machine and served. The scan reports
+it as a refused file, so its last good revision keeps serving, and so do
+the other skills. Assets are copied without the links among them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,25 @@ def tenant_dirname(tenant: str, tenant_id: str) -> str:
     return tenant if _TENANT_DIR.match(tenant) and ".." not in tenant else tenant_id
 
 
+def escape_reason(path: Path, root: Path) -> str | None:
+    """Why `path` is refused: it is, or sits in, a symbolic link that leads outside `root`."""
+    try:
+        target = path.resolve()
+        base = root.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop
+        return f"cannot be resolved: {exc}"
+    if target == base or target.is_relative_to(base):
+        return None
+    return f"is a symbolic link to {target}, outside the library {root}; refused"
+
+
+def check_inside(path: Path, root: Path) -> None:
+    """SkillFileError when `path` leads outside `root` (see `escape_reason`)."""
+    why = escape_reason(path, root)
+    if why is not None:
+        raise SkillFileError(str(path), why)
+
+
 def skill_file_in(folder: Path) -> Path | None:
     for fname in SKILL_FILE_NAMES:
         candidate = folder / fname
@@ -40,6 +65,8 @@ class FileStat:
     folder: str
     path: Path
     mtime_ns: int
+    # why the file is not read (a link leading outside the library); None: read it
+    refused: str | None = None
 
 
 class LibraryFiles:
@@ -59,7 +86,10 @@ class LibraryFiles:
     def read(self, name: str) -> str | None:
         folder = self.folder(name)
         found = skill_file_in(folder)
-        return found.read_text(encoding="utf-8") if found is not None else None
+        if found is None:
+            return None
+        check_inside(found, self.root)
+        return found.read_text(encoding="utf-8")
 
     def write(self, name: str, text: str) -> Path:
         folder = self.folder(name)
@@ -92,26 +122,49 @@ class LibraryFiles:
                 continue
             dest = folder / item.name
             if item.is_dir():
-                shutil.copytree(item, dest, dirs_exist_ok=True, symlinks=False)
+                shutil.copytree(item, dest, dirs_exist_ok=True, ignore=_links)
             elif item.is_file():
                 shutil.copy2(item, dest)
 
     def scan(self) -> dict[str, FileStat]:
-        """Every `<folder>/SKILL.md` now on disk, by folder name, with its mtime."""
+        """Every `<folder>/SKILL.md` now on disk, by folder name, with its mtime.
+
+        A folder or SKILL.md that is a link leading outside the library comes
+        back `refused`; a folder linked within the library is skipped.
+        """
         out: dict[str, FileStat] = {}
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
             return out
         for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                why = escape_reason(path, self.root)
+                if why is not None:
+                    out[entry.name] = FileStat(entry.name, path, path.lstat().st_mtime_ns, why)
+                continue
+            if not entry.is_dir(follow_symlinks=False):
                 continue
             for fname in SKILL_FILE_NAMES:
-                p = Path(entry.path) / fname
+                p = path / fname
                 try:
-                    st = p.stat()
+                    st = p.lstat()
                 except FileNotFoundError:
                     continue
-                out[entry.name] = FileStat(entry.name, p, st.st_mtime_ns)
+                why = escape_reason(p, self.root) if p.is_symlink() else None
+                if why is None:
+                    try:
+                        st = p.stat()
+                    except FileNotFoundError:  # a dangling link
+                        continue
+                out[entry.name] = FileStat(entry.name, p, st.st_mtime_ns, why)
                 break
         return out
+
+
+def _links(folder: str, names: list[str]) -> set[str]:
+    """`shutil.copytree`'s ignore: the symbolic links in `folder` (never copied, never followed)."""
+    return {n for n in names if os.path.islink(os.path.join(folder, n))}

@@ -29,7 +29,14 @@ from store.skills.errors import SkillExists, SkillFileError, SkillNotFound
 from store.skills.files import LibraryFiles, tenant_dirname
 from store.skills.lock import LibraryLock
 from store.skills.revisions import Revision, RevisionStore
-from store.skills.skillfile import Skill, check_name, content_hash, parse_skill, render_skill_file
+from store.skills.skillfile import (
+    Skill,
+    check_limits,
+    check_name,
+    content_hash,
+    parse_skill,
+    render_skill_file,
+)
 from store.skills.tenant_settings import TenantSkillSettings, read_tenant_settings
 from store.skills.transfer import SkillSource, read_sources
 
@@ -110,7 +117,8 @@ class SkillLibrary:
             if rev.content is None:
                 continue
             try:
-                skill = parse_skill(rev.content, f"{name} @ {rev.id}", max_body_bytes=1 << 24)
+                skill = parse_skill(rev.content, f"{name} @ {rev.id}", max_body_bytes=1 << 24,
+                                    limits=False)
             except SkillFileError as exc:
                 log.error("skill revision unreadable: %s", exc)
                 continue
@@ -123,7 +131,7 @@ class SkillLibrary:
         rev = await self.revisions.latest_of(ten.id, name)
         if rev is None or rev.content is None:
             raise SkillNotFound(f"no skill {name!r} in tenant {tenant!r}")
-        skill = parse_skill(rev.content, f"{name} @ {rev.id}", max_body_bytes=1 << 24)
+        skill = parse_skill(rev.content, f"{name} @ {rev.id}", max_body_bytes=1 << 24, limits=False)
         return LibrarySkill(skill, rev.id, rev.content_hash or "", rev.generation)
 
     async def history(self, tenant: str, name: str | None = None) -> list[Revision]:
@@ -171,12 +179,8 @@ class SkillLibrary:
         self, tenant: str, skill: Skill, *, action: str, author: str, reason: str | None,
         must_exist: bool | None, text: str | None = None,
     ) -> Revision | None:
-        check_name(skill.name)
+        check_limits(skill, skill.name, max_body_bytes=self.settings.max_body_bytes)
         ten = await self.tenant(tenant)
-        size = len(skill.body.encode("utf-8"))
-        if size > self.settings.max_body_bytes:
-            raise SkillFileError(skill.name, f"body is {size} bytes, over the limit of "
-                                 f"{self.settings.max_body_bytes}")
         skill = self._quarantine(await self.tenant_settings(tenant), skill, author)
         body = text if text is not None and skill.status != "quarantined" else render_skill_file(skill)
         async with self._locked(ten):
@@ -346,16 +350,17 @@ class SkillLibrary:
         await self.revisions.mark_seeded(ten.id)
         return out
 
+    async def export_texts(self, tenant: str, *, include_retired: bool = False) -> dict[str, str]:
+        """Each skill's SKILL.md text (newest revision), by name."""
+        ten = await self.tenant(tenant)
+        return {name: rev.content for name, rev in sorted((await self.revisions.latest(ten.id)).items())
+                if rev.content is not None and (include_retired or rev.status != "retired")}
+
     async def export(self, tenant: str, dest: Path, *, include_retired: bool = False) -> list[Path]:
         """Write the library as `<dest>/<name>/SKILL.md` (a MetaClaw-layout tree)."""
-        ten = await self.tenant(tenant)
         out_files = LibraryFiles(dest)
-        written: list[Path] = []
-        for name, rev in sorted((await self.revisions.latest(ten.id)).items()):
-            if rev.content is None or (rev.status == "retired" and not include_retired):
-                continue
-            written.append(out_files.write(name, rev.content))
-        return written
+        texts = await self.export_texts(tenant, include_retired=include_retired)
+        return [out_files.write(name, text) for name, text in texts.items()]
 
     # -- the disk watcher -------------------------------------------------------------------
     async def sync_disk(self, tenant: str, *, wait: bool = True) -> SyncReport:
@@ -403,6 +408,11 @@ class SkillLibrary:
         for folder in changed:
             st = now[folder]
             seen[folder] = st.mtime_ns
+            if st.refused is not None:
+                report.errors.append(SkillFileError(str(st.path), st.refused))
+                log.warning("skill file refused, still serving the last good revision: %s: %s",
+                            st.path, st.refused)
+                continue
             try:
                 text = st.path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:

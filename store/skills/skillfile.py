@@ -9,6 +9,14 @@ is served whenever a request offers one of them, whatever the task's words
 `metadata`...) is kept as it is and written back unchanged, so a MetaClaw or
 Agent-Skills file round-trips. A missing `category` is read from
 `metadata.category` when a file keeps it there.
+
+Every field is capped (`check_limits`), whoever writes the skill: a name of
+64 characters, a description of `MAX_DESCRIPTION`, a category of
+`MAX_CATEGORY`, at most `MAX_TOOLS` tools and `MAX_PROVENANCE` turn ids of
+bounded length, the other keys within `MAX_EXTRA` bytes, the whole front
+matter within `MAX_FRONT_MATTER` bytes (checked before the YAML is parsed),
+and the body within the library's `max_body_bytes`. Stored revisions written
+before a cap are still read (`limits=False`), so nothing recorded is lost.
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ SCOPES = ("tools",)
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
 FILE_NAME = "SKILL.md"
 _KNOWN = ("name", "description", "category", "tools", "scope", "status", "origin", "provenance")
+MAX_DESCRIPTION = 1024  # the Agent-Skills limit
+MAX_CATEGORY = 64
+MAX_TOOLS = 64
+MAX_TOOL_NAME = 128
+MAX_PROVENANCE = 256
+MAX_PROVENANCE_ID = 128
+MAX_EXTRA = 32 * 1024  # bytes of YAML the unknown keys take
+MAX_FRONT_MATTER = 128 * 1024  # bytes of the whole YAML block, refused before it is parsed
 _FENCE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 
 
@@ -92,11 +108,63 @@ def _str_list(value: Any, key: str, where: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value if str(v))
 
 
-def parse_skill(text: str, where: str, *, max_body_bytes: int) -> Skill:
-    """Parse and validate SKILL.md text; `where` names the file in every error."""
+def _cap_list(items: tuple[str, ...], key: str, most: int, longest: int, where: str) -> None:
+    if len(items) > most:
+        raise SkillFileError(where, f"'{key}' lists {len(items)} items, over the limit of {most}")
+    long = next((v for v in items if len(v) > longest), None)
+    if long is not None:
+        raise SkillFileError(where, f"an item of '{key}' is {len(long)} characters, over the limit "
+                             f"of {longest}")
+
+
+def check_limits(skill: Skill, where: str, *, max_body_bytes: int) -> None:
+    """Every field within its cap (see the module doc), or SkillFileError naming the field."""
+    check_name(skill.name, where)
+    if len(skill.description) > MAX_DESCRIPTION:
+        raise SkillFileError(where, f"'description' is {len(skill.description)} characters, over the "
+                             f"limit of {MAX_DESCRIPTION}")
+    if skill.category is not None and len(skill.category) > MAX_CATEGORY:
+        raise SkillFileError(where, f"'category' is {len(skill.category)} characters, over the limit "
+                             f"of {MAX_CATEGORY}")
+    _cap_list(skill.tools, "tools", MAX_TOOLS, MAX_TOOL_NAME, where)
+    _cap_list(skill.provenance, "provenance", MAX_PROVENANCE, MAX_PROVENANCE_ID, where)
+    size = len(skill.body.encode("utf-8"))
+    if size > max_body_bytes:
+        raise SkillFileError(where, f"body is {size} bytes, over the limit of {max_body_bytes}")
+    if skill.extra:
+        extra = len(yaml.safe_dump(skill.extra, allow_unicode=True).encode("utf-8"))
+        if extra > MAX_EXTRA:
+            raise SkillFileError(where, f"the front matter's other keys take {extra} bytes, over the "
+                                 f"limit of {MAX_EXTRA}")
+
+
+_TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:", re.MULTILINE)
+
+
+def _check_head_size(head: str, where: str) -> None:
+    """Refuse an oversized front matter before parsing it, naming the key that takes the most."""
+    size = len(head.encode("utf-8"))
+    if size <= MAX_FRONT_MATTER:
+        return
+    keys = list(_TOP_KEY.finditer(head))
+    sizes = {m.group(1): len(head[m.start():nxt.start() if nxt else len(head)].encode("utf-8"))
+             for m, nxt in zip(keys, [*keys[1:], None])}
+    biggest = max(sizes, key=lambda k: sizes[k]) if sizes else None
+    what = f" ('{biggest}' takes {sizes[biggest]})" if biggest is not None else ""
+    raise SkillFileError(where, f"the front matter is {size} bytes, over the limit of "
+                         f"{MAX_FRONT_MATTER}{what}")
+
+
+def parse_skill(text: str, where: str, *, max_body_bytes: int, limits: bool = True) -> Skill:
+    """Parse and validate SKILL.md text; `where` names the file in every error.
+
+    With `limits=False` (a stored revision, read back) the caps are not applied.
+    """
     match = _FENCE.match(text.lstrip("\ufeff"))
     if match is None:
         raise SkillFileError(where, "no YAML front matter (the file must start with '---')")
+    if limits:
+        _check_head_size(match.group(1), where)
     try:
         meta = yaml.safe_load(match.group(1))
     except yaml.YAMLError as exc:
@@ -110,9 +178,6 @@ def parse_skill(text: str, where: str, *, max_body_bytes: int) -> Skill:
     description = meta.get("description")
     if not isinstance(description, str) or not description.strip():
         raise SkillFileError(where, "missing 'description' (the trigger) in the front matter")
-    size = len(body.encode("utf-8"))
-    if size > max_body_bytes:
-        raise SkillFileError(where, f"body is {size} bytes, over the limit of {max_body_bytes}")
     status = meta.get("status") or "active"
     if status not in STATUSES:
         raise SkillFileError(where, f"status {status!r} is not one of {', '.join(STATUSES)}")
@@ -130,7 +195,7 @@ def parse_skill(text: str, where: str, *, max_body_bytes: int) -> Skill:
         category = extra["metadata"].get("category")
     if category is not None and not isinstance(category, str):
         raise SkillFileError(where, "'category' must be a string")
-    return Skill(
+    skill = Skill(
         name=name,
         description=" ".join(description.split()),
         body=body,
@@ -142,6 +207,9 @@ def parse_skill(text: str, where: str, *, max_body_bytes: int) -> Skill:
         extra=extra,
         scope=scope,
     )
+    if limits:
+        check_limits(skill, where, max_body_bytes=max_body_bytes)
+    return skill
 
 
 def render_skill_file(skill: Skill) -> str:

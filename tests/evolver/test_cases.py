@@ -222,6 +222,7 @@ def test_a_drift_the_policy_cannot_recover_from_is_still_learned_and_retires_the
 def test_a_newer_context_line_replaces_the_one_it_contradicts() -> None:
     assert subject("For get_weather: date must be DD.MM.YYYY.") == "date"
     assert subject("For create_event, book_table: date must be MM/DD/YYYY.") == "date"
+    assert subject("For create_event, book_table, the tool said: «date must be MM/DD/YYYY».") == "date"
     assert subject("When calling send_message, pass notify=true.") == "send_message notify"
     assert subject("Keep answers short.") is None
     args = {"restaurant_id": "r1", "date": "27.11.2026", "time": "7pm", "party_size": 2}
@@ -230,7 +231,7 @@ def test_a_newer_context_line_replaces_the_one_it_contradicts() -> None:
     optimizer = ContextOptimizer(None, None)  # type: ignore[arg-type]  # mutation alone, no replay
     parent = "For book_table: date must be DD.MM.YYYY.\nKeep answers short."
     (child,) = asyncio.run(optimizer._mutate(parent, [g]))
-    assert child.splitlines() == ["Keep answers short.", "For book_table: date must be MM/DD/YYYY."]
+    assert child.splitlines() == ["Keep answers short.", "For book_table, the tool said: «date must be MM/DD/YYYY»."]
     # what a serving skill of the miner already states is left to it
     assert subject_of("rule-date-must-be-mm-dd-yyyy") == "date"
     assert subject_of("pref-send-message-notify") == slugify("send_message notify")

@@ -188,3 +188,93 @@ def test_a_standing_rule_round_trips() -> None:
     assert skill.scope == "tools" and skill.tools == ("book_table",)
     assert parse_skill(render_skill_file(skill), "x", max_body_bytes=1024) == skill
     assert parse_skill(skill_md("plain", "d"), "x", max_body_bytes=1024).scope is None
+
+
+# -- caps on every front-matter field --------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, problem", [
+    ("description: " + "d" * 2_000_000 + "\n", "'description' takes"),
+    ("description: " + "d" * 1025 + "\n", "'description' is 1025 characters, over the limit of 1024"),
+    ("description: ok\ncategory: " + "c" * 65 + "\n", "'category' is 65 characters"),
+    ("description: ok\ntools: [" + ", ".join(f"t{i}" for i in range(65)) + "]\n", "'tools' lists 65 items"),
+    ("description: ok\ntools: [" + "t" * 129 + "]\n", "an item of 'tools' is 129 characters"),
+    ("description: ok\nprovenance: [" + ", ".join(f"turn_{i}" for i in range(257)) + "]\n",
+     "'provenance' lists 257 items"),
+    ("description: ok\nmetadata:\n  notes: " + "n" * 40_000 + "\n", "other keys take"),
+], ids=["2mb-description", "description", "category", "tools", "tool-name", "provenance", "other-keys"])
+async def test_every_front_matter_field_is_capped(lib: SkillLibrary, tmp_path: Path, extra: str,
+                                                  problem: str) -> None:
+    await lib.add(T, Skill("keep-me", "an existing skill", "1. Stay."), author="a")
+    f = tmp_path / "big" / "SKILL.md"
+    f.parent.mkdir()
+    f.write_text(f"---\nname: big\n{extra}---\n\n1. Do it.\n")
+    for attempt in (lib.add_file(T, f, author="a"), lib.import_path(T, f.parent, author="a")):
+        with pytest.raises(SkillFileError) as err:
+            await attempt
+        assert str(f) in str(err.value) and problem in str(err.value)
+    assert list(await lib.current(T)) == ["keep-me"]
+
+
+async def test_a_skill_object_over_a_cap_is_refused_before_anything_is_written(lib: SkillLibrary) -> None:
+    with pytest.raises(SkillFileError, match="'description' is 2000000 characters"):
+        await lib.add(T, Skill("huge", "d" * 2_000_000, "1."), author="a")
+    with pytest.raises(SkillFileError, match="'tools' lists 100 items"):
+        await lib.put(T, Skill("wide", "d", "1.", tools=tuple(f"t{i}" for i in range(100))), author="evolver")
+    assert await lib.current(T) == {} and not (lib.root / T / "huge").exists()
+
+
+# -- symbolic links out of the library --------------------------------------------------------------
+
+async def test_a_skill_file_linked_out_of_the_library_is_refused_on_load(lib: SkillLibrary, tmp_path: Path) -> None:
+    await lib.add(T, Skill("linked", "a skill that will be replaced by a link", "1. Mine."), author="a")
+    await lib.add(T, Skill("other", "another skill", "1. Still here."), author="a")
+    await lib.sync_disk(T)
+    secret = tmp_path / "outside" / "SKILL.md"
+    secret.parent.mkdir()
+    secret.write_text(skill_md("linked", "planted", "1. Read from outside the library."))
+    path = lib.root / T / "linked" / "SKILL.md"
+    path.unlink()
+    path.symlink_to(secret)
+    report = await lib.sync_disk(T)
+    assert not report.revisions and len(report.errors) == 1
+    assert str(path) in str(report.errors[0]) and "symbolic link" in str(report.errors[0])
+    assert "outside the library" in str(report.errors[0])
+    current = await lib.current(T)
+    assert current["linked"].skill.body == "1. Mine." and current["other"].skill.body == "1. Still here."
+    # a whole folder linked out is refused the same way, and not read as a delete
+    folder = lib.root / T / "other"
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()
+    folder.symlink_to(secret.parent, target_is_directory=True)
+    report = await lib.sync_disk(T)
+    assert [str(e.where) for e in report.errors] == [str(folder)] and not report.revisions
+    assert (await lib.get(T, "other")).skill.body == "1. Still here."
+
+
+async def test_a_skill_file_linked_out_of_an_imported_tree_is_refused(lib: SkillLibrary, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "SKILL.md").write_text(skill_md("planted", "read from outside the tree"))
+    tree = tmp_path / "tree"
+    (tree / "fine").mkdir(parents=True)
+    (tree / "fine" / "SKILL.md").write_text(skill_md("fine", "a real file"))
+    (tree / "planted").mkdir()
+    (tree / "planted" / "SKILL.md").symlink_to(outside / "SKILL.md")
+    with pytest.raises(SkillFileError) as err:
+        await lib.import_path(T, tree, author="a")
+    assert str(tree / "planted" / "SKILL.md") in str(err.value) and "symbolic link" in str(err.value)
+    (tree / "planted" / "SKILL.md").unlink()
+    (tree / "planted").rmdir()
+    (tree / "planted").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(SkillFileError, match="symbolic link"):
+        await lib.import_path(T, tree, author="a")
+    assert await lib.current(T) == {}
+    # an asset linked out of the tree is not copied
+    (tree / "planted").unlink()
+    (tree / "fine" / "references").mkdir()
+    (tree / "fine" / "references" / "key.pem").symlink_to(outside / "SKILL.md")
+    (tree / "fine" / "references" / "notes.md").write_text("notes")
+    assert [r.name for r in await lib.import_path(T, tree, author="a")] == ["fine"]
+    assert (lib.root / T / "fine" / "references" / "notes.md").read_text() == "notes"
+    assert not (lib.root / T / "fine" / "references" / "key.pem").exists()

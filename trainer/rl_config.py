@@ -1,0 +1,85 @@
+"""The configuration of one RL run (trainer/rl.py), saved as `rl_config.json` beside every
+artifact it writes (checkpoints and the adapter).
+
+Defaults are for the tiny policy on CPU; MetaClaw used LoRA rank 32, lr 1e-4, batch 4.
+Hardware is not configured here: the same run goes to CPU, one GPU, or several GPUs
+through `accelerate launch` (trl's and transformers' own device handling); `bf16=None`
+means "bf16 when a GPU supports it".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "rl_config.json"
+
+
+@dataclass(slots=True)
+class RLConfig:
+    # sampling: G completions per context
+    num_generations: int = 4
+    batch_size: int = 8  # completions per device and step: a multiple of num_generations
+    max_completion_length: int = 96
+    temperature: float = 1.0
+    # optimisation
+    max_steps: int = 40
+    learning_rate: float = 5e-4
+    loss_type: str = "dapo"  # any trl GRPOConfig loss_type ("grpo", "dapo", "cispo", ...)
+    epsilon: float = 0.2
+    num_iterations: int = 1
+    beta: float = 0.0  # KL anchor to the base model (0: none)
+    # LoRA (peft)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    # step rewards -> advantages (trainer/advantages.py)
+    skip_constant_groups: bool = True
+    # skill-conditioned distillation (trainer/distill.py): 0 turns it off
+    distill_coef: float = 0.0
+    distill_clip: float = 5.0
+    # fast-slow training: probability that a rollout draws one of the extra system blocks
+    block_probability: float = 1.0
+    # checkpoints (for pause/resume) and logs
+    save_steps: int = 10
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    kl_samples: int = 8  # contexts used for the final KL estimate to the base model
+    seed: int = 0
+    bf16: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more GRPOConfig fields, passed as is
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be >= 2 (a group needs two samples to compare)")
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of "
+                             f"num_generations {self.num_generations}")
+        if self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        if not 0.0 <= self.block_probability <= 1.0:
+            raise ValueError("block_probability must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RLConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown RL config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> RLConfig:
+        return cls.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
