@@ -107,6 +107,7 @@ class PassThroughStream(Response):
         status = "ok"
         error: ProxyError | None = None
         client_gone = False
+        finished = False
         task = asyncio.current_task()
         assert task is not None
 
@@ -143,6 +144,10 @@ class PassThroughStream(Response):
                 status, error = "upstream_error", exc
                 tail = error_event(exc)
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
+            # Recorded before the client can see the end of the response: a turn whose
+            # response a client received is always in the recorder (and its spool).
+            finished = True
+            self.on_finish(status, kept, ttft, error)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not client_gone:
@@ -157,7 +162,8 @@ class PassThroughStream(Response):
                 await watcher
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._close())
-            self.on_finish(status, kept, ttft, error)
+            if not finished:
+                self.on_finish(status, kept, ttft, error)
 
     async def _close(self) -> None:
         aclose = getattr(self.chunks, "aclose", None)

@@ -1,4 +1,17 @@
-"""GET /healthz and GET /metrics."""
+"""GET /healthz and GET /metrics.
+
+/healthz answers 200 with `"status": "ok"` when every part is healthy, else
+503 with `"status": "degraded"`; each part reports itself under its own key.
+
+`recorder`: `healthy` (false when the writer task is dead or a queued turn has
+waited longer than `recorder.stuck_after_s`), `alive`, `state` (not_started,
+replaying, idle, writing, retrying, restarting, stopped), `queue_depth`,
+`oldest_queued_age_s` (null when nothing is queued), `last_write_at` (epoch
+seconds of the last successful write, null before the first) and
+`last_write_age_s`, `restarts` (writer deaths), `dead_letters` (turns the store
+refused whole since start), `spool` (whether the spool is on) and
+`replay_done` (the files left by a recorder that is gone are written).
+"""
 
 from __future__ import annotations
 
@@ -32,18 +45,21 @@ def engine_problems(state: ProxyState) -> dict[str, str]:
     return out
 
 
-@router.get("/healthz", response_model=None)
-async def healthz(state: State) -> dict[str, Any] | JSONResponse:
+@router.get("/healthz")
+async def healthz(state: State) -> JSONResponse:
+    recorder = state.recorder.health()
+    healthy = recorder.healthy
     body: dict[str, Any] = {
-        "status": "ok",
+        "status": "ok" if healthy else "degraded",
         "models": state.upstreams.aliases(),
-        "recorder_queue": state.recorder.depth,
+        "recorder_queue": recorder.queue_depth,
+        "recorder": recorder.as_dict(),
     }
     engines = engine_problems(state)
-    if engines:
+    if engines:  # a dead local engine: requests to it fail; the process should be replaced
         body.update(status="error", engines=engines)
         return JSONResponse(body, status_code=503)
-    return body
+    return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 @router.get("/metrics")
