@@ -67,6 +67,8 @@ def _stamp(ts: float, span: float) -> str:
     d = datetime.datetime.fromtimestamp(ts, datetime.UTC)
     if span >= 2 * 86400:
         return d.strftime("%m-%d %H:%M")
+    if span < 20:
+        return d.strftime("%H:%M:%S.") + f"{d.microsecond // 100_000}"
     return d.strftime("%H:%M:%S" if span < 600 else "%H:%M")
 
 

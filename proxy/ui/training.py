@@ -64,7 +64,8 @@ def build_router(jobs: TrainingJobs | None = None) -> APIRouter:
         reg = Registry(s.registry_root(), keep_candidates=s.registry_keep_candidates)
 
         def trained() -> list[VersionMeta]:
-            return [m for b in reg.bases(user.tenant) for m in reversed(reg.versions(user.tenant, b))]
+            t = user.tenant
+            return [m for b in reg.bases(t) for m in reversed(reg.versions(t, b))]
 
         return page(request, "training.jinja", {
             "user": user, "nav": "training", "wired": jobs is not None,

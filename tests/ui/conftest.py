@@ -29,7 +29,7 @@ from safetensors.numpy import save_file
 
 from store.evolution import EvolutionStore, Proposal
 from store.ids import new_id
-from store.keys import GLOBAL_ADMIN, TENANT_ADMIN, AGENT
+from store.keys import AGENT, GLOBAL_ADMIN, TENANT_ADMIN
 from store.registry import Registry
 from store.skills.library import SkillLibrary
 from store.skills.skillfile import parse_skill
@@ -48,7 +48,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def browser() -> Iterator[Any]:
     missing = [p for p in (CHROMIUM, DRIVER) if shutil.which(p) is None]
     if missing:
-        pytest.skip(f"browser tests need Debian's chromium and chromium-driver ({', '.join(missing)} "
+        pytest.skip("browser tests need Debian's chromium and chromium-driver "
+                    f"({', '.join(missing)} "
                     "missing): run scripts/install_browser.sh")
     try:
         from selenium import webdriver
@@ -213,20 +214,25 @@ def login(driver: Any, w: World, key: str) -> None:
 
 def click_and_load(driver: Any, element: Any, *, confirm: bool = False) -> None:
     """Click what submits a form or follows a link, and wait for the next page to load."""
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element("tag name", "html")
+    driver.execute_script("window.__moltOldPage = true")
     element.click()
     if confirm:
         driver.switch_to.alert.accept()
-    wait_for(driver, ec.staleness_of(old))
-    wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete")
+    # The next document has no mark; asking while the page swaps may fail: ask again.
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return !window.__moltOldPage && document.readyState === 'complete'"))
 
 
 def wait_for(driver: Any, cond: Any, timeout: float = 20) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(cond)
+    wait = WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(cond)
 
 
 def shot(driver: Any, name: str) -> None:

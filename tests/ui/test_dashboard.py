@@ -11,6 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
+
+pytest.importorskip("selenium", reason="browser tests need the selenium package (dev extra)")
+
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -57,6 +61,12 @@ def test_log_in_and_out(browser: Any, world: World) -> None:
     # A global admin sees every tenant's sessions.
     tenants = set(_texts(d, "#session-table tbody td:nth-child(2)"))
     assert {"acme", "bolt"} <= tenants
+    # ... and picks a tenant for the per-tenant pages.
+    d.get(f"{world.url}/ui/skills?tenant=acme")
+    assert world.held_skill in _texts(d, "#review-queue .held-link")
+    d.get(f"{world.url}/ui/versions?tenant=bolt")
+    assert [r.get_attribute("data-version") for r in
+            d.find_elements(By.CSS_SELECTOR, ".version-row")] == ["v0001"]
 
     click_and_load(d, d.find_element(By.ID, "logout"))
     assert d.find_elements(By.ID, "login-form")
@@ -90,7 +100,8 @@ def test_session_list_search_and_transcript(browser: Any, world: World) -> None:
     assert "lookup_order" in first.find_element(By.CSS_SELECTOR, ".toolcall").text
     assert '"order": "42"' in first.find_element(By.CSS_SELECTOR, ".toolcall .call").text
     tool_msg = second.find_element(By.CSS_SELECTOR, ".msg.role-tool")
-    assert "shipped" in tool_msg.text and "result of call_0" in tool_msg.get_attribute("textContent")
+    assert "shipped" in tool_msg.text
+    assert "result of call_0" in tool_msg.get_attribute("textContent")
     assert "I cannot tell." in second.find_element(By.CSS_SELECTOR, ".answer").text
     # What served each turn.
     assert first.find_element(By.CSS_SELECTOR, ".weights b").text == "base"
@@ -165,9 +176,11 @@ def test_approve_a_quarantined_skill(browser: Any, world: World) -> None:
     gate = review.find_element(By.ID, "gate-figures")
     assert gate.find_element(By.CSS_SELECTOR, ".fix-current").text == "0.0"
     assert gate.find_element(By.CSS_SELECTOR, ".fix-candidate").text == "1.0"
-    turns = [e.get_attribute("data-turn") for e in review.find_elements(By.CSS_SELECTOR, ".motivation")]
+    turns = [e.get_attribute("data-turn")
+             for e in review.find_elements(By.CSS_SELECTOR, ".motivation")]
     assert turns == world.turns["acme-fail-1"]
-    assert "I cannot tell." in review.text and "verifier" not in turns
+    motivating = review.find_elements(By.CSS_SELECTOR, ".motivation")[-1].text
+    assert "I cannot tell." in motivating and "judge" in motivating and "-0.50" in motivating
     shot(d, "review")
 
     click_and_load(d, review.find_element(By.ID, "approve"))
@@ -178,6 +191,31 @@ def test_approve_a_quarantined_skill(browser: Any, world: World) -> None:
     assert _admin(world, "/admin/skills/generation?tenant=acme")["generation"] > gen_before
     newest = d.find_elements(By.CSS_SELECTOR, "#history .revision")[0]
     assert "approve" in newest.text and "admin-ui" in newest.text
+
+
+def test_reject_a_quarantined_skill(browser: Any, world: World) -> None:
+    """Rejecting restores the last active revision, or retires a skill that never had one."""
+    from store.skills.library import SkillLibrary
+
+    m = world.m
+    lib = SkillLibrary(m.state.db, m.settings.skills, m.settings.data_dir)
+    _admin(world, "/admin/skills?tenant=acme")  # the seed skills arrive on first use
+    seed = _admin(world, "/admin/skills/search-then-narrow?tenant=acme")
+    edited = seed["content"].replace("origin: seed", "origin: evolver") + "\n9. Guess.\n"
+    from store.skills.skillfile import parse_skill
+
+    rev = m.run(lib.put("acme", parse_skill(edited, "x", max_body_bytes=64_000),
+                        author="evolver", reason="an evolver edit"))
+    assert rev.status == "quarantined"
+    d = browser
+    login(d, world, world.keys["a_admin"])
+    for name in ("search-then-narrow", world.held_skill):
+        d.get(f"{world.url}/ui/skills/{name}")
+        click_and_load(d, d.find_element(By.ID, "reject"), confirm=True)
+    back = _admin(world, "/admin/skills/search-then-narrow?tenant=acme")
+    assert back["status"] == "active" and back["content"] == seed["content"]
+    assert _admin(world, f"/admin/skills/{world.held_skill}?tenant=acme")["status"] == "retired"
+    assert d.find_element(By.ID, "skill-status").text == "retired"
 
 
 def test_roll_back_a_version(browser: Any, world: World) -> None:
@@ -197,7 +235,8 @@ def test_roll_back_a_version(browser: Any, world: World) -> None:
     reg = Registry(world.m.settings.registry_root())
     assert reg.active("acme", "tiny") == "v0001"
     assert reg.get("acme", "tiny", "v0002").status == "rolled_back"
-    statuses = {r.get_attribute("data-version"): r.find_element(By.CSS_SELECTOR, ".version-status").text
+    statuses = {r.get_attribute("data-version"):
+                r.find_element(By.CSS_SELECTOR, ".version-status").text
                 for r in d.find_elements(By.CSS_SELECTOR, "#base-tiny .version-row")}
     assert statuses == {"v0001": "active", "v0002": "rolled_back"}
     # Promote it again through the same path.
@@ -276,7 +315,8 @@ def test_a_tenant_admin_cannot_see_another_tenant(browser: Any, world: World) ->
     assert d.find_element(By.ID, "error-status").text.startswith("404")
 
     d.get(f"{world.url}/ui/versions")
-    assert [b.get_attribute("id") for b in d.find_elements(By.CSS_SELECTOR, ".base")] == ["base-tiny"]
+    bases = d.find_elements(By.CSS_SELECTOR, ".base")
+    assert [b.get_attribute("id") for b in bases] == ["base-tiny"]
     assert [r.get_attribute("data-version") for r in
             d.find_elements(By.CSS_SELECTOR, ".version-row")] == ["v0001"]  # bolt's only
     d.get(f"{world.url}/ui/skills")
