@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make serve   set up and run `molt serve` on the embedded defaults
-#   make test    set up and run the test suite (starts a local PostgreSQL when it can)
+#   make test    set up and run the test suite (starts a local PostgreSQL and installs
+#                headless Chromium for the dashboard's tests when it can)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -36,6 +37,7 @@ serve: setup
 	$(VENV)/bin/molt serve
 
 test: setup
+	@bash scripts/install_browser.sh
 	@if [ -z "$$MOLT_TEST_PG_URL" ]; then \
 	  url=$$(bash scripts/start_postgres.sh | tail -n 1); \
 	  case "$$url" in postgresql*) export MOLT_TEST_PG_URL="$$url";; esac; \

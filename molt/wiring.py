@@ -12,6 +12,7 @@ from proxy.app import create_app
 from proxy.context_injection import ContextService
 from proxy.routes import admin_skills, admin_versions
 from proxy.skills_injection import SkillsService
+from proxy.ui import build_router as build_ui_router
 from proxy.upstream.base import Backend
 from proxy.upstream.routing import BackendFactory
 from store.registry import Registry
@@ -58,7 +59,8 @@ def build_app(settings: MoltSettings) -> FastAPI:
         settings, backend_factories=backend_factories(settings),
         request_hooks=[skills.hook, context.hook],
         routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
-                 build_evolver_router(evolver, [skills.changed, context.changed])],
+                 build_evolver_router(evolver, [skills.changed, context.changed]),
+                 build_ui_router(lambda: skills)],
         # order matters: the evolver needs the started skill library
         services=[skills, context, evolver],
     )
