@@ -213,6 +213,7 @@ async def m004_training(conn: AsyncConnection) -> None:
         sa.Column("checkpoint", sa.Text, nullable=True),
         sa.Column("holder", sa.String(128), nullable=True),
         sa.Column("stop_reason", sa.String(32), nullable=True),
+        sa.Column("last_window", sa.String(64), nullable=True),
         sa.Column("cancel_requested", sa.Boolean, nullable=False),
         sa.Column("version", sa.String(16), nullable=True),
         sa.Column("metrics", sa.JSON, nullable=True),

@@ -194,6 +194,11 @@ class TrainerSettings(BaseModel):
     calendar_mode: Literal["events", "free"] = "events"
     calendar_marker: str = "molt-training"
     calendar_min_minutes: float = Field(default=60.0, gt=0)
+    # Zone of the calendar's floating times and all-day dates.
+    calendar_timezone: str = "UTC"
+    # In a cron or calendar window a job starts (or resumes) only after this long without
+    # traffic, so that a busy agent does not make it start and pause over and over.
+    quiet_minutes: float = Field(default=5.0, ge=0)
     # Per window: the most minutes and optimiser steps a job may spend in it.
     budget_minutes: float = Field(default=15.0, gt=0)
     budget_steps: int = Field(default=200, ge=1)

@@ -53,6 +53,8 @@ class TrainingJob:
     checkpoint: str | None = None
     holder: str | None = None
     stop_reason: str | None = None
+    # "<trigger>:<opened_at>" of the last window the job ran in
+    last_window: str | None = None
     version: str | None = None
     metrics: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None
@@ -244,6 +246,20 @@ class TrainingStore:
             await self.update(job_id, now=now, status="cancelled", finished_at=now,
                               cancel_requested=True, stop_reason="cancelled", event="cancelled")
         return await self.get(job_id)
+
+    # -- tenants -------------------------------------------------------------
+    async def tenants(self) -> list[tuple[str, str]]:
+        """(id, name) of every tenant."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(t.tenants.c.id, t.tenants.c.name)
+                                       .order_by(t.tenants.c.name))).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def tenant_id(self, name: str) -> str | None:
+        async with self.db.engine.connect() as conn:
+            v = (await conn.execute(sa.select(t.tenants.c.id).where(
+                t.tenants.c.name == name))).scalar_one_or_none()
+        return None if v is None else str(v)
 
     # -- history -------------------------------------------------------------
     async def add_event(self, job_id: str, tenant_id: str, kind: str, *, now: float,
