@@ -106,8 +106,9 @@ class CronTrigger:
 
     def at(self, now: float) -> Window | None:
         # the first fire time after `now - duration`: if it is not after `now`, its window
-        # is open (it ends after `now`)
-        start = datetime.fromtimestamp(now - self.duration_s, tz=self._tz)
+        # is open (it ends after `now`); windows are half-open, [fire, fire + duration)
+        start = datetime.fromtimestamp(now - self.duration_s, tz=self._tz) + timedelta(
+            microseconds=1)
         fire = self._cron.get_next_fire_time(None, start)
         if fire is None or fire.timestamp() > now:
             return None
