@@ -183,24 +183,36 @@ class JobRunner:
 
     async def run(self, job: TrainingJob, window: Window, budget: Budget, control: Control,
                   holder: str) -> TrainingJob:
+        """One window of `job`: `begin` it, then `train` it to the window's end."""
+        job = await self.begin(job, window, budget, holder)
+        return await self.train(job, budget, control)
+
+    async def begin(self, job: TrainingJob, window: Window, budget: Budget,
+                    holder: str) -> TrainingJob:
+        """Record that `job` runs (`started`, or `resumed` in a later window)."""
         now = self.clock()
         work = Path(job.work_dir) if job.work_dir else self.jobs_dir / job.id
         resumed = job.windows > 0
         await self.store.update(
             job.id, now=now, status="running", holder=holder, work_dir=str(work),
             started_at=job.started_at or now, windows=job.windows + 1, stop_reason=None,
-            last_window=window.key,
-            event="resumed" if resumed else "started",
+            last_window=window.key, event="resumed" if resumed else "started",
             detail={"window": window.to_dict(), "budget_minutes": budget.minutes,
                     "budget_steps": budget.steps, "from_step": job.steps,
                     "checkpoint": job.checkpoint})
+        return await self.store.get(job.id)
+
+    async def train(self, job: TrainingJob, budget: Budget, control: Control) -> TrainingJob:
+        """Train a begun job until the window ends; record how it ended."""
+        assert job.work_dir is not None
         try:
-            await self._run(job, work, budget, control)
+            await self._run(job, Path(job.work_dir), budget, control)
         except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never lost
             log.error("training job %s (%s) failed: %s: %s", job.id, job.tenant,
                       type(exc).__name__, exc)
-            await self.store.update(job.id, now=self.clock(), status="failed",
-                                    finished_at=self.clock(), steps=max(job.steps, control.step),
+            now = self.clock()
+            await self.store.update(job.id, now=now, status="failed", finished_at=now,
+                                    steps=max(job.steps, control.step),
                                     error=f"{type(exc).__name__}: {exc}", event="failed",
                                     detail={"error": type(exc).__name__})
         return await self.store.get(job.id)

@@ -250,8 +250,9 @@ class Scheduler:
         if job is None:
             await self.store.release(tid, self.holder)
             return
+        job = await self.runner.begin(job, window, budget, self.holder)
         control = Control()
-        task = asyncio.create_task(self.runner.run(job, window, budget, control, self.holder),
+        task = asyncio.create_task(self.runner.train(job, budget, control),
                                    name=f"molt-train-{job.id}")
         self._active[tid] = _Active(job.id, tid, window, budget, now, control, task)
         log.info("training job %s (%s): window %s opened", job.id, name, window.trigger)

@@ -18,8 +18,8 @@ from store.errors import Conflict, InvalidInput, NotFound
 from store.ids import new_id
 from store.records import TurnRecord
 from store.settings import StoreSettings
-from store.trajectories import TrajectoryStore
 from store.training import TrainingStore
+from store.trajectories import TrajectoryStore
 
 NOW = 1_800_000_000.0
 
