@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,39 +294,79 @@ async def test_cancel_from_another_process_stops_the_running_job(db: Database,
     assert job.finished_at is not None
 
 
-async def test_two_processes_never_train_the_same_tenant(db: Database, tmp_path: Path) -> None:
-    ten = await KeyStore(db).ensure_tenant("acme")
+async def _two_processes(db: Database, other_db: Database, tmp_path: Path,
+                         tenant: str) -> None:
+    ten = await KeyStore(db).ensure_tenant(tenant)
     clock = Clock(T0)
     await write_turns(db, ten.id, at=T0)
     permits = threading.Semaphore(0)
     body = CountingBody(total=4, permits=permits)
-    settings = _settings(lease_ttl_s=30)
+    settings = _settings(lease_ttl_s=30, tenants=[tenant])
     first = _scheduler(db, tmp_path, body, clock, settings, holder="proc-a")
+    second = _scheduler(other_db, tmp_path, body, clock, settings, holder="proc-b")
+    clock.advance(IDLE_MIN * 60)
+    await asyncio.gather(first.tick(), second.tick())
+    running = first.running() + second.running()
+    assert len(running) == 1
+    owner, idle = (first, second) if first.running() else (second, first)
+    lease = await idle.store.lease(ten.id)
+    assert lease is not None and lease.holder == owner.holder and lease.job_id == running[0]
+
+    # while the owner renews its lease, the other never takes over, even long after
+    # the lease's first expiry
+    for _ in range(4):
+        clock.advance(20)
+        await owner.tick()
+        await idle.tick()
+        assert idle.running() == []
+    permits.release(4)
+    job = await owner.wait(running[0])
+    assert job.status == "succeeded" and body.max_running == 1
+    await owner.tick()
+    assert (await idle.store.lease(ten.id)) is None
+
+
+async def test_two_processes_never_train_the_same_tenant(db: Database, tmp_path: Path) -> None:
     other_db = await Database.open(StoreSettings(url=db.url))
     try:
-        second = _scheduler(other_db, tmp_path, body, clock, settings, holder="proc-b")
-        clock.advance(IDLE_MIN * 60)
-        await asyncio.gather(first.tick(), second.tick())
-        running = first.running() + second.running()
-        assert len(running) == 1
-        owner, idle = (first, second) if first.running() else (second, first)
-        lease = await idle.store.lease(ten.id)
-        assert lease is not None and lease.holder == owner.holder and lease.job_id == running[0]
-
-        # while the owner renews its lease, the other never takes over, even long after
-        # the lease's first expiry
-        for _ in range(4):
-            clock.advance(20)
-            await owner.tick()
-            await idle.tick()
-            assert idle.running() == []
-        permits.release(4)
-        job = await owner.wait(running[0])
-        assert job.status == "succeeded" and body.max_running == 1
-        await owner.tick()
-        assert (await idle.store.lease(ten.id)) is None
+        await _two_processes(db, other_db, tmp_path, "acme")
     finally:
         await other_db.close()
+
+
+@pytest.mark.postgres
+async def test_two_processes_never_train_the_same_tenant_on_postgresql(tmp_path: Path) -> None:
+    url = os.environ.get("MOLT_TEST_PG_URL")
+    if not url:
+        pytest.skip("PostgreSQL skipped: MOLT_TEST_PG_URL is not set (.ci/run starts a server)")
+    a = await Database.open(StoreSettings(url=url))
+    b = await Database.open(StoreSettings(url=url))
+    try:  # the shared database is not reset: a tenant of its own
+        await _two_processes(a, b, tmp_path, f"sched-{uuid.uuid4().hex[:12]}")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_window_ends_when_its_minutes_are_spent(db: Database, tmp_path: Path) -> None:
+    ten = await KeyStore(db).ensure_tenant("acme")
+    clock = Clock(T0)
+    await write_turns(db, ten.id, at=T0)
+    permits = threading.Semaphore(0)
+    body = CountingBody(total=10, permits=permits)
+    s = _scheduler(db, tmp_path, body, clock, _settings(budget_minutes=1))
+    clock.advance(IDLE_MIN * 60)
+    await s.tick()
+    (job_id,) = s.running()
+    permits.release(1)
+    assert await asyncio.to_thread(body.wait_step, 1)
+    clock.advance(59)
+    await s.tick()
+    assert s.running() == [job_id]
+    clock.advance(1)
+    await s.tick()
+    job = await s.wait(job_id)
+    assert (job.status, job.stop_reason, job.steps) == ("paused", "budget_minutes", 1)
 
 
 async def test_a_dead_holders_job_is_taken_over_after_its_lease_expires(
