@@ -8,6 +8,8 @@ from fastapi import FastAPI
 
 from molt.evolver_service import EvolverService
 from molt.evolver_service import build_router as build_evolver_router
+from molt.trainer_service import PartsFactory, TrainerService
+from molt.trainer_service import build_router as build_trainer_router
 from proxy.app import create_app
 from proxy.context_injection import ContextService
 from proxy.routes import admin_skills, admin_versions
@@ -50,17 +52,27 @@ def backend_factories(settings: MoltSettings) -> dict[str, BackendFactory]:
     return {"local": local, "vllm": vllm}
 
 
-def build_app(settings: MoltSettings) -> FastAPI:
-    """The proxy with every subsystem wired in, from one settings tree."""
+# The training method `molt serve` and `molt train now` run: builds a job's parts (query
+# data, training body, registry, eval gate). None: this molt cannot train; the scheduler
+# and /admin/train only report and cancel.
+TRAINER_PARTS: PartsFactory | None = None
+
+
+def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = None) -> FastAPI:
+    """The proxy with every subsystem wired in, from one settings tree.
+
+    `trainer_parts` replaces `TRAINER_PARTS`, the training jobs' parts.
+    """
     skills = SkillsService(settings)
     context = ContextService()
     evolver = EvolverService(settings, lambda: skills.library)
+    trainer = TrainerService(settings, trainer_parts or TRAINER_PARTS)
     return create_app(
         settings, backend_factories=backend_factories(settings),
         request_hooks=[skills.hook, context.hook],
         routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
                  build_evolver_router(evolver, [skills.changed, context.changed]),
-                 build_ui_router(lambda: skills)],
+                 build_ui_router(lambda: skills), build_trainer_router(trainer)],
         # order matters: the evolver needs the started skill library
-        services=[skills, context, evolver],
+        services=[skills, context, evolver, trainer],
     )

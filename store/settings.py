@@ -186,6 +186,58 @@ class EvolverSettings(BaseModel):
     context_children: int = Field(default=2, ge=1, le=8)
 
 
+class CronWindowSettings(BaseModel):
+    """A training window that opens at each fire time of a cron expression and lasts `minutes`."""
+
+    cron: str  # five fields, crontab syntax: "0 1 * * *" is 01:00 every night
+    minutes: float = Field(default=240.0, gt=0)
+    timezone: str = "UTC"
+
+
+class TrainerSettings(BaseModel):
+    """The slow loop's scheduler (trainer/schedule.py): when windows open, and their budget.
+
+    A window opens when any configured trigger holds: no agent traffic for `idle_minutes`,
+    a cron window, or a calendar slot. Inside a window a job trains for at most
+    `budget_minutes` and `budget_steps`; agent traffic pauses it (it resumes from its
+    checkpoint in the next window), except in a window someone asked for (`molt train now`).
+    """
+
+    # Run the scheduler in `molt serve` (`molt train now` works either way).
+    enabled: bool = False
+    # Tenant names the scheduler trains; empty: every tenant in the store.
+    tenants: list[str] = Field(default_factory=list)
+    # Idle trigger: no traffic (replays excluded) for this long; None turns it off.
+    idle_minutes: float | None = Field(default=30.0, gt=0)
+    cron: list[CronWindowSettings] = Field(default_factory=list)
+    # An ICS calendar file, re-read when it changes. "events": its events whose summary
+    # contains `calendar_marker` are windows; "free": gaps of at least
+    # `calendar_min_minutes` between its busy events are windows.
+    calendar: Path | None = None
+    calendar_mode: Literal["events", "free"] = "events"
+    calendar_marker: str = "molt-training"
+    calendar_min_minutes: float = Field(default=60.0, gt=0)
+    # Zone of the calendar's floating times and all-day dates.
+    calendar_timezone: str = "UTC"
+    # In a cron or calendar window a job starts (or resumes) only after this long without
+    # traffic, so that a busy agent does not make it start and pause over and over.
+    quiet_minutes: float = Field(default=5.0, ge=0)
+    # Per window: the most minutes and optimiser steps a job may spend in it.
+    budget_minutes: float = Field(default=15.0, gt=0)
+    budget_steps: int = Field(default=200, ge=1)
+    # A process holding a tenant's lease renews it every tick; another process may take
+    # it over once it has not been renewed for this long (the holder died).
+    lease_ttl_s: float = Field(default=60.0, gt=0)
+    # How often the scheduler looks at windows, traffic and cancel requests (this bounds
+    # how fast returning traffic pauses a job).
+    tick_s: float = Field(default=2.0, gt=0)
+    # Job folders (frozen data split, checkpoints, artifact); default `<data_dir>/training`.
+    work_dir: Path | None = None
+
+    def jobs_dir(self, data_dir: Path) -> Path:
+        return self.work_dir if self.work_dir is not None else data_dir / "training"
+
+
 class MoltSettings(BaseSettings):
     """Everything molt can be told. Built by `molt.config.load_settings`."""
 
@@ -205,6 +257,7 @@ class MoltSettings(BaseSettings):
     registry_keep_candidates: int = 10
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
     evolver: EvolverSettings = Field(default_factory=EvolverSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> MoltSettings:

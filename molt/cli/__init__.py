@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import click
 
-from molt.cli import bench, doctor, evolve, feedback, keys, serve, sessions, skills, versions
+from molt.cli import (
+    bench,
+    doctor,
+    evolve,
+    feedback,
+    keys,
+    serve,
+    sessions,
+    skills,
+    train,
+    versions,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +27,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj["config"] = config
 
 
-for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve):
+for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train):
     module.register(cli)
 
 
