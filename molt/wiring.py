@@ -17,8 +17,10 @@ from proxy.skills_injection import SkillsService
 from proxy.ui import build_router as build_ui_router
 from proxy.upstream.base import Backend
 from proxy.upstream.routing import BackendFactory
+from store.database import Database
 from store.registry import Registry
 from store.settings import ModelRoute, MoltSettings
+from trainer.jobs import JobParts
 
 # The tiny policy trained by `python -m bench.policy.pretrain`.
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "bench" / "policy" / "checkpoint"
@@ -55,7 +57,19 @@ def backend_factories(settings: MoltSettings) -> dict[str, BackendFactory]:
 # The training method `molt serve` and `molt train now` run: builds a job's parts (query
 # data, training body, registry, eval gate). None: this molt cannot train; the scheduler
 # and /admin/train only report and cancel.
-TRAINER_PARTS: PartsFactory | None = None
+def lora_rl_parts(settings: MoltSettings, db: Database) -> JobParts:
+    """LoRA RL on the served local model (molt/train_parts.py; torch is imported only here)."""
+    from molt.train_parts import training_parts
+
+    return training_parts(settings, db)
+
+
+TRAINER_PARTS: PartsFactory | None = lora_rl_parts
+
+
+def trains_locally(settings: MoltSettings) -> bool:
+    """Whether this molt serves a local model the trainer can train."""
+    return any(r.local for r in with_default_model(settings).models)
 
 
 def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = None) -> FastAPI:
@@ -66,7 +80,8 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
     skills = SkillsService(settings)
     context = ContextService()
     evolver = EvolverService(settings, lambda: skills.library)
-    trainer = TrainerService(settings, trainer_parts or TRAINER_PARTS)
+    parts = trainer_parts or (TRAINER_PARTS if trains_locally(settings) else None)
+    trainer = TrainerService(settings, parts)
     return create_app(
         settings, backend_factories=backend_factories(settings),
         request_hooks=[skills.hook, context.hook],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -233,6 +233,13 @@ class TrainerSettings(BaseModel):
     tick_s: float = Field(default=2.0, gt=0)
     # Job folders (frozen data split, checkpoints, artifact); default `<data_dir>/training`.
     work_dir: Path | None = None
+    # The local model route (alias) the jobs train; default: the first local route.
+    model: str | None = None
+    # Overrides of trainer.rl_config.RLConfig, trainer.gate_config.GateConfig and
+    # trainer.data.DataConfig fields (e.g. rl = { max_steps = 60, learning_rate = 1e-3 }).
+    rl: dict[str, Any] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
 
     def jobs_dir(self, data_dir: Path) -> Path:
         return self.work_dir if self.work_dir is not None else data_dir / "training"
