@@ -29,9 +29,12 @@ from proxy.errors import InvalidRequest, NotFoundError, ProxyError
 from proxy.state import ProxyState
 from store.database import Database
 from store.errors import Conflict, InvalidInput, NotFound, StoreError
+from store.registry import Registry, served_base_dirs
 from store.settings import MoltSettings
 from store.training import TrainingJob, TrainingStore
+from trainer.gate_config import WatchConfig
 from trainer.jobs import JobParts
+from trainer.rollback import RollbackWatch, WatchDecision, aliases_by_base
 from trainer.schedule import Scheduler, triggers_from
 
 log = logging.getLogger("molt.trainer")
@@ -57,6 +60,7 @@ class TrainerService:
         self.store: TrainingStore | None = None
         self.scheduler: Scheduler | None = None
         self._aps: Any = None
+        self.watch: RollbackWatch | None = None
 
     async def start(self, state: ProxyState) -> None:
         self.store = TrainingStore(state.db)
@@ -75,6 +79,10 @@ class TrainerService:
         self._aps = AsyncIOScheduler()
         self._aps.add_job(self.tick, "interval", seconds=cfg.tick_s, max_instances=1,
                           coalesce=True, id="molt-train-tick")
+        if cfg.watch_s is not None:
+            self.watch = _rollback_watch(self.settings, state.db)
+            self._aps.add_job(self.watch_once, "interval", seconds=cfg.watch_s, max_instances=1,
+                              coalesce=True, id="molt-rollback-watch")
         self._aps.start()
 
     async def stop(self) -> None:
@@ -83,6 +91,16 @@ class TrainerService:
             self._aps = None
         if self.scheduler is not None:
             await self.scheduler.shutdown()
+
+    async def watch_once(self) -> list[WatchDecision]:
+        """One look at every promotion's live record; a regression is rolled back."""
+        if self.watch is None:
+            return []
+        try:
+            return await self.watch.check_all()
+        except (StoreError, ValueError, OSError) as exc:
+            log.error("rollback watch: %s: %s", type(exc).__name__, exc)
+            return []
 
     async def tick(self) -> None:
         assert self.scheduler is not None
@@ -101,6 +119,16 @@ class TrainerService:
         await self.tick()  # start it now rather than at the next tick
         assert self.store is not None
         return await self.store.get(job.id)
+
+
+def _rollback_watch(settings: MoltSettings, db: Any) -> RollbackWatch:
+    """The live watch over every local or vLLM base this molt serves (trainer/rollback.py)."""
+    from molt.wiring import with_default_model
+
+    routes = with_default_model(settings).models
+    return RollbackWatch(db, Registry(settings.registry_root()),
+                         WatchConfig(**settings.trainer.watch), aliases=aliases_by_base(routes),
+                         base_dirs=served_base_dirs(routes))
 
 
 class TrainIn(BaseModel):

@@ -240,6 +240,10 @@ class TrainerSettings(BaseModel):
     rl: dict[str, Any] = Field(default_factory=dict)
     gate: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
+    # The live watch (trainer/rollback.py): how often it reads promoted versions' live record
+    # (None: never), and overrides of its WatchConfig fields.
+    watch_s: float | None = Field(default=60.0, gt=0)
+    watch: dict[str, Any] = Field(default_factory=dict)
 
     def jobs_dir(self, data_dir: Path) -> Path:
         return self.work_dir if self.work_dir is not None else data_dir / "training"
