@@ -12,8 +12,9 @@ from molt.trainer_service import PartsFactory, TrainerService
 from molt.trainer_service import build_router as build_trainer_router
 from proxy.app import create_app
 from proxy.context_injection import ContextService
-from proxy.routes import admin_skills, admin_versions
+from proxy.routes import admin_skills, admin_tenants, admin_versions
 from proxy.skills_injection import SkillsService
+from proxy.tafc_injection import TafcService
 from proxy.ui import build_router as build_ui_router
 from proxy.upstream.base import Backend
 from proxy.upstream.routing import BackendFactory
@@ -79,15 +80,17 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
     """
     skills = SkillsService(settings)
     context = ContextService()
+    tafc = TafcService(settings.tafc)
     evolver = EvolverService(settings, lambda: skills.library)
     parts = trainer_parts or (TRAINER_PARTS if trains_locally(settings) else None)
     trainer = TrainerService(settings, parts)
     return create_app(
         settings, backend_factories=backend_factories(settings),
-        request_hooks=[skills.hook, context.hook],
+        request_hooks=[skills.hook, context.hook, tafc],
         routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
                  build_evolver_router(evolver, [skills.changed, context.changed]),
-                 build_ui_router(lambda: skills), build_trainer_router(trainer)],
+                 build_ui_router(lambda: skills), build_trainer_router(trainer),
+                 admin_tenants.build_router(lambda: tafc)],
         # order matters: the evolver needs the started skill library
-        services=[skills, context, evolver, trainer],
+        services=[skills, context, tafc, evolver, trainer],
     )

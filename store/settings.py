@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8787
@@ -249,6 +249,21 @@ class TrainerSettings(BaseModel):
         return self.work_dir if self.work_dir is not None else data_dir / "training"
 
 
+class TafcSettings(BaseModel):
+    """Think-augmented function calling (proxy/tafc.py); per-tenant overrides in tenants.settings.
+
+    `mode`: "off", "function" (a `think` property first in every enabled tool), or
+    "parameter" (also `{think, value}` for each parameter whose complexity exceeds
+    `tau`). `tools`: only these tool names (empty: every tool).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "function", "parameter"] = "off"
+    tau: float = Field(default=0.6, ge=0.0, le=1.0)
+    tools: list[str] = Field(default_factory=list)
+
+
 class MoltSettings(BaseSettings):
     """Everything molt can be told. Built by `molt.config.load_settings`."""
 
@@ -269,6 +284,7 @@ class MoltSettings(BaseSettings):
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
     evolver: EvolverSettings = Field(default_factory=EvolverSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    tafc: TafcSettings = Field(default_factory=TafcSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> MoltSettings:

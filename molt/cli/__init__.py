@@ -13,6 +13,7 @@ from molt.cli import (
     serve,
     sessions,
     skills,
+    tenants,
     train,
     versions,
 )
@@ -27,7 +28,8 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj["config"] = config
 
 
-for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train):
+for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train,
+               tenants):
     module.register(cli)
 
 
