@@ -7,6 +7,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# A corpus of real tool schemas for the TAFC tests (its data only: the wheel is not installed).
+BFCL_VERSION := 2026.3.23
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
@@ -26,6 +28,7 @@ $(STAMP): pyproject.toml requirements.lock constraints.txt
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -r requirements.lock
 	$(PIP) install -q --no-deps -e .
+	$(PIP) download -q --no-deps -d $(VENV)/corpus 'bfcl-eval==$(BFCL_VERSION)'
 	touch $(STAMP)
 
 # Refresh the lock from pyproject.toml (pip-tools; run after changing a dependency).
