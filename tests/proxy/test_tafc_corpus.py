@@ -50,6 +50,16 @@ def to_json_schema(s: Any) -> Any:
 
 
 def functions() -> Iterator[dict[str, Any]]:
+    """Every distinct function definition of the corpus."""
+    seen: set[str] = set()
+    for fn in _all_functions():
+        key = json.dumps(fn, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            yield fn
+
+
+def _all_functions() -> Iterator[dict[str, Any]]:
     with zipfile.ZipFile(WHEEL) as z:
         for name in z.namelist():
             if not (name.startswith("bfcl_eval/data/") and name.endswith(".json")) or \
@@ -71,7 +81,7 @@ def instance(s: Any) -> Any:
     """A small value valid for a schema (required properties only)."""
     if not isinstance(s, dict):
         return "x"
-    if "enum" in s and s["enum"]:
+    if s.get("enum"):
         return s["enum"][0]
     t = s.get("type")
     if t == "object":
@@ -113,5 +123,6 @@ def test_every_real_schema_augments_validly_and_round_trips() -> None:
             assert json.loads(strip_arguments(json.dumps(w), plan).arguments) == args
             checked += 1
             wrapped += len(plan.wrapped)
-    assert seen > 5000 and checked > 3 * 4000, (seen, checked)
+    print(f"{seen} distinct definitions, {checked} round trips, {wrapped} wrapped parameters")
+    assert seen > 2000 and checked > 3 * 1500, (seen, checked)
     assert wrapped > 0
