@@ -121,6 +121,19 @@ def _admin_calls(tmp_path: Path) -> dict[tuple[str, str], Call]:
                                         lambda t, w: {"tenant": t}),
         ("GET", "/admin/proposals"): Call("GET", lambda t, w: f"/admin/proposals?tenant={t}"),
         ("GET", "/admin/evolutions"): Call("GET", lambda t, w: f"/admin/evolutions?tenant={t}"),
+        # This molt serves no local model, so it cannot train: 503 past the tenant check.
+        ("POST", "/admin/train"): Call("POST", lambda t, w: "/admin/train",
+                                       lambda t, w: {"tenant": t}, ok=(503,)),
+        ("GET", "/admin/train/status"): Call("GET", lambda t, w: f"/admin/train/status?tenant={t}"),
+        ("GET", "/admin/train/history"): Call("GET",
+                                              lambda t, w: f"/admin/train/history?tenant={t}"),
+        ("POST", "/admin/train/cancel"): Call("POST", lambda t, w: "/admin/train/cancel",
+                                              lambda t, w: {"tenant": t}, ok=(404, 409)),
+        ("GET", "/admin/tenants/{tenant}/settings"): Call(
+            "GET", lambda t, w: f"/admin/tenants/{t}/settings"),
+        ("PUT", "/admin/tenants/{tenant}/settings"): Call(
+            "PUT", lambda t, w: f"/admin/tenants/{t}/settings",
+            lambda t, w: {"tafc": {"mode": "function"}}),
     }
 
 
