@@ -90,6 +90,7 @@ class _Run:
 
     state: TTTState | None = None
     update: bool = True
+    enabled: bool = True
     embeddings: torch.Tensor | None = None
     mask: torch.Tensor | None = None
 
@@ -109,6 +110,10 @@ class TTTMLP(nn.Module):
     """A gated MLP whose down projection is a fast weight (see the module docstring)."""
 
     original: nn.Module  # the wrapped block (not a submodule: it shares these parameters)
+    gate_proj: Any
+    up_proj: Any
+    down_proj: Any  # an nn.Linear, or peft's LoRA layer around one
+    act_fn: Any
 
     def __init__(self, mlp: nn.Module, layer: int, cfg: TTTConfig, run: _Run) -> None:
         super().__init__()
@@ -139,6 +144,7 @@ class TTTMLP(nn.Module):
         w = getattr(self.down_proj, "weight", None)
         if w is None:  # a peft LoRA layer wraps the Linear
             w = self.down_proj.base_layer.weight
+        assert isinstance(w, torch.Tensor)
         return w
 
     # V = Conv1D(t) W_target^T, within each chunk: t is (N, C, hidden), one row per chunk
@@ -146,7 +152,8 @@ class TTTMLP(nn.Module):
         w = self.ttt_conv.weight
         conv = F.conv1d(t.to(w.dtype).transpose(1, 2), w, padding=self.cfg.kernel_size // 2,
                         groups=w.shape[0]).transpose(1, 2)
-        return self.ttt_target(conv)
+        v: torch.Tensor = self.ttt_target(conv)
+        return v
 
     def chunk_update(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """dW = eta V^T Z for chunks z (N, C, inter), t (N, C, hidden) -> (N, hidden, inter)."""
@@ -155,8 +162,10 @@ class TTTMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.act_fn(self.gate_proj(x)) * self.up_proj(x)
-        out = self.down_proj(z)
+        out: torch.Tensor = self.down_proj(z)
         run = self._run
+        if not run.enabled:
+            return out
         t = x if self.cfg.target == "hidden" else self._embeddings(x)
         mask = self._mask(x)
         if mask is not None:
@@ -260,13 +269,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner
 
 
-def _decoder(model: nn.Module) -> nn.Module:
+def _decoder(model: nn.Module) -> Any:
     inner = _unwrap(model)
     get_decoder = getattr(inner, "get_decoder", None)
     dec = get_decoder() if callable(get_decoder) else getattr(inner, "model", None)
     if dec is None or not hasattr(dec, "layers"):
         raise TTTError(f"{type(inner).__name__} has no decoder layers TTT can wrap")
-    return dec  # type: ignore[no-any-return]
+    return dec
 
 
 class TTT:
@@ -367,6 +376,26 @@ class TTT:
         finally:
             self._run.state, self._run.update = None, True
 
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Forward calls inside compute the model without its TTT layers (W_down only)."""
+        self._run.enabled = False
+        try:
+            yield
+        finally:
+            self._run.enabled = True
+
+    def down_proj_names(self) -> dict[int, str]:
+        """Layer -> the model's name for that layer's W_down (as in the base checkpoint)."""
+        by_id = {id(p): n for n, p in _unwrap(self.model).named_parameters()}
+        out = {}
+        for i, m in self.modules.items():
+            name = by_id.get(id(m._down_weight()))
+            if name is None:
+                raise TTTError(f"layer {i}'s W_down is not a parameter of the model")
+            out[i] = name.replace(".base_layer.", ".")
+        return out
+
     def flush(self, state: TTTState) -> None:
         """Fold every layer's partial chunk into its fast weights (end of a stream)."""
         for i, m in self.modules.items():
@@ -377,6 +406,17 @@ class TTT:
 def attach(model: nn.Module, cfg: TTTConfig) -> TTT:
     """Wrap the selected layers' MLPs of `model` (in place) and return the handle."""
     return TTT(model, cfg)
+
+
+def load_version(base: Any, folder: Path) -> tuple[nn.Module, TTT]:
+    """A new model object for a TTT-enabled `ttt_delta` version: the base weights plus
+    `delta.safetensors`, with the version's trained TTT layers attached (eval mode)."""
+    from modeling.loading import load_with_delta
+
+    model: nn.Module = load_with_delta(base, folder)
+    handle = load_ttt(model, folder)
+    model.eval()
+    return model, handle
 
 
 def has_ttt(folder: Path) -> bool:
