@@ -45,6 +45,7 @@ from torch import nn
 from modeling.ttt_config import CONFIG_FILE, TTTConfig
 
 WEIGHTS_FILE = "ttt.safetensors"
+DELTA_FILE = "delta.safetensors"  # the registry's ttt_delta weight file
 _TTT_MARK = ".ttt_"
 
 
@@ -359,6 +360,21 @@ class TTT:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(self.state_dict(), str(folder / WEIGHTS_FILE))
         self.cfg.save(folder)
+
+    def save_version(self, folder: Path) -> None:
+        """A `ttt_delta` registry folder that adds these TTT layers and changes no weight:
+        `save` plus a zero `delta.safetensors` on the selected layers' W_down."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        self.save(folder)
+        params = dict(_unwrap(self.model).named_parameters())
+        zeros = {}
+        for i, name in self.down_proj_names().items():
+            w = self.modules[i]._down_weight()
+            zeros[name] = torch.zeros(w.shape, dtype=params[name].dtype if name in params
+                                      else w.dtype)
+        save_file(zeros, str(folder / DELTA_FILE))
 
     # streaming
     def new_state(self, batch: int = 1) -> TTTState:
