@@ -17,13 +17,19 @@
 - Weight deltas (`ttt_delta`: W + dW) and full weights get their own model
   object, loaded fresh from the base folder.
 
+- `forward_step`: one forward pass with a KV cache, in the current
+  transformers API (a `Cache` object passed as `cache=`, returned as
+  `output.cache`; the old `past_key_values` keyword is deprecated in 5.x).
+
 peft, transformers and safetensors errors are translated here into
 `LoadError` (a ValueError) with a message that names the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,16 @@ BASE_ADAPTER = "__base__"
 
 class LoadError(ValueError):
     """A model, tokenizer or artifact that cannot be loaded."""
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft 0.21 calls transformers' deprecated `is_gradient_checkpointing` (a FutureWarning
+    that is not ours to fix); silence that one warning and nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        yield
 
 
 @dataclass(slots=True)
@@ -101,6 +117,21 @@ def eos_ids(base: LoadedBase) -> set[int]:
     return ids
 
 
+def new_cache(model: Any) -> Any:
+    """An empty KV cache for one sequence of `model` (grows as tokens are added)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def forward_step(model: Any, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+    """One forward pass that extends `cache` (None: a new one); (logits, the cache)."""
+    if cache is None:
+        cache = new_cache(model)
+    out = model(input_ids=input_ids, cache=cache, use_cache=True)
+    return out.logits, out.cache
+
+
 # -- LoRA -------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -140,8 +171,7 @@ class LoraHost:
         from peft.utils import set_peft_model_state_dict
 
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
+            with _quiet_peft():
                 if self.peft is None:
                     self.peft = PeftModel(self.base.model, files.config, adapter_name=name)
                 else:
@@ -183,10 +213,10 @@ class LoraHost:
                 if f".{name}." in n and "lora_B" in n:
                     p.zero_()
 
-    def forward(self, *, adapter: str | None, **kwargs: Any) -> Any:
-        """One forward pass of the base model with `adapter` applied (None: none)."""
+    def model_for(self, adapter: str | None) -> Any:
+        """The model object to run with `adapter` applied (None: none), made current."""
         if self.peft is None:
-            return self.base.model(**kwargs)
+            return self.base.model
         want = adapter or BASE_ADAPTER
         if want != self._current:
             tuner = self.peft.base_model
@@ -198,7 +228,7 @@ class LoraHost:
                 tuner.enable_adapter_layers()
                 tuner.set_adapter(want, inference_mode=True)
             self._current = want
-        return self.peft.get_base_model()(**kwargs)
+        return self.peft.get_base_model()
 
 
 def load_merged_lora(base: LoadedBase, path: str | Path) -> Any:
@@ -208,8 +238,7 @@ def load_merged_lora(base: LoadedBase, path: str | Path) -> Any:
     p = Path(path)
     model = _from_pretrained(base.path, base.device, base.dtype)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+        with _quiet_peft():
             merged = PeftModel.from_pretrained(model, str(p)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise LoadError(f"LoRA adapter in {p} does not fit the base model: {exc}") from exc

@@ -93,7 +93,7 @@ def create_app(
         auth = Authenticator(keys, settings.server)
         await auth.start()
         upstreams = Upstreams.from_routes(settings.models, factories=backend_factories)
-        recorder = Recorder(trajectories, settings.recorder, metrics)
+        recorder = Recorder(trajectories, settings.recorder, metrics, data_dir=settings.data_dir)
         state = ProxyState(
             settings=settings, db=db, trajectories=trajectories, feedback=FeedbackStore(db),
             keys=keys, auth=auth, sessions=SessionTracker(trajectories), recorder=recorder,

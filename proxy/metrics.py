@@ -40,14 +40,46 @@ class Metrics:
             "molt_recorder_written", "Turns written to the store", registry=r
         )
         self.recorder_write_errors = Counter(
-            "molt_recorder_write_errors", "Failed batch writes (retried)", registry=r
+            "molt_recorder_write_errors", "Writes the store could not take now (retried)",
+            registry=r,
+        )
+        self.recorder_dead_letters = Counter(
+            "molt_recorder_dead_letters",
+            "Turns the store refused whole, kept in dead_letters (a minimal turn is stored)",
+            registry=r,
+        )
+        self.recorder_restarts = Counter(
+            "molt_recorder_restarts", "Times the writer task died and was restarted", registry=r
+        )
+        self.recorder_finalize_errors = Counter(
+            "molt_recorder_finalize_errors", "Turns whose response could not be read", registry=r
+        )
+        self.recorder_spilled = Counter(
+            "molt_recorder_spilled", "Turns spilled to a local file at a stop past its deadline",
+            registry=r,
+        )
+        self.recorder_replayed = Counter(
+            "molt_recorder_replayed", "Turns replayed from spool and spill files at start",
+            registry=r,
+        )
+        self.recorder_spool_errors = Counter(
+            "molt_recorder_spool_errors", "Turns that could not be appended to the spool",
+            registry=r,
+        )
+        self.recorder_lost = Counter(
+            "molt_recorder_lost", "Turns neither stored, dead-lettered nor spilled", registry=r
         )
         self.recorder_queue_depth = Gauge(
             "molt_recorder_queue_depth", "Turns waiting to be written", registry=r
         )
+        self.recorder_oldest_age = Gauge(
+            "molt_recorder_oldest_queued_seconds", "How long the oldest queued turn has waited",
+            registry=r,
+        )
 
-    def watch_queue(self, depth: Callable[[], int]) -> None:
+    def watch_recorder(self, depth: Callable[[], int], oldest_age: Callable[[], float]) -> None:
         self.recorder_queue_depth.set_function(depth)
+        self.recorder_oldest_age.set_function(oldest_age)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

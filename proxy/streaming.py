@@ -4,6 +4,8 @@ No re-chunking, no buffering. A task watches for the client's disconnect and
 cancels the copy at once (even while waiting for the next upstream chunk); the
 upstream response is then closed, shielded from the cancellation. An upstream
 failure after the first byte becomes an error event and `data: [DONE]`.
+Before the first byte, `unless_client_leaves` does the same for the upstream
+call itself, streamed or not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -21,6 +24,57 @@ from starlette.types import Receive, Scope, Send
 from proxy.errors import ProxyError, UpstreamError
 
 FinishCallback = Callable[[str, list[bytes], float | None, ProxyError | None], None]
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client closed its connection while molt waited for the upstream."""
+
+
+# An upstream that answers sooner than this is never watched: the watcher task would
+# cost more than it could save (the fast path pays one timer, set and cancelled).
+WATCH_AFTER_S = 0.05
+
+
+async def unless_client_leaves(receive: Receive, call: Awaitable[T]) -> T:
+    """Await `call` (the upstream request), cancelling it if the client disconnects.
+
+    The request body has been read, so the next ASGI message can only be
+    `http.disconnect`; a watcher task, started once the call has taken
+    WATCH_AFTER_S, waits for it and cancels the waiting task, which then raises
+    ClientGone. The backend's own cleanup (closing the upstream connection,
+    stopping a local generation) runs on that cancellation.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch() -> None:
+        nonlocal gone
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                task.cancel()
+                return
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone("the client closed the connection before the upstream answered") from None
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()  # not awaited: that would cost the request a loop iteration
 
 
 def error_event(exc: ProxyError) -> bytes:
@@ -35,6 +89,7 @@ class PassThroughStream(Response):
         headers: dict[str, str],
         on_finish: FinishCallback,
         started: float,
+        kept: list[bytes] | None = None,
     ) -> None:
         self.status_code = 200
         self.background: BackgroundTask | None = None
@@ -43,13 +98,16 @@ class PassThroughStream(Response):
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self.on_finish = on_finish
         self.started = started
+        # Every chunk sent, appended as it goes out (the caller may hold the list).
+        self.kept: list[bytes] = [] if kept is None else kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kept: list[bytes] = []
+        kept = self.kept
         ttft: float | None = None
         status = "ok"
         error: ProxyError | None = None
         client_gone = False
+        finished = False
         task = asyncio.current_task()
         assert task is not None
 
@@ -86,6 +144,10 @@ class PassThroughStream(Response):
                 status, error = "upstream_error", exc
                 tail = error_event(exc)
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
+            # Recorded before the client can see the end of the response: a turn whose
+            # response a client received is always in the recorder (and its spool).
+            finished = True
+            self.on_finish(status, kept, ttft, error)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not client_gone:
@@ -100,7 +162,8 @@ class PassThroughStream(Response):
                 await watcher
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._close())
-            self.on_finish(status, kept, ttft, error)
+            if not finished:
+                self.on_finish(status, kept, ttft, error)
 
     async def _close(self) -> None:
         aclose = getattr(self.chunks, "aclose", None)

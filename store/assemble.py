@@ -43,8 +43,31 @@ def _event_end(buf: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _as_dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _as_index(v: Any, default: int) -> int:
+    """A choice or tool-call index from an upstream: a small non-negative int, else `default`."""
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _MAX_INDEX:
+        return v
+    return default
+
+
+# Upstreams number choices and tool calls from 0; an index past this is noise.
+_MAX_INDEX = 1024
+
+
 def assemble_stream(raw: Iterable[bytes]) -> tuple[dict[str, Any], bool, dict[str, Any] | None]:
-    """Return (completion, saw_done, error_event) from a chat.completion.chunk stream."""
+    """Return (completion, saw_done, error_event) from a chat.completion.chunk stream.
+
+    Total: any JSON shape in any chunk is skipped or kept as far as it fits the
+    OpenAI format; nothing here raises on upstream data.
+    """
     completion: dict[str, Any] = {"object": "chat.completion", "choices": []}
     choices: dict[int, dict[str, Any]] = {}
     saw_done = False
@@ -55,7 +78,7 @@ def assemble_stream(raw: Iterable[bytes]) -> tuple[dict[str, Any], bool, dict[st
             continue
         try:
             chunk = json.loads(data)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
         if not isinstance(chunk, dict):
             continue
@@ -67,44 +90,58 @@ def assemble_stream(raw: Iterable[bytes]) -> tuple[dict[str, Any], bool, dict[st
                 completion[key] = chunk[key]
         if chunk.get("usage"):
             completion["usage"] = chunk["usage"]
-        for ch in chunk.get("choices") or []:
-            _merge_choice(choices, ch)
+        for ch in _as_list(chunk.get("choices")):
+            if isinstance(ch, dict):
+                _merge_choice(choices, ch)
     completion["choices"] = [choices[i] for i in sorted(choices)]
     return completion, saw_done, error
 
 
+def _append_text(msg: dict[str, Any], key: str, piece: Any) -> None:
+    if piece is None:
+        return
+    text = piece if isinstance(piece, str) else json.dumps(piece)
+    prev = msg.get(key)
+    msg[key] = (prev if isinstance(prev, str) else "") + text
+
+
 def _merge_choice(choices: dict[int, dict[str, Any]], ch: dict[str, Any]) -> None:
-    i = int(ch.get("index", 0))
+    i = _as_index(ch.get("index"), 0)
     slot = choices.setdefault(
         i, {"index": i, "message": {"role": "assistant", "content": None}, "finish_reason": None}
     )
     msg = slot["message"]
-    delta = ch.get("delta") or {}
-    if delta.get("role"):
+    delta = _as_dict(ch.get("delta"))
+    if isinstance(delta.get("role"), str) and delta["role"]:
         msg["role"] = delta["role"]
     for text_key in ("content", "reasoning_content", "refusal"):
-        if delta.get(text_key) is not None:
-            msg[text_key] = (msg.get(text_key) or "") + delta[text_key]
-    for tc in delta.get("tool_calls") or []:
+        _append_text(msg, text_key, delta.get(text_key))
+    for tc in _as_list(delta.get("tool_calls")):
+        if not isinstance(tc, dict):
+            continue
         calls = msg.setdefault("tool_calls", [])
-        j = int(tc.get("index", len(calls)))
+        j = _as_index(tc.get("index"), len(calls))
         while len(calls) <= j:
             calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
         call = calls[j]
-        if tc.get("id"):
+        if isinstance(tc.get("id"), str) and tc["id"]:
             call["id"] = tc["id"]
-        if tc.get("type"):
+        if isinstance(tc.get("type"), str) and tc["type"]:
             call["type"] = tc["type"]
-        fn = tc.get("function") or {}
-        if fn.get("name"):
-            call["function"]["name"] += fn["name"]
-        if fn.get("arguments"):
-            call["function"]["arguments"] += fn["arguments"]
+        fn = _as_dict(tc.get("function"))
+        _append_text(call["function"], "name", fn.get("name") or None)
+        _append_text(call["function"], "arguments", fn.get("arguments") or None)
     if ch.get("finish_reason") is not None:
         slot["finish_reason"] = ch["finish_reason"]
     if ch.get("logprobs") is not None:
         lp = slot.setdefault("logprobs", {"content": []})
-        lp["content"].extend((ch["logprobs"] or {}).get("content") or [])
+        lp["content"].extend(_as_list(_as_dict(ch["logprobs"]).get("content")))
+
+
+def _token_count(v: Any) -> int | None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        return None
+    return v
 
 
 def finalize_turn(rec: TurnRecord) -> None:
@@ -113,6 +150,8 @@ def finalize_turn(rec: TurnRecord) -> None:
     For a streamed turn the response is first assembled from the raw chunks. A
     stream that ended without `[DONE]` and without an error is marked
     incomplete unless its status already says why (client disconnect).
+    Total: whatever JSON the upstream sent, this never raises; a field that
+    does not have the expected shape is left empty.
     """
     if rec.stream_chunks is not None:
         completion, saw_done, err = assemble_stream(rec.stream_chunks)
@@ -126,24 +165,33 @@ def finalize_turn(rec: TurnRecord) -> None:
             rec.error = rec.error or {"message": "stream ended before [DONE]"}
     if rec.response_bytes is not None:
         try:
-            rec.response = json.loads(rec.response_bytes)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            rec.response = {"unparsed": rec.response_bytes[:10_000].decode("utf-8", "replace")}
+            parsed = json.loads(rec.response_bytes)
+        except (ValueError, RecursionError):
+            parsed = None
+        rec.response = (
+            parsed if isinstance(parsed, dict)
+            else {"unparsed": rec.response_bytes[:10_000].decode("utf-8", "replace")}
+        )
         rec.response_bytes = None
     resp = rec.response
     if not isinstance(resp, dict):
         return
     rec.response_model = resp.get("model") if isinstance(resp.get("model"), str) else None
-    usage = resp.get("usage") or {}
-    if isinstance(usage, dict):
-        rec.input_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
-        rec.output_tokens = usage.get("completion_tokens", usage.get("output_tokens"))
-    choices = resp.get("choices") or []
+    usage = _as_dict(resp.get("usage"))
+    rec.input_tokens = _token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    rec.output_tokens = _token_count(usage.get("completion_tokens", usage.get("output_tokens")))
+    choices = _as_list(resp.get("choices"))
     if choices and isinstance(choices[0], dict):
         first = choices[0]
-        msg = first.get("message") or {}
-        rec.content = msg.get("content")
-        rec.tool_calls = msg.get("tool_calls") or None
-        rec.finish_reason = first.get("finish_reason")
-        if rec.think is None and msg.get("reasoning_content"):
-            rec.think = [{"source": "reasoning_content", "text": msg["reasoning_content"]}]
+        msg = _as_dict(first.get("message"))
+        content = msg.get("content")
+        rec.content = (
+            content if isinstance(content, str | None) else json.dumps(content, default=str)
+        )
+        calls = [c for c in _as_list(msg.get("tool_calls")) if isinstance(c, dict)]
+        rec.tool_calls = calls or None
+        finish = first.get("finish_reason")
+        rec.finish_reason = finish if isinstance(finish, str) else None
+        reasoning = msg.get("reasoning_content")
+        if rec.think is None and isinstance(reasoning, str) and reasoning:
+            rec.think = [{"source": "reasoning_content", "text": reasoning}]

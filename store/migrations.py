@@ -188,11 +188,72 @@ async def m003_evolver(conn: AsyncConnection) -> None:
     await _create(conn, evolver_locks, evolutions, proposals, context_versions)
 
 
+async def m004_sessions_reopen(conn: AsyncConnection) -> None:
+    """After `X-Session-Done` the same `X-Session-Id` names a new session, so an
+    external id is no longer unique per tenant: a plain index replaces the constraint."""
+    if conn.dialect.name == "sqlite":
+        # SQLite cannot drop a constraint: rebuild the table without it.
+        for stmt in (
+            (
+                "CREATE TABLE sessions_new (id VARCHAR(64) NOT NULL PRIMARY KEY, "
+                "tenant_id VARCHAR(64) NOT NULL, external_id VARCHAR(256), "
+                "started_at FLOAT NOT NULL, last_turn_at FLOAT NOT NULL, done BOOLEAN NOT NULL, "
+                "turn_count INTEGER NOT NULL)"
+            ),
+            (
+                "INSERT INTO sessions_new (id, tenant_id, external_id, started_at, last_turn_at, "
+                "done, turn_count) SELECT id, tenant_id, external_id, started_at, last_turn_at, "
+                "done, turn_count FROM sessions"
+            ),
+            "DROP TABLE sessions",
+            "ALTER TABLE sessions_new RENAME TO sessions",
+            "CREATE INDEX ix_sessions_tenant_id ON sessions (tenant_id)",
+        ):
+            await conn.execute(sa.text(stmt))
+    else:
+        await conn.execute(sa.text("ALTER TABLE sessions DROP CONSTRAINT uq_sessions_tenant_external"))
+    await conn.execute(
+        sa.text("CREATE INDEX ix_sessions_tenant_external ON sessions (tenant_id, external_id)")
+    )
+
+
+async def m005_dead_letters(conn: AsyncConnection) -> None:
+    md = sa.MetaData()
+    dead_letters = sa.Table(
+        "dead_letters",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("turn_id", sa.String(64), nullable=False, index=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("session_id", sa.String(64), nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("failed_at", sa.Float, nullable=False),
+        sa.Column("error", sa.String(128), nullable=False),
+        sa.Column("record", sa.Text, nullable=True),
+    )
+    await _create(conn, dead_letters)
+
+
+async def m006_open_session_unique(conn: AsyncConnection) -> None:
+    """At most one *open* session per tenant and external id (a done one frees the id).
+
+    Two processes that receive the same `X-Session-Id` at once then agree on one
+    session: the recorder's insert skips on this index and its turns join the stored one.
+    """
+    await conn.execute(sa.text(
+        "CREATE UNIQUE INDEX uq_sessions_open_external ON sessions (tenant_id, external_id) "
+        "WHERE done = false AND external_id IS NOT NULL"
+    ))
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_skills", m002_skills),
     ("m003_evolver", m003_evolver),
+    ("m004_sessions_reopen", m004_sessions_reopen),
+    ("m005_dead_letters", m005_dead_letters),
+    ("m006_open_session_unique", m006_open_session_unique),
 ]
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import base64
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 JSON = dict[str, Any]
@@ -54,6 +55,42 @@ class TurnRecord:
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # The recorder's own bookkeeping (never stored as columns): when the turn was
+    # queued (monotonic clock) and the spool segment that holds it, if any.
+    queued_at: float | None = None
+    spool_segment: str | None = None
+
+
+_BOOKKEEPING = ("queued_at", "spool_segment")
+_BYTES_FIELDS = ("response_bytes",)
+
+
+def turn_to_json(rec: TurnRecord) -> JSON:
+    """A JSON-ready dict of `rec` (bytes as base64), for the spool and spill files."""
+    out: JSON = {}
+    for f in fields(rec):
+        name = f.name
+        value = getattr(rec, name)
+        if name in _BOOKKEEPING or value is None:
+            continue
+        if name == "stream_chunks":
+            value = [base64.b64encode(b"".join(value)).decode("ascii")]
+        elif name in _BYTES_FIELDS:
+            value = base64.b64encode(value).decode("ascii")
+        out[name] = value
+    return out
+
+
+def turn_from_json(data: JSON) -> TurnRecord:
+    """The inverse of `turn_to_json`; KeyError/TypeError/ValueError on a malformed line."""
+    known = {f.name for f in fields(TurnRecord)} - set(_BOOKKEEPING)
+    kwargs = {k: v for k, v in data.items() if k in known}
+    if "stream_chunks" in kwargs:
+        kwargs["stream_chunks"] = [base64.b64decode(c) for c in kwargs["stream_chunks"]]
+    for name in _BYTES_FIELDS:
+        if name in kwargs:
+            kwargs[name] = base64.b64decode(kwargs[name])
+    return TurnRecord(**kwargs)
 
 
 @dataclass(slots=True)

@@ -14,8 +14,10 @@ Versions are written to a staging folder and renamed into place, so a reader
 never sees half a version. Promotion validates the artifact against the base
 it will serve on, then flips `active` (temp file + `os.replace`); serving
 processes poll that file and hot-swap, so a trainer in another process
-promotes simply by calling `promote`. Writers on one tenant+base are
-serialised with a file lock.
+promotes simply by calling `promote`. A version that passed validation but
+that serving still cannot load is handed back with `refuse`, which points
+`active` at the version it replaced (see `proxy.upstream.versions`). Writers
+on one tenant+base are serialised with a file lock.
 """
 
 from __future__ import annotations
@@ -257,6 +259,47 @@ class Registry:
             with (d / "history.jsonl").open("a") as f:
                 f.write(json.dumps(entry) + "\n")
         return Promotion(tenant, base, previous, target, action)
+
+    def refuse(self, tenant: str, base: str, version: str, *, reason: str,
+               fallback: str | None) -> Promotion | None:
+        """Serving cannot load `version`: if `active` still names it, point it back.
+
+        The pointer returns to the version the last promotion to `version` replaced
+        (from history), else to `fallback` (what serving serves; None: the base
+        weights). `version` is marked rolled_back and the history says why. Returns
+        None when the pointer has moved on meanwhile (nothing is changed then).
+        """
+        target = version_name(version)
+        with self._locked(tenant, base) as d:
+            if self.active(tenant, base) != target:
+                return None
+            restore = fallback
+            for entry in reversed(self.history(tenant, base)):
+                if entry.get("to") == target and entry.get("action") != "refused":
+                    restore = entry.get("from")
+                    break
+            if restore is not None and restore != "base":
+                try:
+                    old = self.get(tenant, base, restore)
+                except NotFound:
+                    restore = None
+                else:
+                    old.status = "active"
+                    self._save(old)
+            with contextlib.suppress(NotFound):
+                meta = self.get(tenant, base, target)
+                meta.status = "rolled_back"
+                self._save(meta)
+            if restore is None or restore == "base":
+                restore = None
+                os.remove(d / "active")
+            else:
+                _write_atomic(d / "active", restore + "\n")
+            entry = {"at": time.time(), "action": "refused", "from": target, "to": restore,
+                     "reason": reason}
+            with (d / "history.jsonl").open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return Promotion(tenant, base, target, restore or "base", "refused")
 
     def rollback_target(self, tenant: str, base: str) -> str:
         """The most recently superseded version that was not itself rolled back."""

@@ -48,6 +48,25 @@ class RecorderSettings(BaseModel):
     linger_s: float = 0.05
     # Drops are logged at most once per this many seconds.
     drop_log_interval_s: float = 10.0
+    # `flush()` (feedback on a turn not yet written) waits at most this long.
+    flush_timeout_s: float = Field(default=5.0, gt=0)
+    # `stop()` writes what is queued for at most this long, then spills the rest to
+    # `<dir>/<process>/spill-*.jsonl`, which the next start replays into the store.
+    stop_timeout_s: float = Field(default=10.0, gt=0)
+    # /healthz says "degraded" (503) when a queued turn has waited longer than this.
+    stuck_after_s: float = Field(default=30.0, gt=0)
+    # Append every finished turn to a local spool file before queueing it (removed
+    # once written), so that even kill -9 loses no completed turn.
+    spool: bool = False
+    # A spool segment file is closed after this many turns (and removed once all are written).
+    spool_segment_turns: int = Field(default=1000, ge=1)
+    # Spool and spill files; default `<data_dir>/recorder`.
+    dir: Path | None = None
+    # Backoff between retries of a write the store could not take (database down).
+    max_retry_delay_s: float = Field(default=5.0, gt=0)
+
+    def files_dir(self, data_dir: Path) -> Path:
+        return self.dir if self.dir is not None else data_dir / "recorder"
 
 
 class ModelRoute(BaseModel):

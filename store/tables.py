@@ -52,7 +52,12 @@ sessions = sa.Table(
     sa.Column("last_turn_at", sa.Float, nullable=False),
     sa.Column("done", sa.Boolean, nullable=False, default=False),
     sa.Column("turn_count", sa.Integer, nullable=False, default=0),
-    sa.UniqueConstraint("tenant_id", "external_id", name="uq_sessions_tenant_external"),
+    # Not unique: after `X-Session-Done` the same external id names a new session;
+    # unique among open sessions (m006_open_session_unique).
+    sa.Index("ix_sessions_tenant_external", "tenant_id", "external_id"),
+    sa.Index("uq_sessions_open_external", "tenant_id", "external_id", unique=True,
+             sqlite_where=sa.text("done = false AND external_id IS NOT NULL"),
+             postgresql_where=sa.text("done = false AND external_id IS NOT NULL")),
 )
 
 turns = sa.Table(
@@ -176,4 +181,18 @@ context_versions = sa.Table(
     sa.Column("scores", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("tenant_id", "version", name="uq_context_versions_tenant_version"),
+)
+# Turns the recorder could not store whole (see proxy/recorder.py): the record as
+# JSON text (ASCII-escaped, so any store accepts it) and why it failed.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("turn_id", sa.String(64), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("failed_at", sa.Float, nullable=False),
+    sa.Column("error", sa.String(128), nullable=False),
+    sa.Column("record", sa.Text, nullable=True),
 )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import tables as t
 from store.database import Database
 from store.errors import InvalidInput, NotFound
+from store.normalize import normalize_turn, session_key
 from store.records import SessionDetail, SessionSummary, TurnRecord
+from store.write_errors import classify
 
 _TURN_COLUMNS = {c.name for c in t.turns.columns}
 
@@ -34,42 +38,107 @@ class TrajectoryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def write_turns(self, batch: Sequence[TurnRecord]) -> None:
-        """Write a batch of finished turns and their sessions in one transaction."""
+    async def write_turns(self, batch: Sequence[TurnRecord]) -> int:
+        """Write a batch of finished turns and their sessions in one transaction.
+
+        Every record is normalised first (`store.normalize`). Idempotent: a turn
+        whose id is already stored is skipped (spool replays), and a session is
+        an upsert on both its id and its (tenant, external id): when another
+        process created the client's session first, these turns join that one.
+        Returns how many turns were new. Raises StoreUnavailable when the
+        database could not take the write (retry later) and InvalidInput when
+        it refused the rows (retrying them cannot succeed).
+        """
         if not batch:
-            return
+            return 0
+        for rec in batch:
+            normalize_turn(rec)
+        try:
+            async with self.db.engine.begin() as conn:
+                return await self._write_turns(conn, batch)
+        except Exception as exc:  # translated once, here; anything else re-raised
+            err = classify(exc)
+            if err is None or err is exc:
+                raise
+            raise err from exc
+
+    async def _write_turns(self, conn: AsyncConnection, batch: Sequence[TurnRecord]) -> int:
         s = t.sessions.c
-        async with self.db.engine.begin() as conn:
-            sessions: dict[str, TurnRecord] = {}
-            for rec in batch:
-                sessions.setdefault(rec.session_id, rec)
-            ins = _insert(self.db, t.sessions).values(
-                [
-                    {
-                        "id": rec.session_id,
-                        "tenant_id": rec.tenant_id,
-                        "external_id": rec.session_external_id,
-                        "started_at": rec.created_at,
-                        "last_turn_at": rec.created_at,
-                        "done": False,
-                        "turn_count": 0,
-                    }
-                    for rec in sessions.values()
-                ]
-            )
-            await conn.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
-            await conn.execute(t.turns.insert(), [turn_row(r) for r in batch])
-            for sid in sessions:
-                recs = [r for r in batch if r.session_id == sid]
-                values: dict[str, Any] = {
-                    "turn_count": s.turn_count + len(recs),
-                    "last_turn_at": sa.func.max(s.last_turn_at, max(r.created_at for r in recs))
-                    if self.db.dialect == "sqlite"
-                    else sa.func.greatest(s.last_turn_at, max(r.created_at for r in recs)),
+        sessions: dict[str, TurnRecord] = {}
+        for rec in batch:
+            sessions.setdefault(rec.session_id, rec)
+        ending = {r.session_id for r in batch if r.session_done}
+        if ending:
+            # A session that ends in this batch frees its external id before any new session
+            # of the same id is inserted (at most one *open* session per tenant and external id).
+            await conn.execute(t.sessions.update().where(s.id.in_(list(ending))).values(done=True))
+        ins = _insert(self.db, t.sessions).values(
+            [
+                {
+                    "id": rec.session_id,
+                    "tenant_id": rec.tenant_id,
+                    "external_id": rec.session_external_id,
+                    "started_at": rec.created_at,
+                    "last_turn_at": rec.created_at,
+                    "done": rec.session_id in ending,
+                    "turn_count": 0,
                 }
-                if any(r.session_done for r in recs):
-                    values["done"] = True
-                await conn.execute(t.sessions.update().where(s.id == sid).values(**values))
+                for rec in sessions.values()
+            ]
+        )
+        # No conflict target: skip the row on the id *and* on the open (tenant, external id).
+        await conn.execute(ins.on_conflict_do_nothing())
+        await self._join_existing_sessions(conn, batch, sessions)
+        inserted = (
+            await conn.execute(
+                _insert(self.db, t.turns).on_conflict_do_nothing().returning(t.turns.c.session_id),
+                [turn_row(r) for r in batch],
+            )
+        ).scalars().all()
+        new_per_session = Counter(str(sid) for sid in inserted)
+        by_session: dict[str, list[TurnRecord]] = {}
+        for rec in batch:
+            by_session.setdefault(rec.session_id, []).append(rec)
+        greatest = sa.func.max if self.db.dialect == "sqlite" else sa.func.greatest
+        for sid, recs in by_session.items():
+            values: dict[str, Any] = {
+                "turn_count": s.turn_count + new_per_session.get(sid, 0),
+                "last_turn_at": greatest(s.last_turn_at, max(r.created_at for r in recs)),
+            }
+            if any(r.session_done for r in recs):
+                values["done"] = True
+            await conn.execute(t.sessions.update().where(s.id == sid).values(**values))
+        return len(inserted)
+
+    async def _join_existing_sessions(
+        self, conn: AsyncConnection, batch: Sequence[TurnRecord], sessions: dict[str, TurnRecord]
+    ) -> None:
+        """Point turns at the stored session of their (tenant, external id) when ours lost the race."""
+        s = t.sessions.c
+        externals = {r.session_external_id for r in sessions.values() if r.session_external_id}
+        if not externals:
+            return
+        rows = (
+            await conn.execute(
+                sa.select(s.id, s.tenant_id, s.external_id, s.done).where(
+                    sa.or_(s.id.in_(list(sessions)), s.external_id.in_(list(externals)))
+                )
+            )
+        ).all()
+        stored_ids = {str(r[0]) for r in rows}
+        owner = {(str(r[1]), str(r[2])): str(r[0]) for r in rows if r[2] is not None and not r[3]}
+        moved: dict[str, str] = {}
+        for sid, rec in sessions.items():
+            if sid in stored_ids or rec.session_external_id is None:
+                continue
+            real = owner.get((rec.tenant_id, rec.session_external_id))
+            if real is not None:
+                moved[sid] = real
+        if not moved:
+            return
+        for rec in batch:
+            if rec.session_id in moved:
+                rec.session_id = moved[rec.session_id]
 
     async def mark_session_done(self, session_id: str) -> None:
         async with self.db.engine.begin() as conn:
@@ -175,14 +244,19 @@ class TrajectoryStore:
         return row is not None
 
     async def find_by_external_id(self, tenant_id: str, external_id: str) -> tuple[str, int] | None:
-        """(session id, next turn index) of a session named by the client."""
+        """(session id, next turn index) of the open session named by the client.
+
+        A session closed by `X-Session-Done` is not found: the same id then names a new one.
+        """
         s = t.sessions.c
         async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(s.id, s.turn_count).where(
-                        s.tenant_id == tenant_id, s.external_id == external_id
-                    )
+                    sa.select(s.id, s.turn_count)
+                    .where(s.tenant_id == tenant_id, s.external_id == session_key(external_id),
+                           s.done.is_(False))
+                    .order_by(s.started_at.desc())
+                    .limit(1)
                 )
             ).first()
         return (str(row[0]), int(row[1])) if row else None
@@ -211,6 +285,26 @@ class TrajectoryStore:
                 )
             ).scalar_one_or_none()
         return str(row[0]), int(count or 0)
+
+    async def continuation_candidates(
+        self, tenant_id: str, hashes: Sequence[str], *, limit: int = 16
+    ) -> list[dict[str, Any]]:
+        """Answered turns whose request hashed to one of `hashes`, newest first, with
+        what a continuation must repeat (content, tool calls) and their session's state."""
+        if not hashes:
+            return []
+        tc, s = t.turns.c, t.sessions.c
+        stmt = (
+            sa.select(tc.session_id, tc.request_hash, tc.idx, tc.content, tc.tool_calls,
+                      s.turn_count, s.done)
+            .join(t.sessions, s.id == tc.session_id)
+            .where(tc.tenant_id == tenant_id, tc.request_hash.in_(list(hashes)), tc.status == "ok")
+            .order_by(tc.created_at.desc())
+            .limit(limit)
+        )
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [dict(r) for r in rows]
 
     async def turns_since(self, since: float, *, tenant_id: str | None = None) -> list[dict[str, Any]]:
         stmt = sa.select(t.turns).where(t.turns.c.created_at >= since)

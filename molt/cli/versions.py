@@ -1,9 +1,13 @@
 """`molt versions list|show|promote|rollback|rm`: the weight-version registry.
 
 Promotion and rollback go through `Registry.promote`, which validates the
-artifact against the base weights configured for it (the route's `local`
-folder) before the `active` pointer flips; running `molt serve` processes
-notice the new pointer within a second and hot-swap.
+artifact against the base weights serving uses for it before the `active`
+pointer flips: the route's `local` folder, from the same settings `molt serve`
+builds (with no molt.toml and no models, the shipped tiny policy as `tiny`), so
+the CLI refuses exactly what the REST route and serving refuse. A refusal exits
+1 with the reason and leaves the pointer alone. Running `molt serve` processes
+notice the new pointer within a second and hot-swap; one that still cannot load
+the version points `active` back (see `proxy.upstream.versions`).
 """
 
 from __future__ import annotations
@@ -39,11 +43,17 @@ def _base(reg: Registry, tenant: str, base: str | None) -> str:
 def _flip(ctx: click.Context, tenant: str, base: str | None,
           op: Callable[[Registry, str, Path | None], Promotion]) -> tuple[Promotion, str]:
     """Run a promotion or rollback on the resolved base; a refusal is a clean CLI error."""
-    settings = settings_from(ctx)
+    from molt.wiring import with_default_model  # the models `molt serve` would serve
+
+    settings = with_default_model(settings_from(ctx))
     reg = _registry(settings)
     b = _base(reg, tenant, base)
+    base_dir = served_base_dirs(settings.models).get(b)
+    if base_dir is None:
+        click.echo(f"note: no local model route serves base {b!r}; only the artifact's own "
+                   "files are checked", err=True)
     try:
-        return op(reg, b, served_base_dirs(settings.models).get(b)), b
+        return op(reg, b, base_dir), b
     except StoreError as exc:
         raise click.ClickException(f"refused: {exc}") from exc
 

@@ -4,9 +4,18 @@
 weights (`VersionTracker.acquire`: the tenant's active registry version,
 `alias@v7` pinned, `alias@base`), queues the request on the engine thread and
 turns the pieces of text it produces into an OpenAI completion or SSE chunks
-(tool calls parsed from `<tool_call>` blocks when the request offered tools).
-The version is counted in flight until the answer is complete or the client
-goes away, and is reported as `served_version`.
+(tool calls parsed from `<tool_call>` blocks when the request offered tools;
+when streamed, text goes out piece by piece and each call goes out whole, in
+one delta, once its block is complete and valid). The version is counted in
+flight until the answer is complete or the client goes away, and is reported
+as `served_version`.
+
+Every request has a deadline, the route's `timeout_s` from its arrival
+(waiting for the model to load included): past it the request fails with a
+504 and is cancelled in the engine. A request the engine failed gets a 502
+(`local_generation_failed`); one on a dead engine a 503 (`local_engine_dead`),
+at once. A stream waits for its first token before it starts, so a request
+that fails at its prompt gets an HTTP error rather than a 200 stream.
 
 The model loads in the background when the app starts; requests wait for it.
 """
@@ -26,7 +35,7 @@ from modeling.blocks import is_molt_block
 from modeling.chat import TemplateError, render_prompt
 from modeling.loading import LoadedBase, LoadError, eos_ids, load_base
 from modeling.toolcalls import Text, ToolCall, ToolCallStream, parse_tool_calls
-from proxy.errors import InvalidRequest, UpstreamError
+from proxy.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from proxy.local.engine import Done, Engine, Event, Failed, GenRequest, Piece
 from proxy.local.openai_format import ChunkWriter, completion, completion_id, usage
 from proxy.local.runners import LocalLoader, Runner
@@ -101,51 +110,54 @@ class LocalBackend:
 
     # -- requests ----------------------------------------------------------
     async def send(self, call: UpstreamCall) -> UpstreamResponse:
-        vm = await self.ready()
-        assert self.base is not None and self.engine is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.route.timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                vm = await self.ready()
+        except TimeoutError as exc:
+            raise self._timeout("waiting for the model to load") from exc
+        engine = self.engine
+        assert self.base is not None and engine is not None
+        if engine.dead is not None:
+            raise self._dead(engine)
         body = call.body
         params = params_from_body(body)
         tools = body.get("tools") or None
-        try:
-            prompt = render_prompt(self.base.tokenizer, body["messages"], tools)
-            dropped = False
-            if len(prompt) >= self.engine.max_context:
-                # molt's own blocks must never be what makes a request fail: serve without them
-                lean = [m for m in body["messages"]
-                        if not (isinstance(m, dict) and m.get("role") == "system" and is_molt_block(m.get("content")))]
-                if len(lean) < len(body["messages"]):
-                    shorter = render_prompt(self.base.tokenizer, lean, tools)
-                    if len(shorter) < self.engine.max_context:
-                        log.warning("%s: prompt over the context with molt's blocks (%d tokens); served without them",
-                                    self.name, len(prompt))
-                        prompt, dropped = shorter, True
-        except TemplateError as exc:
-            raise InvalidRequest(str(exc), param="messages", code="invalid_value") from exc
-        if len(prompt) >= self.engine.max_context:
-            raise InvalidRequest(
-                f"the prompt is {len(prompt)} tokens; this model's context is "
-                f"{self.engine.max_context}", param="messages", code="context_length_exceeded")
+        prompt, dropped = self._render(body["messages"], tools, engine.max_context)
         parse = bool(tools) and body.get("tool_choice") != "none"
-        slot = await vm.acquire(call.tenant, call.version)
-        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                slot = await vm.acquire(call.tenant, call.version)
+        except TimeoutError as exc:
+            raise self._timeout(f"loading version {call.version}") from exc
         events: asyncio.Queue[Event] = asyncio.Queue()
 
         def emit(ev: Event) -> None:  # called on the engine thread
             loop.call_soon_threadsafe(events.put_nowait, ev)
 
         req = GenRequest(prompt, params, slot.handle, emit)
-        self.engine.submit(req)
-        done = _Finisher(vm, slot, req)
+        # The deadline arrives as one more event: whoever waits on the queue sees it.
+        timer = loop.call_at(deadline, events.put_nowait, Failed("deadline", "timeout"))
+        done = _Finisher(vm, slot, req, timer)
         model = str(body.get("model") or call.alias)
-        if not call.stream:
-            try:
+        try:
+            engine.submit(req)
+            if not call.stream:
                 data = await self._collect(events, model, parse)
-            finally:
                 done()
-            return UpstreamResponse(upstream=self.name, data=data, served_version=slot.version,
-                                    dropped_blocks=dropped)
+                return UpstreamResponse(upstream=self.name, data=data,
+                                        served_version=slot.version, dropped_blocks=dropped)
+            # The first event before the response starts: a request that fails at its
+            # prompt gets an HTTP error, not a 200 stream that ends in an error event.
+            first = await events.get()
+            self._raise_failed(first)
+        except BaseException:
+            done()
+            raise
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        chunks = self._stream(events, ChunkWriter(model, include_usage=include_usage), parse, done)
+        chunks = self._stream(first, events, ChunkWriter(model, include_usage=include_usage),
+                              parse, done)
 
         async def close() -> None:
             done()
@@ -153,15 +165,64 @@ class LocalBackend:
         return UpstreamResponse(upstream=self.name, chunks=chunks, aclose=close,
                                 served_version=slot.version, dropped_blocks=dropped)
 
+    def _render(self, messages: Any, tools: Any, max_context: int) -> tuple[list[int], bool]:
+        """The prompt's token ids, and whether molt's own blocks were left out to fit."""
+        assert self.base is not None
+        try:
+            prompt = render_prompt(self.base.tokenizer, messages, tools)
+            dropped = False
+            if len(prompt) >= max_context:
+                # molt's own blocks must never be what makes a request fail: serve without them
+                lean = [m for m in messages
+                        if not (isinstance(m, dict) and m.get("role") == "system"
+                                and is_molt_block(m.get("content")))]
+                if len(lean) < len(messages):
+                    shorter = render_prompt(self.base.tokenizer, lean, tools)
+                    if len(shorter) < max_context:
+                        log.warning("%s: prompt over the context with molt's blocks (%d tokens); "
+                                    "served without them", self.name, len(prompt))
+                        prompt, dropped = shorter, True
+        except TemplateError as exc:
+            raise InvalidRequest(str(exc), param="messages", code="invalid_value") from exc
+        if len(prompt) >= max_context:
+            raise InvalidRequest(
+                f"the prompt is {len(prompt)} tokens; this model's context is "
+                f"{max_context}", param="messages", code="context_length_exceeded")
+        return prompt, dropped
+
+    # -- errors ------------------------------------------------------------
+    def _timeout(self, what: str) -> UpstreamTimeout:
+        return UpstreamTimeout(
+            f"local model {self.route.alias}: no answer within the route's timeout_s "
+            f"({self.route.timeout_s:g} s) while {what}; the request was cancelled",
+            code="local_timeout")
+
+    def _dead(self, engine: Engine) -> UpstreamError:
+        return UpstreamError(
+            f"local model {self.route.alias}: the generation engine stopped ({engine.dead}); "
+            "molt must be restarted", status=503, code="local_engine_dead")
+
+    def _raise_failed(self, ev: Event) -> None:
+        if not isinstance(ev, Failed):
+            return
+        if ev.kind == "timeout":
+            raise self._timeout("generating")
+        if ev.kind == "dead" and self.engine is not None:
+            raise self._dead(self.engine)
+        if ev.kind == "shutdown":
+            raise UpstreamError(f"local model {self.route.alias}: {ev.message}", status=503,
+                                code="local_shutting_down")
+        raise UpstreamError(f"local model {self.route.alias}: {ev.message}",
+                            code="local_generation_failed")
+
     async def _collect(self, events: asyncio.Queue[Event], model: str, parse: bool) -> dict[str, Any]:
         parts: list[str] = []
         while True:
             ev = await events.get()
+            self._raise_failed(ev)
             if isinstance(ev, Piece):
                 parts.append(ev.text)
-            elif isinstance(ev, Failed):
-                raise UpstreamError(ev.message, code="local_generation_failed")
-            else:
+            elif isinstance(ev, Done):
                 break
         text = "".join(parts)
         content: str | None = text
@@ -174,18 +235,20 @@ class LocalBackend:
                           usage(ev.prompt_tokens, ev.completion_tokens))
 
     async def _stream(
-        self, events: asyncio.Queue[Event], out: ChunkWriter, parse: bool, done: _Finisher
+        self, first: Event, events: asyncio.Queue[Event], out: ChunkWriter, parse: bool,
+        done: _Finisher,
     ) -> AsyncIterator[bytes]:
         parser = ToolCallStream() if parse else None
         n_calls = 0
+        ev = first
         try:
             yield out.role()
             while True:
-                ev = await events.get()
-                if isinstance(ev, Failed):
-                    raise UpstreamError(ev.message, code="local_generation_failed")
-                if isinstance(ev, Piece):
-                    items = parser.feed(ev.text) if parser else [Text(ev.text)]
+                self._raise_failed(ev)
+                if isinstance(ev, Piece) and parser is not None:
+                    items = parser.feed(ev.text)
+                elif isinstance(ev, Piece):
+                    items = [Text(ev.text)] if ev.text else []
                 else:
                     items = parser.finish() if parser else []
                 for item in items:
@@ -201,8 +264,19 @@ class LocalBackend:
                         yield out.usage(usage(ev.prompt_tokens, ev.completion_tokens))
                     yield b"data: [DONE]\n\n"
                     return
+                ev = await events.get()
         finally:
             done()
+
+    def health(self) -> str | None:
+        """None while this backend can serve; else what is wrong (for `/healthz`)."""
+        if self._start is not None and self._start.done() and not self._start.cancelled():
+            exc = self._start.exception()
+            if exc is not None:
+                return f"the model failed to load: {exc}"
+        if self.engine is not None and self.engine.dead is not None:
+            return f"the generation engine stopped ({self.engine.dead}); molt must be restarted"
+        return None
 
     async def check(self) -> str:
         await self.ready()
@@ -220,13 +294,15 @@ class LocalBackend:
 
 
 class _Finisher:
-    """Ends a request once: stops its generation and uncounts its version."""
+    """Ends a request once: stops its generation, its deadline timer, and uncounts its version."""
 
-    def __init__(self, vm: VersionTracker[Runner], slot: Slot[Runner], req: GenRequest) -> None:
-        self.vm, self.slot, self.req, self.done = vm, slot, req, False
+    def __init__(self, vm: VersionTracker[Runner], slot: Slot[Runner], req: GenRequest,
+                 timer: asyncio.TimerHandle) -> None:
+        self.vm, self.slot, self.req, self.timer, self.done = vm, slot, req, timer, False
 
     def __call__(self) -> None:
         if not self.done:
             self.done = True
             self.req.cancelled = True
+            self.timer.cancel()
             self.vm.release(self.slot)

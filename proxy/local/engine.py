@@ -9,6 +9,20 @@ whole life: a hot-swap changes which runner *new* requests get, never the
 weights a running request is generated with. At most `max_active` requests
 run at once; the rest wait in arrival order.
 
+Failures stay with the request that caused them: any `Exception` raised while
+stepping one request (a forward pass, sampling, detokenizing, a warning
+turned into an error) ends that request with `Failed(kind="error")` and the
+loop goes on with the others. The thread is supervised: if it dies anyway
+(a `BaseException` that is not an `Exception`, or a bug in the loop itself),
+every request it holds or that is waiting fails at once with
+`Failed(kind="dead")`, later submissions fail as they arrive, and `dead`
+says why, for `/healthz`. A dead engine is not restarted: the model's state
+is unknown, so the process reports itself unhealthy and is replaced.
+
+A request the asyncio side gives up on (its deadline passed, its client went
+away) is marked `cancelled`; the engine drops it before its next step, or
+before admitting it when it is still waiting.
+
 Work that must not overlap a forward pass (attaching or detaching a LoRA
 adapter on the shared model) is sent to the thread with `call` and runs
 between two steps. Results go back to the asyncio loop with
@@ -23,7 +37,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 
@@ -40,6 +54,10 @@ class Runner(Protocol):
     def forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]: ...
 
 
+class EngineStopped(RuntimeError):
+    """Work handed to an engine whose thread has ended (died or stopped)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Piece:
     text: str
@@ -52,9 +70,15 @@ class Done:
     completion_tokens: int
 
 
+FailKind = Literal["error", "timeout", "dead", "shutdown"]
+
+
 @dataclass(frozen=True, slots=True)
 class Failed:
     message: str
+    # error: this request failed; timeout: its deadline passed; dead: the engine
+    # thread died; shutdown: the server is stopping.
+    kind: FailKind = "error"
 
 
 Event = Piece | Done | Failed
@@ -82,6 +106,12 @@ class _Active:
         req.next_input = list(req.prompt)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    run: Callable[[], None]
+    fail: Callable[[BaseException], None]
+
+
 class Engine:
     def __init__(
         self, tokenizer: Any, *, device: torch.device, eos_ids: set[int], max_context: int,
@@ -93,39 +123,63 @@ class Engine:
         self.max_context = max_context
         self.max_active = max_active
         self._inbox: collections.deque[GenRequest] = collections.deque()
-        self._calls: collections.deque[Callable[[], None]] = collections.deque()
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._active: list[_Active] = []
         self._wake = threading.Condition()
         self._stopping = False
+        # Why the thread died (None while it runs, or after an orderly stop).
+        self.dead: str | None = None
+        self._ended = False
+        self.failed_requests = 0
         self._thread = threading.Thread(target=self._run, name="molt-local-engine", daemon=True)
         self._thread.start()
 
     # -- the asyncio side --------------------------------------------------
     def submit(self, req: GenRequest) -> None:
+        """Queue a request; on an engine that has ended it fails at once (an event, as always)."""
         with self._wake:
-            self._inbox.append(req)
-            self._wake.notify()
+            if not self._ended:
+                self._inbox.append(req)
+                self._wake.notify()
+                return
+        _safe_emit(req, self._ended_event())
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the engine thread between two steps; return its result."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
 
+        def fail(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_set_exception, fut, exc)
+
         def job() -> None:
             try:
                 result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-                loop.call_soon_threadsafe(_set_exception, fut, exc)
+                fail(exc)
             else:
                 loop.call_soon_threadsafe(_set_result, fut, result)
 
         with self._wake:
-            self._calls.append(job)
+            if self._ended:
+                raise EngineStopped(self._ended_event().message)
+            self._calls.append(_Call(job, fail))
             self._wake.notify()
         return await fut
 
     @property
     def queued(self) -> int:
+        """Requests waiting to be admitted."""
         return len(self._inbox)
+
+    @property
+    def running(self) -> int:
+        """Requests admitted and being stepped."""
+        return len(self._active)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead is None and self._thread.is_alive()
 
     def stop(self) -> None:
         with self._wake:
@@ -133,41 +187,89 @@ class Engine:
             self._wake.notify()
         self._thread.join(timeout=30)
 
+    def _ended_event(self) -> Failed:
+        if self.dead is not None:
+            return Failed(f"the local model engine stopped ({self.dead}); molt must be restarted",
+                          "dead")
+        return Failed("the local model server is shutting down", "shutdown")
+
     # -- the engine thread -------------------------------------------------
     def _run(self) -> None:
-        active: list[_Active] = []
-        with torch.inference_mode():
-            while True:
-                with self._wake:
-                    while not (self._stopping or self._calls or self._inbox or active):
-                        self._wake.wait()
-                    if self._stopping:
-                        break
-                    calls = list(self._calls)
-                    self._calls.clear()
-                    while self._inbox and len(active) < self.max_active:
-                        active.append(_Active(self._inbox.popleft(), self.tokenizer, self.device))
-                for job in calls:
-                    job()
-                for a in list(active):
-                    if a.req.cancelled or self._step(a):
-                        active.remove(a)
-        for a in active:
-            _safe_emit(a.req, Failed("the local model server is shutting down"))
-        for req in self._inbox:
-            _safe_emit(req, Failed("the local model server is shutting down"))
+        try:
+            with torch.inference_mode():
+                self._loop()
+        except BaseException as exc:  # the supervisor: record it, fail everyone
+            self.dead = type(exc).__name__
+            log.critical("the local model engine thread died (%s); failing its requests",
+                         self.dead, exc_info=exc)
+        self._end()
+
+    def _loop(self) -> None:
+        active = self._active
+        while True:
+            with self._wake:
+                while not (self._stopping or self._calls or self._inbox or active):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                calls = list(self._calls)
+                self._calls.clear()
+                admit: list[GenRequest] = []
+                while self._inbox and len(active) + len(admit) < self.max_active:
+                    req = self._inbox.popleft()
+                    if not req.cancelled:
+                        admit.append(req)
+            for job in calls:
+                job.run()
+            for req in admit:
+                self._admit(req)
+            for a in list(active):
+                if a.req.cancelled or self._step(a):
+                    a.req.cache = None
+                    active.remove(a)
+
+    def _end(self) -> None:
+        """The thread is leaving: nothing more is accepted; everything held fails now."""
+        with self._wake:
+            self._ended = True
+            pending = [a.req for a in self._active] + list(self._inbox)
+            calls = list(self._calls)
+            self._active.clear()
+            self._inbox.clear()
+            self._calls.clear()
+        event = self._ended_event()
+        for req in pending:
+            if not req.cancelled:
+                _safe_emit(req, event)
+        for job in calls:
+            job.fail(EngineStopped(event.message))
+
+    def _fail(self, req: GenRequest, exc: Exception) -> None:
+        self.failed_requests += 1
+        name = type(exc).__name__
+        log.error("local generation failed for one request (%s); the others go on", name,
+                  exc_info=exc)
+        _safe_emit(req, Failed(f"local generation failed ({name}); other requests are unaffected"))
+
+    def _admit(self, req: GenRequest) -> None:
+        try:
+            self._active.append(_Active(req, self.tokenizer, self.device))
+        except Exception as exc:  # noqa: BLE001 - any failure belongs to this request alone
+            self._fail(req, exc)
 
     def _step(self, a: _Active) -> bool:
-        """One forward pass for one request; True when it is finished."""
-        req = a.req
+        """One forward pass for one request; True when it is finished (or failed)."""
         try:
-            ids = torch.tensor([req.next_input], device=self.device)
-            logits, req.cache = req.runner.forward(ids, req.cache)
-            token = sample(logits[0, -1], req.params, a.gen)
-        except (RuntimeError, ValueError, IndexError) as exc:
-            log.error("local generation failed: %s", type(exc).__name__)
-            _safe_emit(req, Failed(f"local generation failed: {type(exc).__name__}"))
+            return self._advance(a)
+        except Exception as exc:  # noqa: BLE001 - any failure belongs to this request alone
+            self._fail(a.req, exc)
             return True
+
+    def _advance(self, a: _Active) -> bool:
+        req = a.req
+        ids = torch.tensor([req.next_input], device=self.device)
+        logits, req.cache = req.runner.forward(ids, req.cache)
+        token = sample(logits[0, -1], req.params, a.gen)
         req.generated += 1
         req.next_input = [token]
         finish: str | None = None
@@ -187,11 +289,10 @@ class Engine:
             out += a.stops.feed(a.detok.flush())[0]
         if finish is not None and not stopped:
             out += a.stops.flush()
-        if out:
+        if out or req.generated == 1:  # the first step always reports: the prompt went through
             _safe_emit(req, Piece(out))
         if finish is not None:
             _safe_emit(req, Done(finish, len(req.prompt), req.generated))
-            req.cache = None
             return True
         return False
 

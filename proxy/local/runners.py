@@ -24,6 +24,7 @@ from modeling.loading import (
     LoadedBase,
     LoadError,
     LoraHost,
+    forward_step,
     load_full,
     load_merged_lora,
     load_with_delta,
@@ -43,9 +44,7 @@ class LoraRunner:
         self.adapter = adapter
 
     def forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        out = self.host.forward(adapter=self.adapter, input_ids=input_ids,
-                                past_key_values=cache, use_cache=True)
-        return out.logits, out.past_key_values
+        return forward_step(self.host.model_for(self.adapter), input_ids, cache)
 
 
 class ModelRunner:
@@ -55,8 +54,7 @@ class ModelRunner:
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
-        return out.logits, out.past_key_values
+        return forward_step(self.model, input_ids, cache)
 
 
 Runner = LoraRunner | ModelRunner

@@ -3,6 +3,11 @@
 Auth, session, hooks (injection), then the upstream; the non-streamed body and
 the streamed bytes go back to the client untouched, and the turn is handed to
 the recorder, which never slows or fails the request.
+
+A non-streamed upstream body is parsed once here (the recorder reuses the
+result): one that is not a JSON object is a 502, never passed on as a 200.
+A client that leaves while molt waits for the upstream cancels the upstream
+call; its turn is recorded as `client_disconnected`.
 """
 
 from __future__ import annotations
@@ -17,15 +22,32 @@ from starlette.responses import Response
 from proxy.deps import get_state
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from proxy.hooks import TurnContext
-from proxy.protocol import read_json, validate_chat
-from proxy.sessions import SessionRef
+from proxy.protocol import read_json, session_headers, validate_chat
+from proxy.sessions import SessionRef, answer_message
 from proxy.state import ProxyState
-from proxy.streaming import PassThroughStream
+from proxy.streaming import ClientGone, PassThroughStream, unless_client_leaves
 from proxy.upstream.base import UpstreamCall
 from store.ids import new_id
 from store.records import TurnRecord
 
 router = APIRouter()
+# nginx's "client closed request": recorded, never sent (nobody is there to read it).
+CLIENT_CLOSED = 499
+
+
+def upstream_completion(raw: bytes, upstream: str) -> dict[str, Any]:
+    """A non-streamed upstream body as a dict; anything else is the upstream's fault."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise UpstreamError(
+            f"upstream {upstream} returned HTTP 200 with a body that is not valid JSON",
+            code="upstream_invalid_response") from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(
+            f"upstream {upstream} returned HTTP 200 with a JSON {type(data).__name__}, "
+            "not a chat completion object", code="upstream_invalid_response")
+    return data
 
 
 def _record(state: ProxyState, ctx: TurnContext, body: dict[str, Any], upstream_body: dict[str, Any], stream: bool) -> TurnRecord:
@@ -64,7 +86,8 @@ async def chat_completions(request: Request) -> Response:
         # The evolver replaying a recorded turn: its own session, never an agent's.
         session = SessionRef(new_id("ses"), 0, None, "replay", True, "")
     else:
-        session = await state.sessions.resolve(principal.tenant_id, request.headers, body["messages"])
+        session = await state.sessions.resolve(
+            principal.tenant_id, session_headers(request.headers), body["messages"])
     ctx = TurnContext(new_id("turn"), principal, session, alias, version, started)
     if replay:
         ctx.notes["replay"] = replay
@@ -79,22 +102,34 @@ async def chat_completions(request: Request) -> Response:
     if session.done and not replay:
         state.sessions.forget(principal.tenant_id, session)
     m = state.metrics
-    try:
-        resp = await backend.send(
-            UpstreamCall(alias, version, upstream_body, stream, principal.tenant_id, ctx.turn_id,
-                         principal.tenant)
-        )
-    except ProxyError as exc:
+    rec.upstream = getattr(backend, "name", None)
+
+    def failed(exc: ProxyError) -> ProxyError:
         rec.status = "upstream_error" if isinstance(exc, UpstreamError) else "error"
         rec.http_status = exc.status
         rec.error = exc.envelope()["error"]
         rec.latency_ms = (time.perf_counter() - started) * 1000
-        rec.upstream = getattr(backend, "name", None)
         state.recorder.submit(rec)
         m.requests.labels(alias, str(exc.status)).inc()
         m.upstream_errors.labels(alias, "timeout" if isinstance(exc, UpstreamTimeout) else "error").inc()
         exc.headers = headers  # type: ignore[attr-defined]
-        raise
+        return exc
+
+    call = UpstreamCall(alias, version, upstream_body, stream, principal.tenant_id, ctx.turn_id,
+                        principal.tenant)
+    try:
+        resp = await unless_client_leaves(request.receive, backend.send(call))
+    except ClientGone as gone:
+        rec.status = "client_disconnected"
+        rec.http_status = CLIENT_CLOSED
+        rec.error = {"message": str(gone), "type": "client_disconnected", "param": None,
+                     "code": None}
+        rec.latency_ms = (time.perf_counter() - started) * 1000
+        state.recorder.submit(rec)
+        m.requests.labels(alias, str(CLIENT_CLOSED)).inc()
+        return Response(status_code=CLIENT_CLOSED, headers=headers)
+    except ProxyError as exc:
+        raise failed(exc) from None
     rec.upstream = resp.upstream
     rec.weight_version = resp.served_version
     if resp.dropped_blocks:  # what the model saw: no skills, no context block
@@ -104,15 +139,22 @@ async def chat_completions(request: Request) -> Response:
         headers["x-molt-weight-version"] = resp.served_version
 
     if resp.chunks is None:
-        if resp.body is not None and not state.response_hooks:
-            payload = resp.body
-            rec.response_bytes = payload
+        if resp.body is not None:
+            try:
+                data = upstream_completion(resp.body, resp.upstream)
+            except UpstreamError as exc:
+                rec.response = {"unparsed": resp.body[:10_000].decode("utf-8", "replace")}
+                raise failed(exc) from None
         else:
-            data = resp.data if resp.data is not None else json.loads(resp.body or b"{}")
+            data = resp.data if resp.data is not None else {}
+        if resp.body is not None and not state.response_hooks:
+            payload = resp.body  # valid: passed through untouched
+        else:
             for rhook in state.response_hooks:
                 data = rhook(ctx, data)
             payload = json.dumps(data).encode()
-            rec.response = data
+        rec.response = data
+        state.sessions.answered(principal.tenant_id, session, answer_message(data))
         elapsed = time.perf_counter() - started
         rec.latency_ms = elapsed * 1000
         rec.http_status = 200
@@ -120,6 +162,12 @@ async def chat_completions(request: Request) -> Response:
         m.requests.labels(alias, "200").inc()
         m.latency.labels(alias, "false").observe(elapsed)
         return Response(payload, media_type="application/json", headers=headers)
+
+    # The chunks as they go out: a continuation can follow this answer as soon as the
+    # client has it, before the stream's own bookkeeping below has run.
+    kept: list[bytes] = []
+    rec.stream_chunks = kept
+    state.sessions.answered_stream(principal.tenant_id, session, rec)
 
     def finish(status: str, kept: list[bytes], ttft: float | None, error: ProxyError | None) -> None:
         elapsed = time.perf_counter() - started
@@ -137,4 +185,4 @@ async def chat_completions(request: Request) -> Response:
         if ttft is not None:
             m.ttft.labels(alias).observe(ttft)
 
-    return PassThroughStream(resp.chunks, resp.aclose, headers, finish, started)
+    return PassThroughStream(resp.chunks, resp.aclose, headers, finish, started, kept)

@@ -1,24 +1,65 @@
-"""GET /healthz and GET /metrics."""
+"""GET /healthz and GET /metrics.
+
+/healthz answers 200 with `"status": "ok"` when every part is healthy, else
+503 with `"status": "degraded"`; each part reports itself under its own key.
+
+`recorder`: `healthy` (false when the writer task is dead or a queued turn has
+waited longer than `recorder.stuck_after_s`), `alive`, `state` (not_started,
+replaying, idle, writing, retrying, restarting, stopped), `queue_depth`,
+`oldest_queued_age_s` (null when nothing is queued), `last_write_at` (epoch
+seconds of the last successful write, null before the first) and
+`last_write_age_s`, `restarts` (writer deaths), `dead_letters` (turns the store
+refused whole since start), `spool` (whether the spool is on) and
+`replay_done` (the files left by a recorder that is gone are written).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from proxy.deps import State
+from proxy.state import ProxyState
 
 router = APIRouter()
 
 
+@runtime_checkable
+class _ReportsHealth(Protocol):
+    """A backend that can be broken while the proxy runs (the local model engine)."""
+
+    def health(self) -> str | None: ...
+
+
+def engine_problems(state: ProxyState) -> dict[str, str]:
+    """alias -> what is wrong with the backend serving it, for every unhealthy one."""
+    out: dict[str, str] = {}
+    for alias in state.upstreams.aliases():
+        backend = state.upstreams.resolve(alias)[2]
+        if isinstance(backend, _ReportsHealth):
+            problem = backend.health()
+            if problem is not None:
+                out[alias] = problem
+    return out
+
+
 @router.get("/healthz")
-async def healthz(state: State) -> dict[str, Any]:
-    return {
-        "status": "ok",
+async def healthz(state: State) -> JSONResponse:
+    recorder = state.recorder.health()
+    healthy = recorder.healthy
+    body: dict[str, Any] = {
+        "status": "ok" if healthy else "degraded",
         "models": state.upstreams.aliases(),
-        "recorder_queue": state.recorder.depth,
+        "recorder_queue": recorder.queue_depth,
+        "recorder": recorder.as_dict(),
     }
+    engines = engine_problems(state)
+    if engines:  # a dead local engine: requests to it fail; the process should be replaced
+        body.update(status="error", engines=engines)
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 @router.get("/metrics")

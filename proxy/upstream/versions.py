@@ -16,6 +16,21 @@ validation or loading is refused and serving stays where it was.
 
 Serving follows the registry's `active` pointer file, polled every `poll_s`,
 so a promotion made by another process (the trainer, the CLI) is picked up.
+
+The active pointer never names a version serving refused. Two guards keep it so:
+- before the pointer is written: every promotion (`Registry.promote`, called by
+  the CLI, the REST route and the trainer alike) validates the artifact against
+  the base folder serving uses for it (`served_base_dirs` of the same settings;
+  with no molt.toml, the shipped tiny policy as `tiny`), so a wrong base, wrong
+  shapes, or missing or corrupt files are refused and the pointer is not touched;
+- after it: a version that passed those checks and still cannot be served
+  (it fails validation here, or the loader cannot load it: peft refuses its
+  config, vLLM answers 4xx) is handed back with `Registry.refuse`, which points
+  `active` at the version it replaced and records why in the history. The
+  pointer names such a version only until the first serving process tries it
+  (one poll, or the promoting request itself through the REST route).
+A failure that may pass (the vLLM server unreachable) keeps the pointer, and
+the load is tried again at every poll until it succeeds or the pointer moves.
 """
 
 from __future__ import annotations
@@ -57,6 +72,14 @@ class Slot(Generic[H]):
     inflight: int = 0
 
 
+def _definitive(exc: ProxyError) -> bool:
+    """A refusal that trying again will not change: the version fails validation, does not
+    exist, or the loader says it cannot be served on this base (a 4xx from vLLM too)."""
+    if isinstance(exc, (InvalidRequest, NotFoundError)):
+        return True
+    return exc.code == "version_load_failed" or exc.status < 500
+
+
 def _pointer_sig(path: os.PathLike[str]) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
@@ -79,6 +102,7 @@ class VersionTracker(Generic[H]):
         self.active: dict[str, Slot[H]] = {}
         self.loaded: dict[tuple[str, str], Slot[H]] = {}
         self.refused: dict[str, str] = {}
+        self._retry: set[str] = set()
         self._seen: dict[str, tuple[int, int, int] | None] = {}
         self._loading: dict[tuple[str, str], asyncio.Task[Slot[H]]] = {}
         self._swap_locks: dict[str, asyncio.Lock] = {}
@@ -180,6 +204,7 @@ class VersionTracker(Generic[H]):
                 return self.served(tenant)
             target = want or BASE
             if target == self.served(tenant):
+                self._retry.discard(tenant)
                 return target
             try:
                 if target == BASE:
@@ -187,20 +212,44 @@ class VersionTracker(Generic[H]):
                 else:
                     slot = self.loaded.get((tenant, target)) or await self._load(tenant, target)
             except (InvalidRequest, NotFoundError, UpstreamError) as exc:
-                self.refused[tenant] = f"{target}: {exc.message}"
-                log.error("tenant %s: refused %s, still serving %s: %s",
-                          tenant, target, self.served(tenant), exc.message)
-                return self.served(tenant)
+                return await self._refuse(tenant, target, exc)
             previous = self.active.get(tenant)
             if slot is self.base_slot:
                 self.active.pop(tenant, None)
             else:
                 self.active[tenant] = slot
             self.refused.pop(tenant, None)
+            self._retry.discard(tenant)
             log.info("tenant %s: %s now serves %s", tenant, self.base_name, target)
             if previous is not None and previous is not slot:
                 self._maybe_unload(previous)
             return target
+
+    async def _refuse(self, tenant: str, target: str, exc: ProxyError) -> str:
+        """Serving stays where it was; a version that cannot be served here gives the pointer back."""
+        served = self.served(tenant)
+        self.refused[tenant] = f"{target}: {exc.message}"
+        if not _definitive(exc):
+            # e.g. the vLLM server is unreachable: keep the pointer, try again at the next poll
+            self._retry.add(tenant)
+            log.error("tenant %s: cannot load %s yet, still serving %s: %s",
+                      tenant, target, served, exc.message)
+            return served
+        self._retry.discard(tenant)
+        assert self.registry is not None
+        try:
+            back = await asyncio.to_thread(
+                self.registry.refuse, tenant, self.base_name, target, reason=exc.message,
+                fallback=None if served == BASE else served)
+        except (OSError, StoreError) as err:
+            log.error("tenant %s: refused %s, and could not reset the active pointer: %s",
+                      tenant, target, err)
+            return served
+        self._seen[tenant] = _pointer_sig(self.registry.pointer_path(tenant, self.base_name))
+        restored = f"; the active pointer is back on {back.active}" if back else ""
+        log.error("tenant %s: refused %s, still serving %s%s: %s",
+                  tenant, target, served, restored, exc.message)
+        return served
 
     def _tenants(self) -> set[str]:
         names = set(self._seen)
@@ -216,7 +265,7 @@ class VersionTracker(Generic[H]):
             return
         for tenant in sorted(self._tenants()):
             sig = _pointer_sig(self.registry.pointer_path(tenant, self.base_name))
-            if tenant not in self._seen or sig != self._seen[tenant]:
+            if tenant not in self._seen or sig != self._seen[tenant] or tenant in self._retry:
                 await self.refresh(tenant)
 
     async def _watch(self) -> None:

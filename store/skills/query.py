@@ -39,10 +39,14 @@ _NOISE = [
     re.compile(r"\b\d{9,}\b"),
 ]
 _EMPTY = re.compile(r"[(\[{]\s*[)\]}]")
+# A lone UTF-16 surrogate (JSON "\ud800" not half of a pair) cannot be encoded,
+# embedded or stored: it becomes U+FFFD in the query.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SPACE = re.compile(r"\s+")
 
 
 def clean_task_text(text: str) -> str:
+    text = _SURROGATE.sub("\ufffd", text)
     for pattern in _NOISE:
         text = pattern.sub(" ", text)
     text = _EMPTY.sub(" ", text)
@@ -122,4 +126,4 @@ class QueryCache:
 
 
 def query_key(query: str) -> str:
-    return hashlib.blake2b(query.encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class Reply:
     cut_after: int | None = None
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    # Non-streamed only: send these bytes as the HTTP 200 body instead of a completion.
+    raw_body: bytes | None = None
 
 
 def _last_user(messages: list[dict[str, Any]]) -> str:
@@ -49,6 +52,9 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
+        # Requests whose client (molt) left while the reply was still delayed.
+        self.abandoned = 0
+        self._changed = threading.Condition()
         # When set and the script is empty, computes the reply from the request body.
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.app = Starlette(
@@ -60,6 +66,29 @@ class FakeLLM:
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+        """Block the test thread until `predicate()` holds (checked on every request event)."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout_s)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    @staticmethod
+    async def _client_left_during(request: Request, delay_s: float) -> bool:
+        """Sleep `delay_s`, or less if the client closes the connection first."""
+        async def gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        waiter = asyncio.create_task(gone())
+        sleeper = asyncio.create_task(asyncio.sleep(delay_s))
+        done, _ = await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        sleeper.cancel()
+        return waiter in done
 
     async def _models(self, _req: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -120,19 +149,24 @@ class FakeLLM:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        self._notify()
         if self.script:
             reply = self.script.popleft()
         elif self.responder is not None:
             reply = self.responder(body)
         else:
             reply = Reply(content="echo: " + _last_user(body.get("messages") or []))
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        if reply.delay_s and await self._client_left_during(request, reply.delay_s):
+            self.abandoned += 1
+            self._notify()
+            return Response(status_code=499)
         if reply.status != 200:
             return JSONResponse(
                 {"error": {"message": reply.error, "type": "server_error", "param": None,
                            "code": None}}, status_code=reply.status)
         if not body.get("stream"):
+            if reply.raw_body is not None:
+                return Response(reply.raw_body, media_type="application/json")
             return JSONResponse(self.completion(body, reply))
         chunks = self.chunks(body, reply)
 
@@ -147,6 +181,7 @@ class FakeLLM:
                 yield b"data: [DONE]\n\n"
             except asyncio.CancelledError:
                 self.disconnects += 1
+                self._notify()
                 raise
 
         return StreamingResponse(gen(), media_type="text/event-stream")

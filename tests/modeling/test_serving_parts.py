@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from modeling.chat import TemplateError, normalize_messages, render_prompt, render_text
 from modeling.detokenize import IncrementalDetokenizer
-from modeling.loading import LoadError, LoraHost, load_base, load_with_delta, read_lora
+from modeling.loading import (
+    LoadError,
+    LoraHost,
+    forward_step,
+    load_base,
+    load_with_delta,
+    read_lora,
+)
 from tests.fakes.tiny_model import TEXT_PROMPT, TOOL_ANSWER, TOOL_PROMPT, WEATHER_TOOL
 
 
@@ -52,9 +61,25 @@ def test_incremental_detokenization_is_exact_per_piece(tiny_base: Path, text: st
     assert sum(1 for p in pieces if p) > len(text.split())
 
 
-def _logits(forward: object, ids: torch.Tensor) -> torch.Tensor:
+def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        return forward(input_ids=ids).logits  # type: ignore[operator]
+        return model(input_ids=ids).logits  # type: ignore[no-any-return]
+
+
+def test_a_cached_step_equals_a_full_pass_without_deprecation_warnings(tiny_base: Path) -> None:
+    """The KV cache goes through the current transformers API: under warnings-as-errors
+    (pytest's filterwarnings) the old `past_key_values` keyword raised a FutureWarning."""
+    base = load_base(tiny_base)
+    ids = render_prompt(base.tokenizer, TEXT_PROMPT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.inference_mode():
+            first, cache = forward_step(base.model, torch.tensor([ids[:-1]]), None)
+            last, cache = forward_step(base.model, torch.tensor([ids[-1:]]), cache)
+    assert cache.get_seq_length() == len(ids)
+    whole = _logits(base.model, torch.tensor([ids]))
+    assert torch.allclose(last[0, -1], whole[0, -1], atol=1e-5)
+    assert torch.allclose(first[0, -1], whole[0, -2], atol=1e-5)
 
 
 def test_lora_rows_are_independent(tiny_base: Path, tiny_artifacts: dict[str, Path]) -> None:
@@ -64,15 +89,15 @@ def test_lora_rows_are_independent(tiny_base: Path, tiny_artifacts: dict[str, Pa
     plain = _logits(base.model, ids)
     host.attach("a", read_lora(tiny_artifacts["lora1"], base.device))
     host.attach("b", read_lora(tiny_artifacts["lora2"], base.device))
-    la = _logits(lambda **kw: host.forward(adapter="a", **kw), ids)
-    lb = _logits(lambda **kw: host.forward(adapter="b", **kw), ids)
-    l0 = _logits(lambda **kw: host.forward(adapter=None, **kw), ids)
+    la = _logits(host.model_for("a"), ids)
+    lb = _logits(host.model_for("b"), ids)
+    l0 = _logits(host.model_for(None), ids)
     assert torch.equal(l0, plain)
     assert not torch.allclose(la, lb)
     host.detach("a")
-    assert torch.equal(_logits(lambda **kw: host.forward(adapter="b", **kw), ids), lb)
+    assert torch.equal(_logits(host.model_for("b"), ids), lb)
     host.detach("b")
-    assert torch.equal(_logits(lambda **kw: host.forward(adapter=None, **kw), ids), plain)
+    assert torch.equal(_logits(host.model_for(None), ids), plain)
 
 
 def test_delta_version_is_a_separate_model(tiny_base: Path, tiny_artifacts: dict[str, Path]) -> None:

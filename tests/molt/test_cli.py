@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 from click.testing import CliRunner
 
 from molt.cli import cli
 from tests.fakes.fake_llm import FakeLLM, Reply
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path: Any, m: Any, fake_url: str) -> str:
@@ -83,3 +90,43 @@ def test_env_overrides_file(tmp_path: Any, monkeypatch: Any) -> None:
 
     with pytest.raises(ConfigError, match="exactly one of base_url, litellm or local"):
         load_settings(str(p))
+
+
+def _molt(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m molt ...` in a folder with no molt.toml: the default setup a user starts with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLT_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "molt", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+# peft's own call of a deprecated transformers method, while the test builds an adapter
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+def test_promote_on_the_default_setup_validates_against_the_shipped_policy(
+    tmp_path: Path, tiny_artifacts: dict[str, Path]
+) -> None:
+    """No molt.toml: `molt serve` would serve the shipped tiny policy as `tiny`, so promote
+    checks a `tiny` version against it, as the REST route does, and refuses a misfit."""
+    from molt.wiring import DEFAULT_POLICY
+    from store.registry import Registry
+    from store.registry_check import base_fingerprint
+    from tests.fakes.tiny_model import make_lora
+
+    reg = Registry(tmp_path / ".molt" / "registry")
+    wrong = reg.create("default", "tiny", kind="lora", files_from=tiny_artifacts["other_lora"],
+                       base_model="tiny", base_hash=None).version
+    good_dir = make_lora(DEFAULT_POLICY, tmp_path / "good-lora", seed=3)
+    good = reg.create("default", "tiny", kind="lora", files_from=good_dir, base_model="tiny",
+                      base_hash=base_fingerprint(DEFAULT_POLICY)).version
+
+    r = _molt(tmp_path, "versions", "promote", wrong)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "refused" in r.stderr and "does not fit base weight" in r.stderr
+    assert reg.active("default", "tiny") is None
+    listed = json.loads(_molt(tmp_path, "versions", "list", "--json").stdout)
+    assert listed[0]["active"] is None
+
+    r = _molt(tmp_path, "versions", "promote", good, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["active"] == good
+    assert reg.active("default", "tiny") == good

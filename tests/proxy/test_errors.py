@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import socket
-import time
 from typing import Any
 
 import httpx
@@ -126,11 +126,71 @@ def test_client_disconnect_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: st
         next(it)
         next(it)
     # the upstream request is closed too
-    deadline = time.monotonic() + 10
-    while fake_llm.disconnects == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fake_llm.disconnects == 1
+    assert fake_llm.wait_until(lambda: fake_llm.disconnects == 1)
     t = molt.wait_turn(turn)
     assert t["status"] == "client_disconnected"
     assert t["content"].startswith("w0")
     _still_there(molt, recorded)
+
+
+@pytest.mark.parametrize("raw", [b'{"id": "chatcmpl-1", "choices": [', b"<html>502 Bad Gateway</html>",
+                                 b"", b'["not", "a", "completion"]'])
+def test_upstream_200_with_an_invalid_body_is_a_502(fake_llm: FakeLLM, molt: Any, recorded: str,
+                                                    raw: bytes) -> None:
+    fake_llm.push(Reply(raw_body=raw))
+    with httpx.Client(base_url=molt.base_url) as c:
+        r = c.post("/chat/completions", json=OK)
+    e = _assert_envelope(r, 502, "upstream_error")
+    assert e["code"] == "upstream_invalid_response"
+    t = molt.wait_turn(r.headers["x-molt-turn-id"])
+    assert t["status"] == "upstream_error" and t["http_status"] == 502
+    assert t["error"]["code"] == "upstream_invalid_response"
+    _still_there(molt, recorded)
+
+
+def test_valid_upstream_body_passes_through_byte_for_byte(fake_llm: FakeLLM, molt: Any) -> None:
+    completion = FakeLLM().completion({"model": "gpt-fake"}, Reply(content="exact"))
+    raw = json.dumps(completion, indent=3).encode() + b"\n"  # odd spacing a re-dump would lose
+    fake_llm.push(Reply(raw_body=raw))
+    with httpx.Client(base_url=molt.base_url) as c:
+        r = c.post("/chat/completions", json=OK)
+    assert r.status_code == 200 and r.content == raw
+    t = molt.wait_turn(r.headers["x-molt-turn-id"])
+    assert t["status"] == "ok" and t["content"] == "exact" and t["input_tokens"] == 11
+
+
+def _post_then_leave(molt: Any, fake_llm: FakeLLM, body: dict[str, Any]) -> None:
+    """Send a request on a raw socket, wait until molt has called the upstream, then hang up."""
+    payload = json.dumps(body).encode()
+    host, port = molt.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: molt\r\n"
+                  b"content-type: application/json\r\ncontent-length: "
+                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        assert fake_llm.wait_until(lambda: len(fake_llm.requests) == 1)
+
+
+def _only_turn(molt: Any) -> dict[str, Any]:
+    # molt submits the turn in the same step as it cancels the upstream call, so before
+    # the upstream sees its connection close: one flush writes it.
+    molt.flush()
+    turns = molt.run(molt.state.trajectories.turns_since(0))
+    assert len(turns) == 1
+    return turns[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_leaving_before_the_first_byte_cancels_the_upstream(
+        fake_llm: FakeLLM, molt_factory: Any, stream: bool) -> None:
+    m = molt_factory(models=[{"alias": "gpt-fake", "base_url": fake_llm.url + "/v1",  # type: ignore[attr-defined]
+                              "timeout_s": 600}])
+    fake_llm.push(Reply(content="far too late", delay_s=300))
+    _post_then_leave(m, fake_llm, {**OK, "stream": stream})
+    # The fake saw its request closed while it was still delaying the first byte.
+    assert fake_llm.wait_until(lambda: fake_llm.abandoned == 1)
+    t = _only_turn(m)
+    assert t["status"] == "client_disconnected" and t["http_status"] == 499
+    assert t["content"] is None
+    # and molt goes on serving
+    with httpx.Client(base_url=m.base_url) as c:
+        assert c.post("/chat/completions", json={**OK, "stream": stream}).status_code == 200

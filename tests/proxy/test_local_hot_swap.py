@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -154,13 +155,18 @@ def test_bad_versions_are_refused_and_serving_stays(
         assert "refused" in out.output and reason in out.output
     assert reg.active("default", "tiny") == good
 
-    # A pointer flipped behind the registry's back to a bad version is refused by serving.
+    # A pointer flipped behind the registry's back to a bad version is refused by serving,
+    # which points it back at the version it serves: the pointer never names a refused one.
     (reg.pointer_path("default", "tiny")).write_text(wrong_shapes + "\n")
     deadline = time.monotonic() + 5
-    while "default" not in backend(m).versions.refused:
+    while reg.active("default", "tiny") != good:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "does not fit" in backend(m).versions.refused["default"]
+    last = reg.history("default", "tiny")[-1]
+    assert (last["action"], last["from"], last["to"]) == ("refused", wrong_shapes, good)
+    assert reg.get("default", "tiny", wrong_shapes).status == "rolled_back"
+    assert reg.get("default", "tiny", good).status == "active"
     raw = client(m).chat.completions.with_raw_response.create(
         model="tiny", messages=PROMPT, temperature=0, max_tokens=MAX_TOKENS)
     assert raw.headers["x-molt-weight-version"] == good
@@ -177,8 +183,45 @@ def test_bad_versions_are_refused_and_serving_stays(
     out = runner.invoke(cli, ["--config", str(config), "versions", "rollback", "--to", "base",
                               "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["previous"] == wrong_shapes  # the pointer flipped above
+    assert json.loads(out.output)["previous"] == good  # serving pointed it back above
     assert reg.active("default", "tiny") is None
+
+
+@pytest.mark.parametrize("lora_mode", ["merged", "shared"])
+def test_a_version_that_passes_the_checks_but_cannot_load_gives_the_pointer_back(
+    molt_factory: Any, tiny_base: Path, tiny_artifacts: dict[str, Path], tmp_path: Path,
+    lora_mode: str,
+) -> None:
+    """Its tensors fit the base, but its config targets modules the model lacks: peft refuses
+    it at load. Promoted as a trainer would (a registry call), serving refuses it and the
+    active pointer returns to the version it replaced."""
+    m = start_local(molt_factory, tiny_base, lora_mode)
+    reg = Registry(m.settings.registry_root())
+    good = _add(reg, tiny_base, tiny_artifacts["lora1"])
+    reg.promote("default", "tiny", good, base_dir=tiny_base)
+    _wait_served(m, good)
+    art = tmp_path / "misconfigured"
+    shutil.copytree(tiny_artifacts["lora2"], art)
+    cfg = json.loads((art / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["no_such_proj"]
+    (art / "adapter_config.json").write_text(json.dumps(cfg))
+    bad = _add(reg, tiny_base, art)
+
+    assert reg.promote("default", "tiny", bad, base_dir=tiny_base).active == bad  # checks pass
+    deadline = time.monotonic() + 10
+    while reg.active("default", "tiny") != good:
+        assert time.monotonic() < deadline, "serving never gave the pointer back"
+        time.sleep(0.05)
+    last = reg.history("default", "tiny")[-1]
+    assert (last["action"], last["from"], last["to"]) == ("refused", bad, good)
+    assert "no_such_proj" in last["reason"]
+    raw = client(m).chat.completions.with_raw_response.create(
+        model="tiny", messages=PROMPT, temperature=0, max_tokens=MAX_TOKENS)
+    assert raw.headers["x-molt-weight-version"] == good
+    # over REST the same promotion is refused by serving before the call returns
+    r = httpx.post(f"{m.url}/admin/versions/default/tiny/{bad}/promote", timeout=30)
+    assert r.json()["served"] == {"tiny": good}
+    assert reg.active("default", "tiny") == good
 
 
 def test_admin_routes_need_the_admin_role(molt_factory: Any, tiny_base: Path) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import openai
 import pytest
 
 from tests.fakes.tiny_model import TEXT_ANSWER, TEXT_PROMPT, TOOL_PROMPT, WEATHER_TOOL
+from tests.proxy.local_faults import install, wait_until_queued
 from tests.proxy.local_helpers import client, start_local
 from tests.proxy.streams import rebuild
 
@@ -111,26 +110,22 @@ def test_turns_record_the_served_version(local: Any) -> None:
 
 
 def test_a_long_generation_does_not_starve_short_ones(local: Any) -> None:
+    """Round-robin: a short request that arrives while a long one runs finishes first."""
+    faulty = install(local, lambda prompt: "long" if "long story" in prompt else "short",
+                     {"long": wait_until_queued(local)})
     c = client(local)
-    c.chat.completions.create(model="tiny", messages=TEXT_PROMPT, temperature=0)  # warm
-    finished: dict[str, float] = {}
-
-    def long() -> None:
-        r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}],
-                                      temperature=0, max_tokens=300,
-                                      extra_body={"ignore_eos": True})
-        assert r.usage is not None and r.usage.completion_tokens == 300
-        finished["long"] = time.monotonic()
-
-    t = threading.Thread(target=long)
-    t.start()
-    time.sleep(0.3)
-    for _ in range(3):
-        assert c.chat.completions.create(model="tiny", messages=TEXT_PROMPT,
-                                         temperature=0).choices[0].message.content == TEXT_ANSWER
-    finished["short"] = time.monotonic()
-    t.join()
-    assert finished["short"] < finished["long"]
+    # started: its prompt went through; the engine holds it at its 4th token until the
+    # short request is queued beside it
+    long = c.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Tell a long story."}],
+        temperature=0, max_tokens=300, stream=True, stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True})
+    assert c.chat.completions.create(model="tiny", messages=TEXT_PROMPT,
+                                     temperature=0).choices[0].message.content == TEXT_ANSWER
+    order = [tag for tag, _ in faulty.steps]
+    assert "short" in order and order.count("long") < 300  # the short one is done, the long not
+    assert [ch.usage.completion_tokens for ch in long if ch.usage] == [300]
+    assert order.index("long") < order.index("short")
 
 
 def test_async_clients_in_parallel(local: Any) -> None:

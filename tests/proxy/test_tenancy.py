@@ -93,11 +93,9 @@ def _admin_calls(tmp_path: Path) -> dict[tuple[str, str], Call]:
         ("PUT", f"{s}/settings"): Call("PUT", lambda t, w: f"{s}/settings?tenant={t}",
                                        lambda t, w: {"top_k": 3}),
         ("POST", f"{s}/import"): Call("POST", lambda t, w: f"{s}/import?tenant={t}", imp),
-        # Export's destination rules belong to the export route; any non-auth answer shows
-        # the caller passed the tenant check.
+        # No path: the archive comes back in the response.
         ("POST", f"{s}/export"): Call("POST", lambda t, w: f"{s}/export?tenant={t}",
-                                      lambda t, w: {"path": str(tmp_path / f"export-{t}-{w}")},
-                                      ok=(200, 400)),
+                                      lambda t, w: {}),
         ("GET", f"{s}/{{name}}"): Call("GET", lambda t, w: f"{s}/base?tenant={t}"),
         ("PUT", f"{s}/{{name}}"): Call("PUT", lambda t, w: f"{s}/base?tenant={t}",
                                        lambda t, w: {"body": f"1. Edited by {w}."}),
@@ -323,14 +321,18 @@ def test_feedback_refuses_what_is_not_a_score(two_tenants: tuple[Molt, str, str]
     m, key_a, _ = two_tenants
     with httpx.Client(base_url=m.url, timeout=30) as c:
         turn = _chat(c, key_a).headers["x-molt-turn-id"]
-        for raw in ('{"turn_id": "%s", "score": true}', '{"turn_id": "%s", "score": NaN}',
-                    '{"turn_id": "%s", "score": Infinity}', '{"turn_id": "%s", "score": 1e999}',
-                    '{"turn_id": "%s", "score": 1.5}', '{"turn_id": "%s", "score": "1"}'):
+        for raw in ('{"turn_id": "%s", "score": true}', '{"turn_id": "%s", "score": 1.5}',
+                    '{"turn_id": "%s", "score": "1"}'):
             err = _envelope(_feedback(c, key_a, raw % turn), 400)
             assert err["param"] == "score", raw
+        # not JSON at all (JSON has no NaN or infinities): refused as such, at the edge
+        for raw in ('{"turn_id": "%s", "score": NaN}', '{"turn_id": "%s", "score": Infinity}',
+                    '{"turn_id": "%s", "score": 1e999}'):
+            err = _envelope(_feedback(c, key_a, raw % turn), 400)
+            assert "not valid JSON" in err["message"], raw
         err = _envelope(_feedback(c, key_a, {"turn_id": turn, "score": 1, "meta": {"x": 1e999}}),
                         400)
-        assert "finite" in err["message"]
+        assert "not valid JSON" in err["message"]
         err = _envelope(_feedback(c, key_a, {"turn_id": turn, "text": "bad\u0000byte"}), 400)
         assert "NUL" in err["message"]
         too_big = _feedback(c, key_a, {"turn_id": turn, "text": "x" * 400_000})

@@ -110,5 +110,6 @@ def test_a_version_vllm_cannot_load_is_refused(
     r = httpx.post(f"{m.url}/admin/versions/default/{BASE}/{delta}/promote", timeout=30)
     # the registry accepts it (nothing to check it against here), serving refuses it
     assert r.status_code == 200 and r.json()["served"] == {"big": "base"}
+    assert reg.active("default", BASE) is None  # serving refused it: the pointer went back
     assert _ask(m) == ("base", f"served by {BASE_MODEL}")
     assert vllm.calls == []

@@ -30,3 +30,29 @@ def test_migration_names_are_ordered_and_unique() -> None:
     names = [n for n, _ in MIGRATIONS]
     assert names == sorted(names) and len(set(names)) == len(names)
     assert all(n.startswith(f"m{i + 1:03d}_") for i, n in enumerate(names))
+
+
+async def test_sessions_reopen_keeps_rows_and_allows_a_reused_external_id(store_url: str) -> None:
+    """m004 on a database that already holds sessions: rows kept, constraint gone."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(store_url)
+    insert = sa.text(
+        "INSERT INTO sessions (id, tenant_id, external_id, started_at, last_turn_at, done, "
+        "turn_count) VALUES (:id, 't', 'run-1', :at, :at, :done, 1)")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(
+                "CREATE TABLE schema_migrations (name VARCHAR(128) PRIMARY KEY, applied_at FLOAT NOT NULL)"))
+            for name, fn in MIGRATIONS[:3]:
+                await fn(conn)
+                await conn.execute(sa.text("INSERT INTO schema_migrations VALUES (:n, 0)"), {"n": name})
+            await conn.execute(insert, {"id": "ses_old", "at": 1.0, "done": True})
+        assert await migrate(engine) == [name for name, _ in MIGRATIONS[3:]]
+        async with engine.begin() as conn:
+            await conn.execute(insert, {"id": "ses_new", "at": 2.0, "done": False})
+            rows = (await conn.execute(sa.text(
+                "SELECT id, done, turn_count FROM sessions ORDER BY started_at"))).all()
+        assert [(r[0], bool(r[1]), r[2]) for r in rows] == [("ses_old", True, 1), ("ses_new", False, 1)]
+    finally:
+        await engine.dispose()

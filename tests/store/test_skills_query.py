@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.skills.query import QueryCache, clean_task_text, task_query
+from store.skills.query import QueryCache, clean_task_text, query_key, task_query
 
 TOOLS = [{"type": "function", "function": {"name": "search_flights", "parameters": {}}},
          {"type": "function", "function": {"name": "book_hotel", "parameters": {}}}]
@@ -35,3 +35,12 @@ def test_query_is_latest_user_task_plus_tools_and_stable_across_a_loop() -> None
                                                        {"type": "image_url", "image_url": {"url": "x"}}]}]}
     assert task_query(parts) == "summarize this"
     assert task_query({"messages": [{"role": "system", "content": "only a system prompt"}]}) == ""
+
+
+def test_a_lone_surrogate_becomes_a_replacement_character() -> None:
+    # json.loads('"\\ud800"') gives such a string; it cannot be encoded, embedded or stored.
+    body = {"messages": [{"role": "user", "content": "book a flight \ud83d to Oslo"}]}
+    query = task_query(body)
+    assert query == "book a flight \ufffd to Oslo"
+    assert QueryCache()(body) == query
+    assert len(query_key("tail \udc00")) == 32
