@@ -210,13 +210,13 @@ def train_ttt(train: Sequence[list[int]], heldout: Sequence[list[int]], base_dir
             order += rng.sample(rows, len(rows))
         batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
         loss = model(**_batch(batch, pad, tm.base.device)).loss
-        if not math.isfinite(float(loss)):
-            raise TrainerError(f"TTT training diverged at step {step} (loss {float(loss)})")
+        if not math.isfinite(float(loss.detach())):
+            raise TrainerError(f"TTT training diverged at step {step} (loss {float(loss.detach())})")
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        log.append({"step": float(step), "loss": float(loss), "grad_norm": float(norm)})
+        log.append({"step": float(step), "loss": float(loss.detach()), "grad_norm": float(norm)})
         if should_stop is not None and should_stop() and step < cfg.max_steps:
             stopped = True
             break

@@ -49,8 +49,8 @@ class TTTRunner:
         self.ttt = ttt
 
     def forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        # outside a session: a throwaway state, so the TTT layers still stream correctly
-        return SessionRunner(self, _Entry(), lambda: None).forward(input_ids, cache)
+        raise RuntimeError("a TTT version is served through TTTSessions.runner (per-session "
+                           "fast weights), never directly")
 
 
 @dataclass(slots=True)
