@@ -1,11 +1,14 @@
 # The two commands of the README:
 #   make serve   set up and run `molt serve` on the embedded defaults
-#   make test    set up and run the test suite (starts a local PostgreSQL when it can)
+#   make test    set up and run the test suite (starts a local PostgreSQL and installs
+#                headless Chromium for the dashboard's tests when it can)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# A corpus of real tool schemas for the TAFC tests (its data only: the wheel is not installed).
+BFCL_VERSION := 2026.3.23
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
@@ -25,6 +28,7 @@ $(STAMP): pyproject.toml requirements.lock constraints.txt
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -r requirements.lock
 	$(PIP) install -q --no-deps -e .
+	$(PIP) download -q --no-deps -d $(VENV)/corpus 'bfcl-eval==$(BFCL_VERSION)'
 	touch $(STAMP)
 
 # Refresh the lock from pyproject.toml (pip-tools; run after changing a dependency).
@@ -36,6 +40,7 @@ serve: setup
 	$(VENV)/bin/molt serve
 
 test: setup
+	@bash scripts/install_browser.sh
 	@if [ -z "$$MOLT_TEST_PG_URL" ]; then \
 	  url=$$(bash scripts/start_postgres.sh | tail -n 1); \
 	  case "$$url" in postgresql*) export MOLT_TEST_PG_URL="$$url";; esac; \

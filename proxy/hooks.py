@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from proxy.auth import Principal
 from proxy.sessions import SessionRef
+from proxy.tafc import Plan
 
 
 @dataclass(slots=True)
@@ -26,6 +27,8 @@ class TurnContext:
     injected_skills: list[dict[str, Any]] | None = None
     context_version: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    # what the TAFC hook added to this request's tools (proxy/tafc.py), to strip on the way back
+    tafc: Plan | None = None
 
 
 class RequestHook(Protocol):

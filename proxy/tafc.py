@@ -305,3 +305,11 @@ def strip_completion(data: JSON, plan: Plan) -> tuple[list[JSON], list[str]]:
             thinks += t
             flags += f
     return thinks, flags
+
+
+def tafc_record(thinks: list[JSON], flags: list[str]) -> list[JSON] | None:
+    """The turn's `think` field: the stripped reasoning, and a flag entry per anomaly
+    (arguments that were not JSON and passed through untouched, a wrapped parameter
+    the model wrote bare)."""
+    out = list(thinks) + [{"source": "tafc", "flag": f} for f in flags]
+    return out or None

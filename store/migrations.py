@@ -244,6 +244,61 @@ async def m006_open_session_unique(conn: AsyncConnection) -> None:
         "CREATE UNIQUE INDEX uq_sessions_open_external ON sessions (tenant_id, external_id) "
         "WHERE done = false AND external_id IS NOT NULL"
     ))
+async def m007_training(conn: AsyncConnection) -> None:
+    """The slow loop: training jobs and their history, and one lease per tenant."""
+    md = sa.MetaData()
+    open_job = sa.text("status IN ('queued', 'running', 'paused')")
+    jobs = sa.Table(
+        "training_jobs",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("trigger", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("started_at", sa.Float, nullable=True),
+        sa.Column("finished_at", sa.Float, nullable=True),
+        sa.Column("data_until", sa.Float, nullable=False),
+        sa.Column("budget_minutes", sa.Float, nullable=True),
+        sa.Column("budget_steps", sa.Integer, nullable=True),
+        sa.Column("steps", sa.Integer, nullable=False),
+        sa.Column("windows", sa.Integer, nullable=False),
+        sa.Column("work_dir", sa.Text, nullable=True),
+        sa.Column("checkpoint", sa.Text, nullable=True),
+        sa.Column("holder", sa.String(128), nullable=True),
+        sa.Column("stop_reason", sa.String(32), nullable=True),
+        sa.Column("last_window", sa.String(64), nullable=True),
+        sa.Column("cancel_requested", sa.Boolean, nullable=False),
+        sa.Column("version", sa.String(16), nullable=True),
+        sa.Column("metrics", sa.JSON, nullable=True),
+        sa.Column("gate", sa.JSON, nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        # at most one unfinished job per tenant
+        sa.Index("uq_training_jobs_open", "tenant_id", unique=True,
+                 sqlite_where=open_job, postgresql_where=open_job),
+    )
+    leases = sa.Table(
+        "training_leases",
+        md,
+        sa.Column("tenant_id", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("job_id", sa.String(64), nullable=True),
+        sa.Column("acquired_at", sa.Float, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    events = sa.Table(
+        "training_events",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("job_id", sa.String(64), nullable=False, index=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("detail", sa.JSON, nullable=True),
+    )
+    await _create(conn, jobs, leases, events)
 
 
 # Append new migrations below and register them in MIGRATIONS, in order.
@@ -254,6 +309,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m004_sessions_reopen", m004_sessions_reopen),
     ("m005_dead_letters", m005_dead_letters),
     ("m006_open_session_unique", m006_open_session_unique),
+    ("m007_training", m007_training),
 ]
 
 

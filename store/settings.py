@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8787
@@ -186,6 +186,84 @@ class EvolverSettings(BaseModel):
     context_children: int = Field(default=2, ge=1, le=8)
 
 
+class CronWindowSettings(BaseModel):
+    """A training window that opens at each fire time of a cron expression and lasts `minutes`."""
+
+    cron: str  # five fields, crontab syntax: "0 1 * * *" is 01:00 every night
+    minutes: float = Field(default=240.0, gt=0)
+    timezone: str = "UTC"
+
+
+class TrainerSettings(BaseModel):
+    """The slow loop's scheduler (trainer/schedule.py): when windows open, and their budget.
+
+    A window opens when any configured trigger holds: no agent traffic for `idle_minutes`,
+    a cron window, or a calendar slot. Inside a window a job trains for at most
+    `budget_minutes` and `budget_steps`; agent traffic pauses it (it resumes from its
+    checkpoint in the next window), except in a window someone asked for (`molt train now`).
+    """
+
+    # Run the scheduler in `molt serve` (`molt train now` works either way).
+    enabled: bool = False
+    # Tenant names the scheduler trains; empty: every tenant in the store.
+    tenants: list[str] = Field(default_factory=list)
+    # Idle trigger: no traffic (replays excluded) for this long; None turns it off.
+    idle_minutes: float | None = Field(default=30.0, gt=0)
+    cron: list[CronWindowSettings] = Field(default_factory=list)
+    # An ICS calendar file, re-read when it changes. "events": its events whose summary
+    # contains `calendar_marker` are windows; "free": gaps of at least
+    # `calendar_min_minutes` between its busy events are windows.
+    calendar: Path | None = None
+    calendar_mode: Literal["events", "free"] = "events"
+    calendar_marker: str = "molt-training"
+    calendar_min_minutes: float = Field(default=60.0, gt=0)
+    # Zone of the calendar's floating times and all-day dates.
+    calendar_timezone: str = "UTC"
+    # In a cron or calendar window a job starts (or resumes) only after this long without
+    # traffic, so that a busy agent does not make it start and pause over and over.
+    quiet_minutes: float = Field(default=5.0, ge=0)
+    # Per window: the most minutes and optimiser steps a job may spend in it.
+    budget_minutes: float = Field(default=15.0, gt=0)
+    budget_steps: int = Field(default=200, ge=1)
+    # A process holding a tenant's lease renews it every tick; another process may take
+    # it over once it has not been renewed for this long (the holder died).
+    lease_ttl_s: float = Field(default=60.0, gt=0)
+    # How often the scheduler looks at windows, traffic and cancel requests (this bounds
+    # how fast returning traffic pauses a job).
+    tick_s: float = Field(default=2.0, gt=0)
+    # Job folders (frozen data split, checkpoints, artifact); default `<data_dir>/training`.
+    work_dir: Path | None = None
+    # The local model route (alias) the jobs train; default: the first local route.
+    model: str | None = None
+    # Overrides of trainer.rl_config.RLConfig, trainer.gate_config.GateConfig and
+    # trainer.data.DataConfig fields (e.g. rl = { max_steps = 60, learning_rate = 1e-3 }).
+    rl: dict[str, Any] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    # The live watch (trainer/rollback.py): how often it reads promoted versions' live record
+    # (None: never), and overrides of its WatchConfig fields.
+    watch_s: float | None = Field(default=60.0, gt=0)
+    watch: dict[str, Any] = Field(default_factory=dict)
+
+    def jobs_dir(self, data_dir: Path) -> Path:
+        return self.work_dir if self.work_dir is not None else data_dir / "training"
+
+
+class TafcSettings(BaseModel):
+    """Think-augmented function calling (proxy/tafc.py); per-tenant overrides in tenants.settings.
+
+    `mode`: "off", "function" (a `think` property first in every enabled tool), or
+    "parameter" (also `{think, value}` for each parameter whose complexity exceeds
+    `tau`). `tools`: only these tool names (empty: every tool).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "function", "parameter"] = "off"
+    tau: float = Field(default=0.6, ge=0.0, le=1.0)
+    tools: list[str] = Field(default_factory=list)
+
+
 class MoltSettings(BaseSettings):
     """Everything molt can be told. Built by `molt.config.load_settings`."""
 
@@ -205,6 +283,8 @@ class MoltSettings(BaseSettings):
     registry_keep_candidates: int = 10
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
     evolver: EvolverSettings = Field(default_factory=EvolverSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    tafc: TafcSettings = Field(default_factory=TafcSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> MoltSettings:

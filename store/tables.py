@@ -196,3 +196,55 @@ dead_letters = sa.Table(
     sa.Column("error", sa.String(128), nullable=False),
     sa.Column("record", sa.Text, nullable=True),
 )
+
+_OPEN_JOB = sa.text("status IN ('queued', 'running', 'paused')")
+training_jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("data_until", sa.Float, nullable=False),
+    sa.Column("budget_minutes", sa.Float, nullable=True),
+    sa.Column("budget_steps", sa.Integer, nullable=True),
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("windows", sa.Integer, nullable=False),
+    sa.Column("work_dir", sa.Text, nullable=True),
+    sa.Column("checkpoint", sa.Text, nullable=True),
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("stop_reason", sa.String(32), nullable=True),
+    sa.Column("last_window", sa.String(64), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("version", sa.String(16), nullable=True),
+    sa.Column("metrics", sa.JSON, nullable=True),
+    sa.Column("gate", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    # at most one unfinished job per tenant
+    sa.Index("uq_training_jobs_open", "tenant_id", unique=True,
+             sqlite_where=_OPEN_JOB, postgresql_where=_OPEN_JOB),
+)
+training_leases = sa.Table(
+    "training_leases",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=True),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+training_events = sa.Table(
+    "training_events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.String(64), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=True),
+)

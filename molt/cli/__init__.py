@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import click
 
-from molt.cli import bench, doctor, evolve, feedback, keys, serve, sessions, skills, versions
+from molt.cli import (
+    bench,
+    doctor,
+    evolve,
+    feedback,
+    keys,
+    serve,
+    sessions,
+    skills,
+    tenants,
+    train,
+    versions,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +28,8 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj["config"] = config
 
 
-for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve):
+for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train,
+               tenants):
     module.register(cli)
 
 

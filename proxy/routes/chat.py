@@ -26,6 +26,8 @@ from proxy.protocol import read_json, session_headers, validate_chat
 from proxy.sessions import SessionRef, answer_message
 from proxy.state import ProxyState
 from proxy.streaming import ClientGone, PassThroughStream, unless_client_leaves
+from proxy.tafc import strip_completion, tafc_record
+from proxy.tafc_stream import StreamStripper, strip_sse
 from proxy.upstream.base import UpstreamCall
 from store.ids import new_id
 from store.records import TurnRecord
@@ -147,7 +149,10 @@ async def chat_completions(request: Request) -> Response:
                 raise failed(exc) from None
         else:
             data = resp.data if resp.data is not None else {}
-        if resp.body is not None and not state.response_hooks:
+        if ctx.tafc:  # what molt added to the tools comes off the answer; think to the turn
+            thinks, flags = strip_completion(data, ctx.tafc)
+            rec.think = tafc_record(thinks, flags)
+        if resp.body is not None and not state.response_hooks and not ctx.tafc:
             payload = resp.body  # valid: passed through untouched
         else:
             for rhook in state.response_hooks:
@@ -168,6 +173,10 @@ async def chat_completions(request: Request) -> Response:
     kept: list[bytes] = []
     rec.stream_chunks = kept
     state.sessions.answered_stream(principal.tenant_id, session, rec)
+    chunks = resp.chunks
+    stripper = StreamStripper(ctx.tafc) if ctx.tafc else None
+    if stripper is not None:
+        chunks = strip_sse(resp.chunks, stripper)
 
     def finish(status: str, kept: list[bytes], ttft: float | None, error: ProxyError | None) -> None:
         elapsed = time.perf_counter() - started
@@ -176,6 +185,8 @@ async def chat_completions(request: Request) -> Response:
         rec.latency_ms = elapsed * 1000
         rec.ttft_ms = ttft * 1000 if ttft is not None else None
         rec.http_status = 200
+        if stripper is not None:
+            rec.think = tafc_record(stripper.think, stripper.flags)
         if error is not None:
             rec.error = error.envelope()["error"]
             m.upstream_errors.labels(alias, "stream").inc()
@@ -185,4 +196,4 @@ async def chat_completions(request: Request) -> Response:
         if ttft is not None:
             m.ttft.labels(alias).observe(ttft)
 
-    return PassThroughStream(resp.chunks, resp.aclose, headers, finish, started, kept)
+    return PassThroughStream(chunks, resp.aclose, headers, finish, started, kept)

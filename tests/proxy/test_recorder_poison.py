@@ -116,19 +116,22 @@ def test_poison_requests_and_odd_upstreams_never_stop_recording(
     msgs = [{"role": "user", "content": "hello"}]
     sent: dict[str, httpx.Response] = {}
     with httpx.Client(base_url=m.url, timeout=30) as c:
-        # JSON the store refuses: NaN and 1e999 (inf) in the body.
-        sent["nan"] = _chat(c, '{"model": "gpt-fake", "messages": [{"role": "user", "content": '
-                               '"n"}], "metadata": {"a": NaN, "b": 1e999, "c": -1e999}}')
-        sent["long_session"] = _chat(c, {"model": "gpt-fake", "messages": msgs},
-                                     **{"X-Session-Id": long_sid, "X-Turn-Type": "t" * 40})
-        sent["long_session_2"] = _chat(c, {"model": "gpt-fake", "messages": msgs},
-                                       **{"X-Session-Id": long_sid})
-        sent["long_model"] = _chat(c, {"model": "gpt-fake@" + "v" * 300, "messages": msgs})
-        # NUL and a lone surrogate in the request, NUL in the upstream's answer.
+        # What the store would refuse is refused at the door, in the envelope (the store's own
+        # normalisation of such values is tested in tests/store/test_turn_writes.py).
+        refused = {
+            "nan": _chat(c, '{"model": "gpt-fake", "messages": [{"role": "user", "content": '
+                            '"n"}], "metadata": {"a": NaN, "b": 1e999, "c": -1e999}}'),
+            "long_session": _chat(c, {"model": "gpt-fake", "messages": msgs},
+                                  **{"X-Session-Id": long_sid}),
+            "long_model": _chat(c, {"model": "gpt-fake@" + "v" * 300, "messages": msgs}),
+            "surrogate": _chat(c, '{"model": "gpt-fake", "messages": [{"role": "user", '
+                                  '"content": "a \\ud800 lone"}]}'),
+        }
+        # NUL in the request, NUL and an over-long model name in the upstream's answer.
         odd.push("application/json", b'{"model": "' + b"m" * 300 + b'", "choices": [{"index": 0,'
                                       b' "message": {"role": "assistant", "content": "x\\u0000y"}}]}')
         sent["nul"] = _chat(c, '{"model": "odd", "messages": [{"role": "user", '
-                               '"content": "a\\u0000b \\ud800 lone"}]}')
+                               '"content": "a\\u0000b"}]}')
         # Odd but well-formed upstream answers.
         odd.push("text/event-stream",
                  b'data: {"choices":[{"index":0,"delta":"oops"}]}\n\ndata: [DONE]\n\n')
@@ -148,29 +151,17 @@ def test_poison_requests_and_odd_upstreams_never_stop_recording(
         sent["message_str"] = _chat(c, {"model": "odd", "messages": msgs})
         # A normal turn after all that.
         sent["normal"] = _chat(c, {"model": "gpt-fake", "messages": msgs})
-    turn_ids = {}
-    for name, r in sent.items():
-        if r.status_code == 200:
-            turn_ids[name] = r.headers["x-molt-turn-id"]
-    assert set(turn_ids) >= {"nan", "long_session", "long_session_2", "long_model", "nul",
-                             "delta_str",
-                             "chunk_shapes", "choices_int", "usage_str", "message_str", "normal"}
+    for name, r in refused.items():
+        assert r.status_code == 400, name
+        assert r.json()["error"]["type"] == "invalid_request_error", name
+    assert all(r.status_code == 200 for r in sent.values()), {n: r.status_code for n, r in sent.items()}
+    turn_ids = {name: r.headers["x-molt-turn-id"] for name, r in sent.items()}
     _flushed(m)
     turns = {name: _turn(m, tid) for name, tid in turn_ids.items()}
 
-    meta = turns["nan"]["request"]["metadata"]
-    assert meta == {"a": "NaN", "b": "Infinity", "c": "-Infinity"}
-    t1, t2 = turns["long_session"], turns["long_session_2"]
-    assert t1["session_id"] == t2["session_id"] and len(t1["turn_type"]) <= 16
-    session = m.run(m.state.trajectories.get_session(t1["session_id"])).summary
-    assert session.turns == 2 and len(session.external_id) <= 256
-    assert session.external_id.startswith("s" * 200)
-    assert m.run(m.state.trajectories.find_by_external_id(t1["tenant_id"], long_sid))[0] == session.id
-    long_model = turns["long_model"]  # varchar(256) columns: request_model, response_model
-    assert long_model["request_model"] == ("gpt-fake@" + "v" * 300)[:256]
-    assert turns["nul"]["response_model"] == "m" * 256
+    assert turns["nul"]["response_model"] == "m" * 256  # a varchar(256) column
     content = turns["nul"]["request"]["messages"][0]["content"]
-    assert content == "ab \ufffd lone" and turns["nul"]["content"] == "xy"
+    assert content == "ab" and turns["nul"]["content"] == "xy"
     assert turns["delta_str"]["content"] is None and turns["delta_str"]["status"] == "ok"
     assert turns["chunk_shapes"]["input_tokens"] is None
     assert turns["choices_int"]["response"] == {"choices": 5, "model": 12}
