@@ -50,6 +50,7 @@ from store.registry import Registry, VersionMeta
 from store.registry_check import base_fingerprint
 from trainer.errors import NotEnoughData, TrainerError
 from trainer.gate import register_candidate
+from trainer.jobs import TrainOutcome, TrainRun
 from trainer.ttt_config import TTTTrainConfig
 from trainer.types import Split, Step
 
@@ -188,7 +189,9 @@ def mean_loss(model: Any, sequences: Sequence[list[int]], seq_len: int, pad: int
 
 def train_ttt(train: Sequence[list[int]], heldout: Sequence[list[int]], base_dir: Path,
               out_dir: Path, cfg: TTTTrainConfig, *, should_stop: Callable[[], bool] | None = None,
-              init_from: Path | None = None, device: str = "cpu") -> TTTTrainResult:
+              on_step: Callable[[int, dict[str, float]], None] | None = None,
+              init_from: Path | None = None, device: str = "cpu",
+              max_steps: int | None = None) -> TTTTrainResult:
     """Train conv + W_target (and the optional LoRA) on `train`; see the module docstring."""
     t0 = time.monotonic()
     rows = [w for seq in train for w in windows(seq, cfg.seq_len)]
@@ -205,7 +208,8 @@ def train_ttt(train: Sequence[list[int]], heldout: Sequence[list[int]], base_dir
     log: list[dict[str, float]] = []
     order: list[list[int]] = []
     stopped = False
-    for step in range(1, cfg.max_steps + 1):
+    steps = max_steps or cfg.max_steps
+    for step in range(1, steps + 1):
         if len(order) < cfg.batch_size:
             order += rng.sample(rows, len(rows))
         batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
@@ -217,7 +221,9 @@ def train_ttt(train: Sequence[list[int]], heldout: Sequence[list[int]], base_dir
         opt.step()
         opt.zero_grad(set_to_none=True)
         log.append({"step": float(step), "loss": float(loss.detach()), "grad_norm": float(norm)})
-        if should_stop is not None and should_stop() and step < cfg.max_steps:
+        if on_step is not None:
+            on_step(step, {"loss": log[-1]["loss"]})
+        if should_stop is not None and should_stop() and step < steps:
             stopped = True
             break
     model.eval()
@@ -358,3 +364,52 @@ def register(registry: Registry, tenant: str, base: str, artifact: Path, base_di
     return register_candidate(registry, tenant, base, artifact, kind=KIND,
                               base_model=str(base_dir), base_hash=base_fingerprint(base_dir),
                               config=cfg.to_dict(), metrics=metrics, **meta)
+
+
+# -- the scheduler's training body ------------------------------------------------------
+
+@dataclass(slots=True)
+class TTTBody:
+    """A `trainer.jobs.TrainBody` for TTT: the overnight in-place update when the tenant's
+    active version has trained TTT layers (`active_dir(tenant)`), else training them.
+
+    The outcome is a `ttt_delta` artifact, registered, gated and promoted like any other
+    version. Training stops cooperatively (`run.should_stop()` after every step) and
+    resumes from the artifact it wrote (its TTT layers and LoRA; the optimiser restarts).
+    """
+
+    base_dir: Path
+    cfg: TTTTrainConfig
+    active_dir: Callable[[str], Path | None]
+    device: str = "cpu"
+
+    def __call__(self, split: Split, run: TrainRun) -> TrainOutcome:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(self.base_dir), local_files_only=True)
+        train = session_tokens(split.train, tok)
+        parent = self.active_dir(run.tenant)
+        if parent is not None and has_ttt(parent) and run.resume_from is None:
+            res = overnight_update(train, self.base_dir, parent, run.work_dir / "ttt_update",
+                                   self.cfg, device=self.device)
+            run.report(run.steps_done + 1, {"tokens": float(res.metrics["tokens"])})
+            flat = {"tokens": float(res.metrics["tokens"]),
+                    "sessions": float(res.metrics["sessions"])}
+            return TrainOutcome(steps=run.steps_done + 1, finished=True,
+                                artifact=res.artifact_dir, kind=KIND, metrics=flat,
+                                config={**self.cfg.to_dict(), "mode": "overnight_update"})
+        left = max(1, self.cfg.max_steps - run.steps_done)
+        out = run.checkpoint_dir / f"ttt-{run.steps_done + left}"
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            run.report(run.steps_done + step, metrics)
+
+        result = train_ttt(train, session_tokens(split.heldout, tok), self.base_dir, out,
+                           self.cfg, should_stop=run.should_stop, on_step=on_step,
+                           init_from=run.resume_from, device=self.device, max_steps=left)
+        finished = not result.stopped_early
+        metrics = {k: float(v) for k, v in result.metrics().items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return TrainOutcome(steps=run.steps_done + result.steps, finished=finished,
+                            checkpoint=out, artifact=out if finished else None, kind=KIND,
+                            metrics=metrics, config={**self.cfg.to_dict(), "mode": "train"})

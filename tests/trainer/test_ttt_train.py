@@ -211,3 +211,35 @@ def test_the_overnight_update_needs_trained_ttt_layers(tmp_path: Path,
     (tmp_path / "lora").mkdir()
     with pytest.raises(NotEnoughData, match="no trained TTT layers"):
         overnight_update(sequences, POLICY, tmp_path / "lora", tmp_path / "out", cfg())
+
+
+def test_the_scheduler_body_trains_pauses_resumes_then_updates_overnight(tmp_path: Path) -> None:
+    from trainer.jobs import TrainRun
+    from trainer.ttt import UPDATE_FILE, TTTBody
+    from trainer.types import Split
+
+    split = Split(train=[session(i) for i in range(3)], heldout=[session(9)])
+    active: dict[str, Path] = {}
+    body = TTTBody(POLICY, cfg(max_steps=4), lambda tenant: active.get(tenant))
+
+    def run(**kw: Any) -> TrainRun:
+        return TrainRun(job_id="job_1", tenant=TENANT, work_dir=tmp_path,
+                        checkpoint_dir=tmp_path / "checkpoints", **kw)
+
+    first = body(split, run(resume_from=None, steps_done=0, stop_at_step=2))
+    assert not first.finished and first.steps == 2 and first.artifact is None
+    assert first.checkpoint is not None and (first.checkpoint / "ttt.safetensors").is_file()
+    second = body(split, run(resume_from=first.checkpoint, steps_done=2, stop_at_step=None))
+    assert second.finished and second.steps == 4 and second.kind == "ttt_delta"
+    assert second.artifact is not None and second.config["mode"] == "train"
+    reg = Registry(tmp_path / "registry")
+    v1 = register(reg, TENANT, BASE, second.artifact, POLICY, cfg(), second.metrics)
+    reg.promote(TENANT, BASE, v1.version, base_dir=POLICY)
+
+    active[TENANT] = reg.path(TENANT, BASE, v1.version)
+    night = body(split, run(resume_from=None, steps_done=0, stop_at_step=None))
+    assert night.finished and night.config["mode"] == "overnight_update"
+    assert night.artifact is not None and (night.artifact / UPDATE_FILE).is_file()
+    assert night.metrics["sessions"] == 3
+    v2 = register(reg, TENANT, BASE, night.artifact, POLICY, cfg(), night.metrics)
+    reg.validate(TENANT, BASE, v2.version, POLICY)
