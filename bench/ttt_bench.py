@@ -6,8 +6,9 @@ Arguments at the top; then, in order:
 2. the TTT layers (every 2nd layer, chunks of `--chunk`) are trained on the training
    sessions for `--steps` steps (trainer/ttt.py, base weights frozen);
 3. held-out next-token loss on long sessions seen through a short attention window
-   (`--window` tokens, attention restarts at every window): without TTT, and with TTT
-   whose fast weights carry across the windows of a session (the streaming path);
+   (`--window` tokens, attention restarts at every window): without TTT, with TTT whose
+   fast weights carry across the windows of a session (the streaming path), and with TTT
+   reset at every window (what the carried fast weights add beyond the trained layers);
 4. the cost of serving: greedy generation tokens/s of the plain model and of the TTT
    version through a per-session runner (proxy/local/ttt_sessions.py).
 Prints one JSON summary at the end.
@@ -51,9 +52,10 @@ def sessions(tokenizer: Any, n: int, length: int, seed: int) -> list[list[int]]:
 
 
 def windowed_loss(model: Any, ttt: TTT, seqs: list[list[int]], window: int,
-                  use_ttt: bool) -> dict[str, float]:
+                  use_ttt: bool, carry: bool = True) -> dict[str, float]:
     """Next-token loss per token, all windows and windows after the first (attention restarts
-    at every window; with TTT the fast weights carry on through the session)."""
+    at every window; with TTT and `carry` the fast weights carry on through the session,
+    without `carry` they restart at every window too)."""
     total = {"all": [0.0, 0], "later": [0.0, 0]}
     with torch.no_grad():
         for seq in seqs:
@@ -62,6 +64,8 @@ def windowed_loss(model: Any, ttt: TTT, seqs: list[list[int]], window: int,
                 w = torch.tensor([seq[k:k + window]])
                 if w.shape[1] < 2:
                     continue
+                if use_ttt and not carry:
+                    state = ttt.new_state()
                 if use_ttt:
                     with ttt.stream(state):
                         logits = model(input_ids=w).logits
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     model, ttt = load_version(base, out)
     without = windowed_loss(model, ttt, heldout, args.window, use_ttt=False)
     with_ttt = windowed_loss(model, ttt, heldout, args.window, use_ttt=True)
+    no_carry = windowed_loss(model, ttt, heldout, args.window, use_ttt=True, carry=False)
 
     class Plain:
         def forward(self, ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
@@ -132,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         "train_steps": result.steps,
         "heldout_full_context_loss": {"without_ttt": result.heldout_loss_without,
                                       "ttt": result.heldout_loss_ttt},
-        "heldout_windowed_loss": {"without_ttt": without, "ttt": with_ttt},
+        "heldout_windowed_loss": {"without_ttt": without, "ttt": with_ttt,
+                                  "ttt_reset_every_window": no_carry},
         "tokens_per_s": {"without_ttt": round(plain_tps, 1), "ttt": round(ttt_tps, 1)},
         "artifact": str(out),
     }

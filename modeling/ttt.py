@@ -203,8 +203,9 @@ class TTTMLP(nn.Module):
         dw = self.chunk_update(zuc, tc).reshape(b, n, hidden, inter)
         if not self.training:
             dw = _clip(dw, self.cfg.tau)
-        # W^(i) - W_down = sum_{j<i} dW_j: an exclusive cumsum over chunks
-        acc = torch.cumsum(dw, dim=1)
+        # W^(i) - W_down = sum_{j<i} dW_j: an exclusive cumsum over chunks (in float32, as
+        # the streaming state accumulates)
+        acc = torch.cumsum(dw.float(), dim=1)
         before = torch.cat([torch.zeros_like(acc[:, :1]), acc[:, :-1]], dim=1)
         extra = torch.einsum("bnci,bnhi->bnch", zc.to(before.dtype), before)
         return extra.reshape(b, n * c, hidden)[:, :n_tok].to(z.dtype)

@@ -17,6 +17,9 @@ Every request has a deadline, the route's `timeout_s` from its arrival
 at once. A stream waits for its first token before it starts, so a request
 that fails at its prompt gets an HTTP error rather than a 200 stream.
 
+A version with trained TTT layers runs each request through its session's fast
+weights (`X-Session-Id`, proxy/local/ttt_sessions.py), dropped at `X-Session-Done`.
+
 The model loads in the background when the app starts; requests wait for it.
 """
 
