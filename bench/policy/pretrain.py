@@ -217,6 +217,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue pretraining this checkpoint (its tokenizer and weights)")
     parser.add_argument("--hidden", type=int, default=ModelShape().hidden_size)
     parser.add_argument("--layers", type=int, default=ModelShape().num_hidden_layers)
+    parser.add_argument("--ttt", action="store_true",
+                        help="attach in-place TTT layers (modeling/ttt.py) and train them too; "
+                             "they are saved apart, in <out>/ttt/, as a ttt_delta version folder")
+    parser.add_argument("--ttt-only", action="store_true",
+                        help="with --ttt: train only the TTT layers (conv, W_target); use with --init")
+    parser.add_argument("--ttt-chunk", type=int, default=32, help="TTT chunk size (tokens)")
+    parser.add_argument("--ttt-every", type=int, default=2, help="TTT on every k-th layer")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -251,8 +258,20 @@ def main(argv: list[str] | None = None) -> None:
         model = LlamaForCausalLM(llama_config(shape, tokenizer)).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    ttt = None
+    if args.ttt:
+        from modeling.ttt import attach
+        from modeling.ttt_config import TTTConfig
+
+        ttt = attach(model, TTTConfig(every=args.ttt_every, chunk_size=args.ttt_chunk))
+        if args.ttt_only:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for p in ttt.parameters():
+                p.requires_grad_(True)
+        print(f"TTT on layers {ttt.layers}, chunks of {args.ttt_chunk}", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2 and p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                                    {"params": other, "weight_decay": 0.0}],
                                   lr=args.lr, betas=(0.9, 0.98))
@@ -292,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                              1.0)
         if not torch.isfinite(norm):
             # one non-finite gradient would turn every weight into NaN (a GPU run ended in NaN: dev/LOG.md)
             skipped += 1
@@ -312,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     # 4. checkpoint
     train_minutes = (time.monotonic() - start) / 60
     args.out.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(args.out)
+    model.to("cpu")
+    if ttt is not None:
+        ttt.save_version(args.out / "ttt")  # register it as a ttt_delta version of this base
+        ttt.detach()  # the checkpoint itself holds the plain model's weights
+    model.save_pretrained(args.out)
     save_tokenizer(tokenizer, args.out)
     meta = {
         "step": step,

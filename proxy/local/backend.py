@@ -17,6 +17,9 @@ Every request has a deadline, the route's `timeout_s` from its arrival
 at once. A stream waits for its first token before it starts, so a request
 that fails at its prompt gets an HTTP error rather than a 200 stream.
 
+A version with trained TTT layers runs each request through its session's fast
+weights (`X-Session-Id`, proxy/local/ttt_sessions.py), dropped at `X-Session-Done`.
+
 The model loads in the background when the app starts; requests wait for it.
 """
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from proxy.local.engine import Done, Engine, Event, Failed, GenRequest, Piece
 from proxy.local.openai_format import ChunkWriter, completion, completion_id, usage
 from proxy.local.runners import LocalLoader, Runner
 from proxy.local.sampling import params_from_body
+from proxy.local.ttt_sessions import SessionRunner, TTTRunner, TTTSessions
 from proxy.upstream.base import UpstreamCall, UpstreamResponse
 from proxy.upstream.versions import Slot, VersionTracker
 from store.registry import Registry, base_id
@@ -58,6 +62,7 @@ class LocalBackend:
     def __init__(
         self, route: ModelRoute, *, registry: Registry | None, device: str = "auto",
         dtype: str | None = None, max_active: int = 16, poll_s: float = 0.5,
+        ttt_sessions: TTTSessions | None = None,
     ) -> None:
         assert route.local
         self.route = route
@@ -69,6 +74,8 @@ class LocalBackend:
         self.dtype = dtype
         self.max_active = max_active
         self.poll_s = poll_s
+        # per-session fast weights of TTT-enabled versions
+        self.ttt_sessions = ttt_sessions or TTTSessions()
         self.base: LoadedBase | None = None
         self.engine: Engine | None = None
         self.versions: VersionTracker[Runner] | None = None
@@ -136,10 +143,16 @@ class LocalBackend:
         def emit(ev: Event) -> None:  # called on the engine thread
             loop.call_soon_threadsafe(events.put_nowait, ev)
 
-        req = GenRequest(prompt, params, slot.handle, emit)
+        runner: Any = slot.handle
+        after = None
+        if isinstance(runner, TTTRunner):
+            session = runner = self.ttt_sessions.runner(runner, call.tenant, call.session_id,
+                                                        slot.version)
+            after = self._release_session(session, call)
+        req = GenRequest(prompt, params, runner, emit)
         # The deadline arrives as one more event: whoever waits on the queue sees it.
         timer = loop.call_at(deadline, events.put_nowait, Failed("deadline", "timeout"))
-        done = _Finisher(vm, slot, req, timer)
+        done = _Finisher(vm, slot, req, timer, after)
         model = str(body.get("model") or call.alias)
         try:
             engine.submit(req)
@@ -164,6 +177,12 @@ class LocalBackend:
 
         return UpstreamResponse(upstream=self.name, chunks=chunks, aclose=close,
                                 served_version=slot.version, dropped_blocks=dropped)
+
+    def _release_session(self, runner: SessionRunner, call: UpstreamCall) -> Callable[[], None]:
+        def release() -> None:
+            self.ttt_sessions.release(runner, session_done=call.session_done,
+                                      tenant=call.tenant, session_id=call.session_id)
+        return release
 
     def _render(self, messages: Any, tools: Any, max_context: int) -> tuple[list[int], bool]:
         """The prompt's token ids, and whether molt's own blocks were left out to fit."""
@@ -297,8 +316,9 @@ class _Finisher:
     """Ends a request once: stops its generation, its deadline timer, and uncounts its version."""
 
     def __init__(self, vm: VersionTracker[Runner], slot: Slot[Runner], req: GenRequest,
-                 timer: asyncio.TimerHandle) -> None:
+                 timer: asyncio.TimerHandle, after: Callable[[], None] | None = None) -> None:
         self.vm, self.slot, self.req, self.timer, self.done = vm, slot, req, timer, False
+        self.after = after
 
     def __call__(self) -> None:
         if not self.done:
@@ -306,3 +326,5 @@ class _Finisher:
             self.req.cancelled = True
             self.timer.cancel()
             self.vm.release(self.slot)
+            if self.after is not None:
+                self.after()

@@ -9,7 +9,9 @@ A LoRA version is served one of two ways (the route's `lora_mode`):
   pass names its adapter, and attaching or detaching happens on the engine
   thread between two steps (generation pauses while peft injects it), so no
   running request ever sees its weights change. One base in memory.
-Delta and full-weight versions are always separate model objects.
+Delta and full-weight versions are always separate model objects; a delta version
+with trained TTT layers is a `TTTRunner`, whose fast weights live per session
+(proxy/local/ttt_sessions.py).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from modeling.loading import (
     parameter_count,
     read_lora,
 )
+from modeling.ttt import TTTError, has_ttt, load_version
 from proxy.errors import UpstreamError
 from proxy.local.engine import Engine
+from proxy.local.ttt_sessions import TTTRunner
 from store.registry import VersionMeta
 
 
@@ -57,7 +61,7 @@ class ModelRunner:
         return forward_step(self.model, input_ids, cache)
 
 
-Runner = LoraRunner | ModelRunner
+Runner = LoraRunner | ModelRunner | TTTRunner
 
 
 class LocalLoader:
@@ -86,10 +90,14 @@ class LocalLoader:
                 adapter = f"{meta.version}_{self._n}"
                 await self.engine.call(lambda: self.host.attach(adapter, files))
                 return LoraRunner(self.host, adapter)
+            if meta.kind == "ttt_delta" and has_ttt(path):
+                # trained TTT layers: per-session fast weights (proxy/local/ttt_sessions.py)
+                model, ttt = await asyncio.to_thread(load_version, self.base_model, path)
+                return TTTRunner(model, ttt)
             if meta.kind == "ttt_delta":
                 return ModelRunner(await asyncio.to_thread(load_with_delta, self.base_model, path))
             return ModelRunner(await asyncio.to_thread(load_full, self.base_model, path))
-        except LoadError as exc:
+        except (LoadError, TTTError) as exc:
             raise UpstreamError(f"version {meta.version} failed to load: {exc}",
                                 code="version_load_failed") from exc
 

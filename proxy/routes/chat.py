@@ -118,7 +118,7 @@ async def chat_completions(request: Request) -> Response:
         return exc
 
     call = UpstreamCall(alias, version, upstream_body, stream, principal.tenant_id, ctx.turn_id,
-                        principal.tenant)
+                        principal.tenant, session_id=session.id, session_done=session.done)
     try:
         resp = await unless_client_leaves(request.receive, backend.send(call))
     except ClientGone as gone:

@@ -25,6 +25,10 @@ class UpstreamCall:
     turn_id: str
     # The tenant's name: registry versions are kept per tenant name.
     tenant: str = "default"
+    # molt's session id, and whether this request ends the session (`X-Session-Done`):
+    # a backend may keep per-session state (the local backend's TTT fast weights)
+    session_id: str | None = None
+    session_done: bool = False
 
 
 async def _noop() -> None:

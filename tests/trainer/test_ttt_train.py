@@ -1,0 +1,245 @@
+"""Training the TTT layers of the tiny policy, and the overnight in-place update (real steps, CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from modeling.loading import load_base
+from modeling.ttt import TTTMLP, load_version
+from modeling.ttt_config import TTTConfig
+from store.registry import Registry
+from tests.trainer.conftest import POLICY
+from trainer.ttt import (
+    DELTA_FILE,
+    build,
+    overnight_update,
+    register,
+    session_tokens,
+    stream_sessions,
+    train_ttt,
+)
+from trainer.ttt_config import TTTTrainConfig
+from trainer.types import Step
+
+TENANT, BASE = "ten_a", "tiny"
+
+
+def session(i: int, turns: int = 6) -> Step:
+    """A long recorded session: the user keeps restating a convention, the agent follows it."""
+    messages: list[dict[str, Any]] = []
+    for k in range(turns):
+        messages.append({"role": "user", "content": f"Session {i}, request {k}: dates are written "
+                         f"day-first here, like 0{k + 1}/03/2026, and amounts carry two decimals."})
+        messages.append({"role": "assistant", "content": f"Noted: 0{k + 1}/03/2026, 12.50."})
+    messages.append({"role": "user", "content": "And the last one?"})
+    return Step(turn_id=f"turn_{i}", session_id=f"ses_{i}", tenant_id=TENANT, idx=turns,
+                created_at=float(i), model="tiny", messages=messages, tools=None,
+                completion={"role": "assistant", "content": "09/03/2026, 40.00."})
+
+
+@pytest.fixture(scope="module")
+def sequences() -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(POLICY), local_files_only=True)
+    seqs = session_tokens([session(i) for i in range(4)], tok)
+    assert len(seqs) == 4 and all(len(s) > 150 for s in seqs)
+    return seqs
+
+
+def cfg(**kw: Any) -> TTTTrainConfig:
+    ttt = TTTConfig(every=2, chunk_size=32, eta=3.0, tau=kw.pop("tau", 1.0))
+    return TTTTrainConfig(ttt=ttt, max_steps=kw.pop("max_steps", 3), learning_rate=1e-2,
+                          seq_len=256, **kw)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
+    after = snapshot(model)
+    assert set(after) == set(before)
+    return {n for n in before if not torch.equal(before[n], after[n])}
+
+
+def test_real_steps_change_conv_and_w_target_and_nothing_frozen(
+        tmp_path: Path, sequences: list[list[int]]) -> None:
+    c = cfg()
+    tm = build(POLICY, c)
+    assert sorted(tm.ttt.modules) == [1, 3]
+    before = snapshot(tm.model)
+    ttt_names = {n for n in before if ".ttt_" in n}
+    assert len(ttt_names) == 4
+    # the same loop train_ttt runs, on the model build() made
+    from trainer.ttt import _batch
+
+    params = [p for p in tm.model.parameters() if p.requires_grad]
+    assert {n for n, p in tm.model.named_parameters() if p.requires_grad} == ttt_names
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    tm.model.train()
+    for step in range(3):
+        loss = tm.model(**_batch([sequences[step][:256]], 0, torch.device("cpu"))).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert changed(before, tm.model) == ttt_names
+
+    result = train_ttt(sequences[:3], sequences[3:], POLICY, tmp_path / "art", c)
+    assert result.steps == 3 and not result.stopped_early
+    assert set(result.trainable) == ttt_names
+    assert result.heldout_loss_ttt is not None and result.heldout_loss_without is not None
+    assert result.heldout_loss_ttt != result.heldout_loss_without
+    art = tmp_path / "art"
+    for name in ("delta.safetensors", "ttt.safetensors", "ttt_config.json",
+                 "ttt_train_config.json", "train_log.json"):
+        assert (art / name).is_file(), name
+    delta = load_file(str(art / DELTA_FILE))
+    assert set(delta) == {"model.layers.1.mlp.down_proj.weight", "model.layers.3.mlp.down_proj.weight"}
+    assert all(not v.any() for v in delta.values())
+    reg = Registry(tmp_path / "registry")
+    meta = register(reg, TENANT, BASE, art, POLICY, c, result.metrics())
+    assert meta.kind == "ttt_delta" and meta.status == "candidate"
+    reg.validate(TENANT, BASE, meta.version, POLICY)
+
+
+def test_a_lora_trains_with_the_ttt_layers_and_merges_into_the_delta(
+        tmp_path: Path, sequences: list[list[int]]) -> None:
+    c = cfg(lora=True, max_steps=3)
+    result = train_ttt(sequences[:3], sequences[3:], POLICY, tmp_path / "art", c)
+    names = set(result.trainable)
+    assert any("lora_" in n for n in names) and sum(".ttt_" in n for n in names) == 4
+    assert all("lora_" in n or ".ttt_" in n for n in names)
+    delta = load_file(str(tmp_path / "art" / DELTA_FILE))
+    assert "model.layers.0.self_attn.q_proj.weight" in delta
+    assert any(v.abs().sum() > 0 for k, v in delta.items() if "q_proj" in k)
+    Registry(tmp_path / "reg").validate(
+        TENANT, BASE, register(Registry(tmp_path / "reg"), TENANT, BASE, tmp_path / "art",
+                               POLICY, c, result.metrics()).version, POLICY)
+    # the version loads: base + merged LoRA + trained TTT layers; its conv is not zero
+    model, handle = load_version(load_base(POLICY), tmp_path / "art")
+    assert all(m.ttt_conv.weight.abs().sum() > 0 for m in handle.modules.values())
+    x = torch.tensor([sequences[3][:100]])
+    with torch.no_grad():
+        served = model(input_ids=x).logits
+    plain = load_base(POLICY).model
+    with torch.no_grad():
+        assert not torch.allclose(served, plain(input_ids=x).logits, atol=1e-4)
+
+
+def _by_hand(layer: TTTMLP, xs: list[torch.Tensor], chunk: int, tau: float) -> torch.Tensor:
+    """Sum over the session's chunks of clip(eta V^T Z), from the layer's recorded inputs."""
+    x = torch.cat(xs, dim=0)  # (T, hidden), one session
+    w = layer.ttt_conv.weight
+    total = torch.zeros_like(layer.down_proj.weight)
+    for s in range(0, x.shape[0], chunk):
+        h = x[s:s + chunk]
+        z = layer.act_fn(layer.gate_proj(h)) * layer.up_proj(h)
+        conv = F.conv1d(h.T[None], w, padding=2, groups=w.shape[0])[0].T  # within the chunk
+        v = conv @ layer.ttt_target.weight.T
+        dw = layer.cfg.eta * v.T @ z
+        total += dw * min(1.0, tau / float(torch.linalg.matrix_norm(dw)))
+    return total
+
+
+def test_overnight_update_writes_a_delta_version_of_the_accumulated_clipped_updates(
+        tmp_path: Path, sequences: list[list[int]]) -> None:
+    tau = 0.5
+    c = cfg(tau=tau)
+    trained = train_ttt(sequences[:2], [], POLICY, tmp_path / "v1", c)
+    reg = Registry(tmp_path / "registry")
+    v1 = register(reg, TENANT, BASE, tmp_path / "v1", POLICY, c, trained.metrics())
+    reg.promote(TENANT, BASE, v1.version, base_dir=POLICY)
+
+    night = sequences[1:]
+    res = overnight_update(night, POLICY, reg.path(TENANT, BASE, v1.version), tmp_path / "v2", c)
+    assert res.metrics["sessions"] == 3 and res.metrics["tokens"] == sum(len(s) for s in night)
+    for fig in res.metrics["layers"].values():
+        assert fig["updates"] > 0 and fig["max_update_norm"] <= tau * (1 + 1e-5)
+    assert any(fig["clipped"] > 0 for fig in res.metrics["layers"].values())
+    v2 = register(reg, TENANT, BASE, res.artifact_dir, POLICY, c, res.metrics,
+                  data_window={"sessions": 3})
+    assert v2.parent == v1.version and v2.kind == "ttt_delta"
+    reg.validate(TENANT, BASE, v2.version, POLICY)
+
+    # W_down(v2) - W_down(base) is the sum of the clipped per-chunk updates, recomputed by hand
+    # from every TTT layer's inputs in a second pass over the same sessions
+    base = load_base(POLICY)
+    model, handle = load_version(base, reg.path(TENANT, BASE, v1.version))
+    seen: dict[int, list[torch.Tensor]] = {i: [] for i in handle.modules}
+    hooks = [m.register_forward_hook(lambda mod, args, out, i=i: seen[i].append(args[0][0].detach()))
+             for i, m in handle.modules.items()]
+    expected = {i: torch.zeros_like(m.down_proj.weight) for i, m in handle.modules.items()}
+    state = handle.new_state()  # one stream: the fast weights carry from session to session
+    for seq in night:
+        for xs in seen.values():
+            xs.clear()
+        stream_sessions(model, handle, state, [seq], c.seq_len)
+        with torch.no_grad():
+            for i, m in handle.modules.items():
+                expected[i] += _by_hand(m, seen[i], 32, tau)
+    for h in hooks:
+        h.remove()
+    new_model, _ = load_version(base, reg.path(TENANT, BASE, v2.version))
+    plain = dict(load_base(POLICY).model.named_parameters())
+    served = dict(new_model.named_parameters())
+    for i in handle.modules:
+        name = f"model.layers.{i}.mlp.down_proj.weight"
+        diff = (served[name] - plain[name]).detach()
+        assert diff.abs().sum() > 0
+        assert torch.allclose(diff, expected[i], atol=1e-5), (diff - expected[i]).abs().max()
+    others = [n for n in plain if "down_proj" not in n]
+    assert all(torch.equal(served[n], plain[n]) for n in others)
+
+    # it is served, and rolls back, like any other version
+    reg.promote(TENANT, BASE, v2.version, base_dir=POLICY)
+    assert reg.active(TENANT, BASE) == v2.version
+    back = reg.rollback(TENANT, BASE, base_dir=POLICY, reason="test")
+    assert back.active == v1.version and reg.get(TENANT, BASE, v2.version).status == "rolled_back"
+
+
+def test_the_overnight_update_needs_trained_ttt_layers(tmp_path: Path,
+                                                      sequences: list[list[int]]) -> None:
+    from trainer.errors import NotEnoughData
+
+    (tmp_path / "lora").mkdir()
+    with pytest.raises(NotEnoughData, match="no trained TTT layers"):
+        overnight_update(sequences, POLICY, tmp_path / "lora", tmp_path / "out", cfg())
+
+
+def test_the_scheduler_body_trains_pauses_resumes_then_updates_overnight(tmp_path: Path) -> None:
+    from trainer.jobs import TrainRun
+    from trainer.ttt import UPDATE_FILE, TTTBody
+    from trainer.types import Split
+
+    split = Split(train=[session(i) for i in range(3)], heldout=[session(9)])
+    active: dict[str, Path] = {}
+    body = TTTBody(POLICY, cfg(max_steps=4), lambda tenant: active.get(tenant))
+
+    def run(**kw: Any) -> TrainRun:
+        return TrainRun(job_id="job_1", tenant=TENANT, work_dir=tmp_path,
+                        checkpoint_dir=tmp_path / "checkpoints", **kw)
+
+    first = body(split, run(resume_from=None, steps_done=0, stop_at_step=2))
+    assert not first.finished and first.steps == 2 and first.artifact is None
+    assert first.checkpoint is not None and (first.checkpoint / "ttt.safetensors").is_file()
+    second = body(split, run(resume_from=first.checkpoint, steps_done=2, stop_at_step=None))
+    assert second.finished and second.steps == 4 and second.kind == "ttt_delta"
+    assert second.artifact is not None and second.config["mode"] == "train"
+    reg = Registry(tmp_path / "registry")
+    v1 = register(reg, TENANT, BASE, second.artifact, POLICY, cfg(), second.metrics)
+    reg.promote(TENANT, BASE, v1.version, base_dir=POLICY)
+
+    active[TENANT] = reg.path(TENANT, BASE, v1.version)
+    night = body(split, run(resume_from=None, steps_done=0, stop_at_step=None))
+    assert night.finished and night.config["mode"] == "overnight_update"
+    assert night.artifact is not None and (night.artifact / UPDATE_FILE).is_file()
+    assert night.metrics["sessions"] == 3
+    v2 = register(reg, TENANT, BASE, night.artifact, POLICY, cfg(), night.metrics)
+    reg.validate(TENANT, BASE, v2.version, POLICY)

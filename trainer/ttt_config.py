@@ -1,0 +1,69 @@
+"""The configuration of TTT training and of the overnight in-place update (trainer/ttt.py),
+saved as `ttt_train_config.json` beside every artifact they write.
+
+Defaults are for the tiny policy on CPU (the TTT layers themselves: modeling/ttt_config.py,
+`tiny_policy_config`). The paper trains conv and W_target with AdamW at lr 5e-6 on a 4-8B
+model; a 1M-parameter policy with a few hundred steps needs a far larger rate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from modeling.ttt_config import TTTConfig, tiny_policy_config
+
+CONFIG_FILE = "ttt_train_config.json"
+
+
+@dataclass(slots=True)
+class TTTTrainConfig:
+    ttt: TTTConfig = field(default_factory=tiny_policy_config)
+    # training conv + W_target (optionally with a LoRA) with next-token loss
+    max_steps: int = 40
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1  # sequences per optimiser step
+    seq_len: int = 1024  # a longer session is cut into windows of this many tokens
+    grad_clip: float = 1.0
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    heldout_sessions: int = 4  # sessions kept out of training to measure the loss on
+    # the overnight update: sum of the clipped per-chunk updates, times `delta_scale`
+    delta_scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ttt, dict):
+            self.ttt = TTTConfig.from_dict(self.ttt)
+        if self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        if self.batch_size < 1 or self.seq_len < 2:
+            raise ValueError("batch_size must be >= 1 and seq_len >= 2")
+        if self.delta_scale < 0:
+            raise ValueError("delta_scale must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TTTTrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TTT training config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CONFIG_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> TTTTrainConfig:
+        return cls.from_dict(json.loads((Path(folder) / CONFIG_FILE).read_text()))
