@@ -6,7 +6,9 @@ meets the evolver and serving only here, in the composition root):
 
 - load: `trainer.data.load_split` (query data of the current skill generation,
   held-out sessions, a retention sample), cut at the job's `data_until`;
-- train: `trainer.rl.train` on the served local model, rewarded per step by the
+- train (`trainer.method`): `trainer.rl.train` (LoRA RL) on the served local model, or
+  `trainer.ttt.TTTBody` (in-place TTT layers, then the overnight fast-weight delta);
+  LoRA RL is rewarded per step by the
   recorded evidence (`molt.train_checks.EvidenceChecks`: the evolver's checks)
   combined with the rewards recorded on each step; it counts optimiser steps
   for the job's progress and stops cooperatively at the window's budget;
@@ -89,7 +91,18 @@ class TrainingParts:
         return Split(*([s for s in part if s.created_at <= until]
                        for part in (split.train, split.heldout, split.retention)))
 
+    def _active_dir(self, tenant: str) -> Path | None:
+        active = self.registry.active(tenant, self.base)
+        return self.registry.path(tenant, self.base, active) if active else None
+
     def train(self, split: Split, run: TrainRun) -> TrainOutcome:
+        if self.settings.trainer.method == "ttt":
+            from trainer.ttt import TTTBody
+            from trainer.ttt_config import TTTTrainConfig
+
+            body = TTTBody(self.base_dir, TTTTrainConfig.from_dict(dict(self.settings.trainer.ttt)),
+                           self._active_dir)
+            return body(split, run)
         cfg = RLConfig.from_dict(dict(self.settings.trainer.rl))
         if run.stop_at_step is not None:
             cfg.max_steps = min(cfg.max_steps, run.stop_at_step)

@@ -235,6 +235,11 @@ class TrainerSettings(BaseModel):
     work_dir: Path | None = None
     # The local model route (alias) the jobs train; default: the first local route.
     model: str | None = None
+    # "lora_rl": LoRA RL with step rewards (trainer/rl.py); "ttt": in-place test-time
+    # training, its TTT layers and then the overnight fast-weight delta (trainer/ttt.py).
+    method: Literal["lora_rl", "ttt"] = "lora_rl"
+    # Overrides of trainer.ttt_config.TTTTrainConfig fields (method "ttt").
+    ttt: dict[str, Any] = Field(default_factory=dict)
     # Overrides of trainer.rl_config.RLConfig, trainer.gate_config.GateConfig and
     # trainer.data.DataConfig fields (e.g. rl = { max_steps = 60, learning_rate = 1e-3 }).
     rl: dict[str, Any] = Field(default_factory=dict)

@@ -30,7 +30,9 @@ KEY = "train-e2e-admin-key-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_molt_train_now_trains_and_gates_a_version_on_recorded_days(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["lora_rl", "ttt"])
+def test_molt_train_now_trains_and_gates_a_version_on_recorded_days(
+        tmp_path: Path, method: str) -> None:
     port = free_port()
     data = {
         "data_dir": str(tmp_path / "data"),
@@ -39,7 +41,7 @@ def test_molt_train_now_trains_and_gates_a_version_on_recorded_days(tmp_path: Pa
         "models": [{"alias": "tiny", "local": str(DEFAULT_CHECKPOINT)}],
         "skills": {"enabled": False}, "evolver": {"enabled": False},
         # a small window: a few real RL steps, a gate that decides on a handful of steps
-        "trainer": {"tick_s": 0.2, "rl": {"max_steps": 2, "batch_size": 4, "num_generations": 2,
+        "trainer": {"tick_s": 0.2, "method": method, "ttt": {"max_steps": 2}, "rl": {"max_steps": 2, "batch_size": 4, "num_generations": 2,
                                           "max_completion_length": 48, "kl_samples": 2},
                     "gate": {"min_heldout": 1}, "data": {"heldout_fraction": 0.34}},
     }
@@ -69,5 +71,6 @@ def test_molt_train_now_trains_and_gates_a_version_on_recorded_days(tmp_path: Pa
     assert any(j["id"] == job["id"] for j in json.loads(hist.stdout))
     # the version is in the registry with the gate's figures in its meta.json
     meta = Registry(settings.registry_root()).get("default", "tiny", job["version"])
-    assert meta.kind == "lora" and meta.eval_gate is not None
+    assert meta.kind == ("lora" if method == "lora_rl" else "ttt_delta")
+    assert meta.eval_gate is not None
     assert meta.eval_gate["heldout"]["candidate"]["model"].endswith("@" + job["version"])
