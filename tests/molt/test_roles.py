@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -84,14 +84,14 @@ def test_worker_refuses_to_start_without_a_proxy_to_replay_through(tmp_path: Pat
 def test_worker_serves_health_and_no_model_routes(tmp_path: Path, fake_llm: FakeLLM) -> None:
     settings = make_settings(tmp_path, fake_llm.url,  # type: ignore[attr-defined]
                              evolver={"enabled": True, "replay_url": "http://127.0.0.1:9/v1"})
-    with ServerThread(build_app(settings, role="worker", tenants=["acme"])) as srv:
-        with httpx.Client(base_url=srv.url) as c:
-            health = c.get("/healthz")
-            assert health.status_code == 200 and health.json()["status"] == "ok"
-            assert health.json()["models"] == []
-            r = c.post("/v1/chat/completions", json={"model": "gpt-fake", "messages": []})
-            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-            assert c.get("/admin/train/status").status_code == 404
+    app = build_app(settings, role="worker", tenants=["acme"])
+    with ServerThread(app) as srv, httpx.Client(base_url=srv.url) as c:
+        health = c.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["models"] == []
+        r = c.post("/v1/chat/completions", json={"model": "gpt-fake", "messages": []})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert c.get("/admin/train/status").status_code == 404
     assert fake_llm.requests == []  # type: ignore[attr-defined]
 
 
