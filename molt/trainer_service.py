@@ -53,12 +53,16 @@ class TrainerService:
     """A `proxy.app.Service`: runs the training scheduler beside the proxy."""
 
     def __init__(self, settings: MoltSettings, parts: PartsFactory | None = None, *,
-                 clock: Callable[[], float] = time.time, tenants: Sequence[str] = ()) -> None:
+                 clock: Callable[[], float] = time.time, tenants: Sequence[str] = (),
+                 why_not: str | None = None) -> None:
         if tenants:  # `molt worker --tenants`: windows open only for these tenants
             trainer = settings.trainer.model_copy(update={"tenants": list(tenants)})
             settings = settings.model_copy(update={"trainer": trainer})
         self.settings = settings
         self.tenants = frozenset(tenants)
+        # why POST /admin/train cannot train here (a `molt proxy`: the worker trains)
+        self.why_not = why_not or ("this molt has no training method wired in; it cannot "
+                                   "train (status, history and cancel still work)")
         self._parts = parts
         self.clock = clock
         self.store: TrainingStore | None = None
@@ -117,8 +121,7 @@ class TrainerService:
     async def request(self, tenant: str, minutes: float | None,
                       steps: int | None) -> TrainingJob:
         if self.scheduler is None:
-            raise TrainerUnavailable("this molt has no training method wired in; it cannot "
-                                     "train (status, history and cancel still work)")
+            raise TrainerUnavailable(self.why_not)
         job = await self.scheduler.request(tenant, minutes=minutes, steps=steps)
         await self.tick()  # start it now rather than at the next tick
         assert self.store is not None

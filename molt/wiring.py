@@ -109,7 +109,10 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
     skills = SkillsService(settings, serve=role != "worker")
     parts = trainer_parts or (TRAINER_PARTS if trains_locally(settings) else None)
     evolver = EvolverService(settings, lambda: skills.library, run_loop=learns, tenants=tenants)
-    trainer = TrainerService(settings, parts if learns else None, tenants=tenants)
+    trainer = TrainerService(
+        settings, parts if learns else None, tenants=tenants,
+        why_not=None if learns else "this is a `molt proxy`: training runs in `molt worker` "
+        "(`molt train now` there); status, history and cancel still work here")
     if role == "worker":
         return create_app(settings, serve_api=False, services=[skills, evolver, trainer])
     context = ContextService()

@@ -108,6 +108,7 @@ def test_proxy_serves_requests_and_leaves_training_to_the_worker(
         with httpx.Client(base_url=srv.url) as c:
             r = c.post("/admin/train", json={})
             assert r.status_code == 503 and r.json()["error"]["code"] == "trainer_unavailable"
+            assert "molt worker" in r.json()["error"]["message"]
             status = c.get("/admin/train/status")  # store-only admin routes still answer
             assert status.status_code == 200 and status.json()["can_train"] is False
 
