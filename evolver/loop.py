@@ -20,6 +20,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,8 +225,9 @@ class Evolver:
 class EvolverLoop:
     """Runs evolutions on a trigger: N new failures, or every interval if there are any."""
 
-    def __init__(self, evolver: Evolver) -> None:
+    def __init__(self, evolver: Evolver, *, tenants: Collection[str] = ()) -> None:
         self.evolver = evolver
+        self.tenants = frozenset(tenants)  # tenant names this loop evolves; empty: all of them
         self._task: asyncio.Task[None] | None = None
         self.reports: list[EvolutionReport] = []
         self._since = time.time()  # the interval counts from the loop's start at the earliest
@@ -253,6 +255,8 @@ class EvolverLoop:
         s = self.evolver.settings
         out = []
         for tid, name in await self.evolver.tenants():
+            if self.tenants and name not in self.tenants:
+                continue
             last = await self.evolver.store.last_evolution_at(tid)
             latest = await self.evolver.trajectories.latest_turn_at(tid)
             if latest > self._seen.get(tid, 0.0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -45,8 +46,10 @@ def build_evolver(settings: MoltSettings, db: Database, library: SkillLibrary) -
 class EvolverService:
     """A `proxy.app.Service`: runs the evolver loop beside the proxy."""
 
-    def __init__(self, settings: MoltSettings, library: Any, *, run_loop: bool = True) -> None:
+    def __init__(self, settings: MoltSettings, library: Any, *, run_loop: bool = True,
+                 tenants: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.tenants = tuple(tenants)  # the loop evolves only these tenants; empty: all
         self._library = library  # a callable giving the started SkillLibrary
         self.run_loop = run_loop
         self.evolver: Evolver | None = None
@@ -55,7 +58,7 @@ class EvolverService:
     async def start(self, state: Any) -> None:
         self.evolver = build_evolver(self.settings, state.db, self._library())
         if self.settings.evolver.enabled and self.run_loop:
-            self.loop = EvolverLoop(self.evolver)
+            self.loop = EvolverLoop(self.evolver, tenants=self.tenants)
             self.loop.start()
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -53,8 +53,16 @@ class TrainerService:
     """A `proxy.app.Service`: runs the training scheduler beside the proxy."""
 
     def __init__(self, settings: MoltSettings, parts: PartsFactory | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, tenants: Sequence[str] = (),
+                 why_not: str | None = None) -> None:
+        if tenants:  # `molt worker --tenants`: windows open only for these tenants
+            trainer = settings.trainer.model_copy(update={"tenants": list(tenants)})
+            settings = settings.model_copy(update={"trainer": trainer})
         self.settings = settings
+        self.tenants = frozenset(tenants)
+        # why POST /admin/train cannot train here (a `molt proxy`: the worker trains)
+        self.why_not = why_not or ("this molt has no training method wired in; it cannot "
+                                   "train (status, history and cancel still work)")
         self._parts = parts
         self.clock = clock
         self.store: TrainingStore | None = None
@@ -97,7 +105,7 @@ class TrainerService:
         if self.watch is None:
             return []
         try:
-            return await self.watch.check_all()
+            return await self.watch.check_all(self.tenants)
         except (StoreError, ValueError, OSError) as exc:
             log.error("rollback watch: %s: %s", type(exc).__name__, exc)
             return []
@@ -113,8 +121,7 @@ class TrainerService:
     async def request(self, tenant: str, minutes: float | None,
                       steps: int | None) -> TrainingJob:
         if self.scheduler is None:
-            raise TrainerUnavailable("this molt has no training method wired in; it cannot "
-                                     "train (status, history and cancel still work)")
+            raise TrainerUnavailable(self.why_not)
         job = await self.scheduler.request(tenant, minutes=minutes, steps=steps)
         await self.tick()  # start it now rather than at the next tick
         assert self.store is not None

@@ -1,8 +1,10 @@
-"""Putting the parts together: the app `molt serve` runs."""
+"""Putting the parts together: the app `molt serve`, `molt proxy` and `molt worker` run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI
 
@@ -73,17 +75,48 @@ def trains_locally(settings: MoltSettings) -> bool:
     return any(r.local for r in with_default_model(settings).models)
 
 
-def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = None) -> FastAPI:
-    """The proxy with every subsystem wired in, from one settings tree.
+# What one process runs: `molt serve` (all), `molt proxy` (requests only), `molt worker`
+# (the evolver loop, the training scheduler and the live rollback watch; no model routes).
+Role = Literal["all", "proxy", "worker"]
+ROLES: tuple[Role, ...] = ("all", "proxy", "worker")
 
-    `trainer_parts` replaces `TRAINER_PARTS`, the training jobs' parts.
+
+class WiringError(ValueError):
+    """Settings that cannot run in the asked role (a worker with nowhere to replay)."""
+
+
+def check_role(settings: MoltSettings, role: Role) -> None:
+    """A worker replays turns through a proxy's HTTP API: it needs `evolver.replay_url`."""
+    if role == "worker" and settings.evolver.enabled and not settings.evolver.replay_url:
+        raise WiringError(
+            "`molt worker` runs the evolver, which replays turns through a proxy's HTTP API, "
+            "but evolver.replay_url is not set: point it at a `molt proxy` (e.g. "
+            "MOLT_EVOLVER__REPLAY_URL=http://proxy:8787/v1), or run `molt serve` to serve "
+            "and learn in one process")
+
+
+def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = None,
+              role: Role = "all", tenants: Sequence[str] = ()) -> FastAPI:
+    """The app for one role, from one settings tree.
+
+    `trainer_parts` replaces `TRAINER_PARTS`, the training jobs' parts. `tenants` (worker
+    and all) limits the evolver loop, the training windows and the rollback watch to those
+    tenant names; empty: every tenant. Everything the roles share goes through the store
+    and the registry, so any number of proxies and one worker can run side by side.
     """
-    skills = SkillsService(settings)
+    check_role(settings, role)
+    learns = role != "proxy"
+    skills = SkillsService(settings, serve=role != "worker")
+    parts = trainer_parts or (TRAINER_PARTS if trains_locally(settings) else None)
+    evolver = EvolverService(settings, lambda: skills.library, run_loop=learns, tenants=tenants)
+    trainer = TrainerService(
+        settings, parts if learns else None, tenants=tenants,
+        why_not=None if learns else "this is a `molt proxy`: training runs in `molt worker` "
+        "(`molt train now` there); status, history and cancel still work here")
+    if role == "worker":
+        return create_app(settings, serve_api=False, services=[skills, evolver, trainer])
     context = ContextService()
     tafc = TafcService(settings.tafc)
-    evolver = EvolverService(settings, lambda: skills.library)
-    parts = trainer_parts or (TRAINER_PARTS if trains_locally(settings) else None)
-    trainer = TrainerService(settings, parts)
     return create_app(
         settings, backend_factories=backend_factories(settings),
         request_hooks=[skills.hook, context.hook, tafc],

@@ -83,7 +83,12 @@ def create_app(
     response_hooks: Sequence[ResponseHook] = (),
     routers: Sequence[APIRouter] = (),
     services: Sequence[Service] = (),
+    serve_api: bool = True,
 ) -> FastAPI:
+    """The app. With `serve_api=False` (a `molt worker`) it answers only /healthz and /metrics:
+    no model routes and no upstream clients; the services still get the store."""
+    routes = settings.models if serve_api else []
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = await Database.open(settings.store)
@@ -92,7 +97,7 @@ def create_app(
         keys = KeyStore(db)
         auth = Authenticator(keys, settings.server)
         await auth.start()
-        upstreams = Upstreams.from_routes(settings.models, factories=backend_factories)
+        upstreams = Upstreams.from_routes(routes, factories=backend_factories)
         recorder = Recorder(trajectories, settings.recorder, metrics, data_dir=settings.data_dir)
         state = ProxyState(
             settings=settings, db=db, trajectories=trajectories, feedback=FeedbackStore(db),
@@ -121,7 +126,8 @@ def create_app(
     )
     _install_error_handlers(app)
     app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
-    for r in (chat.router, models.router, feedback.router, health.router, *routers):
+    api = (chat.router, models.router, feedback.router) if serve_api else ()
+    for r in (*api, health.router, *routers):
         app.include_router(r)
     return app
 

@@ -64,10 +64,15 @@ def inject_block(messages: list[Any], block: str) -> list[Any]:
 
 
 class SkillsService:
-    """The skill library of a running proxy (a `proxy.app.Service`)."""
+    """The skill library of a running proxy (a `proxy.app.Service`).
 
-    def __init__(self, settings: MoltSettings) -> None:
+    With `serve=False` (a `molt worker`: the evolver edits the library, the proxies
+    serve it) only the library is opened: no index, no embedding model, no watcher.
+    """
+
+    def __init__(self, settings: MoltSettings, *, serve: bool = True) -> None:
         self.settings = settings
+        self.serve = serve
         self._library: SkillLibrary | None = None
         self._serving: SkillServing | None = None
         self._task: asyncio.Task[None] | None = None
@@ -89,7 +94,7 @@ class SkillsService:
     async def start(self, state: ProxyState) -> None:
         cfg = self.settings.skills
         self._library = SkillLibrary(state.db, cfg, self.settings.data_dir)
-        if not cfg.enabled:
+        if not cfg.enabled or not self.serve:
             return
         client = await asyncio.to_thread(
             open_client, cfg.index_path(self.settings.data_dir), cfg.chroma_url

@@ -89,6 +89,7 @@ class TrajectoryStore:
         # No conflict target: skip the row on the id *and* on the open (tenant, external id).
         await conn.execute(ins.on_conflict_do_nothing())
         await self._join_existing_sessions(conn, batch, sessions)
+        await self._free_indexes(conn, batch)
         inserted = (
             await conn.execute(
                 _insert(self.db, t.turns).on_conflict_do_nothing().returning(t.turns.c.session_id),
@@ -109,6 +110,35 @@ class TrajectoryStore:
                 values["done"] = True
             await conn.execute(t.sessions.update().where(s.id == sid).values(**values))
         return len(inserted)
+
+    async def _free_indexes(self, conn: AsyncConnection, batch: Sequence[TurnRecord]) -> None:
+        """Give a turn whose index its session already holds the next free one.
+
+        Each proxy numbers a session's turns from its own memory, so two replicas
+        serving one client session both hand out 0, 1, ...; the store keeps the
+        session's numbering whole (in write order). The session rows are locked first
+        (PostgreSQL; SQLite writes one transaction at a time), so two replicas writing
+        one session at once take turns. A single process never collides: unchanged.
+        """
+        sids = sorted({r.session_id for r in batch})
+        lock = sa.select(t.sessions.c.id).where(t.sessions.c.id.in_(sids))
+        if self.db.dialect != "sqlite":
+            await conn.execute(lock.with_for_update())
+        tc = t.turns.c
+        rows = (await conn.execute(
+            sa.select(tc.session_id, tc.idx, tc.id).where(tc.session_id.in_(sids)))).all()
+        taken: dict[str, set[int]] = {}
+        stored_ids = set()
+        for sid, idx, tid in rows:
+            taken.setdefault(str(sid), set()).add(int(idx))
+            stored_ids.add(str(tid))
+        for rec in batch:
+            if rec.id in stored_ids:
+                continue  # a replay of a stored turn: its insert is skipped
+            used = taken.setdefault(rec.session_id, set())
+            if rec.idx in used:
+                rec.idx = max(used) + 1
+            used.add(rec.idx)
 
     async def _join_existing_sessions(
         self, conn: AsyncConnection, batch: Sequence[TurnRecord], sessions: dict[str, TurnRecord]

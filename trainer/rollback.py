@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,9 +124,12 @@ class RollbackWatch:
         self.aliases = {b: tuple(a) for b, a in aliases.items()}
         self.base_dirs = dict(base_dirs or {})
 
-    async def check_all(self) -> list[WatchDecision]:
+    async def check_all(self, tenants: Collection[str] = ()) -> list[WatchDecision]:
+        """Every tenant's served bases, or only those of `tenants` (names) when given."""
         out = []
         for tenant in await asyncio.to_thread(self.registry.tenants):
+            if tenants and tenant not in tenants:
+                continue
             for base in await asyncio.to_thread(self.registry.bases, tenant):
                 if base in self.aliases:
                     out.append(await self.check(tenant, base))

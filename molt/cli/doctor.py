@@ -32,6 +32,8 @@ async def _checks(settings: MoltSettings) -> list[tuple[str, bool, str]]:
         await db.close()
     except Exception as exc:  # noqa: BLE001 - doctor reports every failure
         out.append(("store", False, str(exc)))
+    if settings.skills.chroma_url:
+        out.append(await asyncio.to_thread(chroma_check, settings.skills.chroma_url))
     try:
         ups = Upstreams.from_routes(settings.models, factories=backend_factories(settings))
     except Exception as exc:  # noqa: BLE001
@@ -47,12 +49,23 @@ async def _checks(settings: MoltSettings) -> list[tuple[str, bool, str]]:
     return out
 
 
+def chroma_check(url: str) -> tuple[str, bool, str]:
+    """The Chroma server of `skills.chroma_url`: its heartbeat answers, or why not."""
+    from store.skills.index import open_client
+
+    try:
+        beat = open_client(None, url).heartbeat()
+    except Exception as exc:  # noqa: BLE001 - chromadb raises many unrelated types
+        return ("chroma", False, f"{url}: {type(exc).__name__}: {exc}")
+    return ("chroma", True, f"server at {url} (heartbeat {beat})")
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def doctor(ctx: click.Context, as_json: bool) -> None:
-        """Print the effective settings and check store and upstreams."""
+        """Print the effective settings and check the store, the Chroma server and upstreams."""
         settings = settings_from(ctx)
         checks = asyncio.run(_checks(settings))
         if as_json:

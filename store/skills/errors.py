@@ -8,6 +8,7 @@ StoreError (store.errors)
 ├── Conflict
 │   └── SkillExists      a name already in the library (add, import)
 └── SkillIndexError      the Chroma index or the embedding model failed
+    └── IndexInUse       the embedded index folder belongs to another live process
 """
 
 from __future__ import annotations
@@ -32,3 +33,7 @@ class SkillExists(Conflict):
 
 class SkillIndexError(StoreError):
     pass
+
+
+class IndexInUse(SkillIndexError):
+    """The embedded index folder belongs to another live process (store/skills/index_lock.py)."""

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from store.skills.embedding import Embedder
 from store.skills.errors import SkillIndexError
+from store.skills.index_lock import claim
 from store.skills.skillfile import Skill
 
 
@@ -57,7 +58,7 @@ def open_client(path: Path | None, url: str | None) -> Any:
                 settings=cfg,
             )
         assert path is not None
-        path.mkdir(parents=True, exist_ok=True)
+        claim(path)  # one process per embedded folder (store/skills/index_lock.py)
         return chromadb.PersistentClient(path=str(path), settings=cfg)
     except (ValueError, OSError, RuntimeError) as exc:
         raise SkillIndexError(f"cannot open the skill index: {exc}") from exc
