@@ -125,7 +125,6 @@ class Evolver:
         serving = {n: ls.skill for n, ls in current.items()}
         if self.model is None:
             return offline.propose(groups, serving, min_support=self.settings.min_support,
-                                   variant=self.settings.template_variant,
                                    max_drafts=self.settings.max_proposals), []
         drafts, invalid = [], []
         for g in [g for g in groups if len(g.cases) >= self.settings.min_support][: self.settings.max_proposals]:
