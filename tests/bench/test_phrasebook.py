@@ -15,12 +15,12 @@ import re
 
 import pytest
 
+from bench.policy.data import pretraining_example
 from bench.policy.phrasebook import CORES, normalize, sentences
 from bench.toolworld.conventions import FormatError, check_name, parse_date, parse_time
-from bench.toolworld.phrasings import HELDOUT_PHRASING, STATEMENTS, TRAIN_PHRASINGS
-from bench.policy.data import pretraining_example
 from bench.toolworld.grammars import GRAMMARS
 from bench.toolworld.molt_words import state_in_molt_words
+from bench.toolworld.phrasings import HELDOUT_PHRASING, STATEMENTS, TRAIN_PHRASINGS
 from evolver.offline import LAYOUT, MARK
 
 
