@@ -32,6 +32,8 @@ class EpisodeResult:
     score: float
     complaints: list[str]
     steps: int
+    # every preference broken, voiced or not (``units=imperial``)
+    violations: list[str] = field(default_factory=list)
     turn_ids: list[str] = field(default_factory=list)
     tool_errors: int = 0
     # Steps whose right call depends on a drifted (non-base) convention.
@@ -53,6 +55,9 @@ class AgentDriver:
         temperature: float = 0.0,
         max_tokens: int = 256,
         feedback: bool = True,
+        errors: str = "toolworld",
+        complaint_rate: float = 1.0,
+        varied_complaints: bool = False,
     ) -> None:
         self.client = client
         self.model = model
@@ -61,6 +66,10 @@ class AgentDriver:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.feedback = feedback
+        # how the tools say no, and how the simulated user complains (`bench.toolworld.Episode`)
+        self.errors = errors
+        self.complaint_rate = complaint_rate
+        self.varied_complaints = varied_complaints
         self._http = httpx.Client(
             base_url=str(client.base_url).rstrip("/"),
             headers={"Authorization": f"Bearer {client.api_key}"},
@@ -72,7 +81,8 @@ class AgentDriver:
 
     def run(self, task: Task, *, extra_system: Sequence[str] = (), session_id: str | None = None) -> EpisodeResult:
         """Play one task. `extra_system` messages follow the agent's prompt (the oracle arm)."""
-        episode = Episode(task)
+        episode = Episode(task, errors=self.errors, complaint_rate=self.complaint_rate,
+                          varied_complaints=self.varied_complaints)
         sid = session_id or f"tw-{task.id}-{uuid.uuid4().hex[:8]}"
         messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
         messages += [{"role": "system", "content": s} for s in extra_system]
@@ -107,11 +117,11 @@ class AgentDriver:
             n_before = len(episode.step_scores)
             for call in calls:
                 result = episode.call(call.function.name, call.function.arguments)
-                tool_errors += result.startswith("error")
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             if turn_id:
                 turn_step_scores.append((turn_id, [s.ok for s in episode.step_scores[n_before:]]))
         outcome = episode.finish(final)
+        tool_errors = episode.tool_errors
         if self.feedback and turn_ids:
             self._report(molt_session or sid, outcome.score if outcome.success else -1.0,
                          outcome.complaints, outcome.success, turn_step_scores)
@@ -119,6 +129,7 @@ class AgentDriver:
             task_id=task.id, day=task.day, template=task.template, session_id=sid,
             success=outcome.success, step_accuracy=outcome.step_accuracy, score=outcome.score,
             complaints=list(outcome.complaints), steps=len(episode.step_scores),
+            violations=list(outcome.violations),
             turn_ids=turn_ids, tool_errors=tool_errors,
             affected_steps=sum(1 for st in episode.step_scores if st.affected),
             affected_ok=sum(1 for st in episode.step_scores if st.affected and st.ok),

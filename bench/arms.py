@@ -1,8 +1,12 @@
 """The arms of `molt bench run`: one table, each arm a fresh molt with its own settings.
 
 `baseline`: the policy alone, no skills. `oracle`: the day's true conventions
-stated in molt's skills block (the upper bound of what context can do). Later
-arms (skills, rl, ttt, ...) are rows added here.
+stated in molt's skills block (the upper bound of what context can do).
+`oracle-molt-words`: the same conventions in the evolver's own wording (what
+the tiny policy makes of a rule stated the way molt states it). `skills`: the
+evolver loop on the triggers a user gets by default (N failures or T
+seconds, `EvolverSettings`); `skills-runner-cadence`: the runner asks for an
+evolution every 2 episodes instead (reproducible; reported beside, labelled).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Arm:
     extra_system: Callable[[int], list[str]] = field(default=lambda _day: [])
     # Ask molt to evolve (POST /admin/evolve) after every this many episodes; 0: never.
     evolve_every: int = 0
+    # molt's evolver loop runs on its default triggers (the report lists its evolutions)
+    loop: bool = False
 
 
 def _oracle_block(day: int) -> list[str]:
@@ -38,11 +44,21 @@ def _oracle_block(day: int) -> list[str]:
     return [render_skills_block(skills)] if skills else []
 
 
-def _skills(variant: int = 0, model: bool = False) -> Callable[[Path], dict[str, Any]]:
+def _molt_words_block(day: int) -> list[str]:
+    """The drifted conventions as the evolver's miner states them (its layout and words)."""
+    from bench.toolworld.molt_words import state_in_molt_words
+
+    conv = conventions_for_day(day)
+    drifted = {f: v for f, v in conv.items() if v != BASE[f]}
+    skills = state_in_molt_words(drifted)
+    return [render_skills_block(skills)] if skills else []
+
+
+def _skills(model: bool = False, loop: bool = True) -> Callable[[Path], dict[str, Any]]:
     def settings(_data_dir: Path) -> dict[str, Any]:
-        # The loop stays off: the runner asks for an evolution every few episodes, so that
-        # runs are reproducible (the loop's own trigger is tested in tests/evolver).
-        ev: dict[str, Any] = {"enabled": False, "template_variant": variant, "min_support": 2}
+        # loop=True: the evolver loop runs on its default triggers, as for any user;
+        # loop=False: the runner asks for an evolution every few episodes (reproducible).
+        ev: dict[str, Any] = {"enabled": loop, "min_support": 2}
         if model:
             ev["model"] = {"base_url": os.environ["MOLT_BENCH_EVOLVER_URL"],
                            "model": os.environ.get("MOLT_BENCH_EVOLVER_MODEL", "gpt-4o-mini"),
@@ -58,11 +74,14 @@ ARMS: dict[str, Arm] = {
     "baseline": Arm("baseline", "the tiny policy alone, no skills"),
     "oracle": Arm("oracle", "the day's true conventions stated in the skills block (upper bound)",
                   extra_system=_oracle_block),
-    "skills": Arm("skills", "the offline evolver learns skills from tool errors and complaints",
-                  settings=_skills(0), evolve_every=2),
-    "skills-paraphrased": Arm(
-        "skills-paraphrased", "as skills, the learned skills worded by hand-written paraphrases",
-        settings=_skills(1), evolve_every=2),
+    "oracle-molt-words": Arm("oracle-molt-words",
+                             "the day's drifted conventions stated in the evolver's own wording",
+                             extra_system=_molt_words_block),
+    "skills": Arm("skills", "the offline evolver learns skills from tool errors and complaints "
+                  "(the evolver loop on its default triggers)", settings=_skills(), loop=True),
+    "skills-runner-cadence": Arm(
+        "skills-runner-cadence", "as skills, but the runner asks for an evolution every 2 episodes "
+        "(the runner's cadence, not a user's default)", settings=_skills(loop=False), evolve_every=2),
     "llm-skills": Arm("llm-skills", "skills written by an evolver model (MOLT_BENCH_EVOLVER_URL)",
-                      settings=_skills(0, model=True), evolve_every=2),
+                      settings=_skills(model=True), loop=True),
 }

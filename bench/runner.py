@@ -24,8 +24,10 @@ from bench.agent import AgentDriver, EpisodeResult
 from bench.arms import ARMS, Arm
 from bench.policy.data import DEFAULT_SYSTEM_PROMPT
 from bench.toolworld import generate_tasks
+from bench.toolworld.grammars import GRAMMARS
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "policy" / "checkpoint"
+DEFAULT_COMPLAINT_RATE = 0.6
 
 
 def molt_settings(arm: Arm, data_dir: Path, checkpoint: Path) -> dict[str, Any]:
@@ -69,6 +71,8 @@ def run_arm(
     endpoint: str | None = None,
     model: str = "tiny",
     progress: Callable[[int], None] = lambda _n: None,
+    errors: str = "toolworld",
+    complaint_rate: float = DEFAULT_COMPLAINT_RATE,
 ) -> dict[str, Any]:
     from molt.config import load_settings
     from molt.embedded import ServerThread, free_port
@@ -85,7 +89,8 @@ def run_arm(
     client = openai.OpenAI(base_url=endpoint, api_key=os.environ.get("MOLT_BENCH_API_KEY", "bench"),
                            max_retries=2, timeout=120)
     driver = AgentDriver(client, model, system_prompt=DEFAULT_SYSTEM_PROMPT,
-                         feedback=server is not None)
+                         feedback=server is not None, errors=errors, complaint_rate=complaint_rate,
+                         varied_complaints=True)
     per_day: dict[str, Any] = {}
     per_day_late: dict[str, Any] = {}  # the day's second half: after the learners had time to learn
     episodes: list[dict[str, Any]] = []
@@ -104,14 +109,32 @@ def run_arm(
             per_day[str(day)] = summarize(results)
             per_day_late[str(day)] = summarize(results[len(results) // 2:])
             episodes += [asdict(r) for r in results]
+        if server is not None and not arm.evolve_every and arm.loop:
+            evolutions = loop_evolutions(server.url)
     finally:
         driver.close()
         if server is not None:
             server.__exit__(None, None, None)
     flat = [EpisodeResult(**e) for e in episodes]
+    cadence = (f"runner: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
+               else "evolver loop, default triggers" if arm.loop else "none")
     return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
             "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
-            "evolutions": evolutions}
+            "evolutions": evolutions, "cadence": cadence}
+
+
+def loop_evolutions(url: str) -> list[dict[str, Any]]:
+    """The evolutions molt's own loop ran (its default triggers), for the report."""
+    r = httpx.get(url + "/admin/evolutions", timeout=60)
+    r.raise_for_status()
+    out = []
+    for e in r.json():
+        rep = e.get("summary") or {}
+        proposals = rep.get("proposals") or []
+        out.append({"trigger": e.get("trigger"), "at": e.get("started_at"), "failures": rep.get("failures"),
+                    "accepted": [p for p in proposals if p.get("status") == "accepted"],
+                    "rejected": [p for p in proposals if p.get("status") != "accepted"]})
+    return out
 
 
 def evolve(url: str, day: int) -> dict[str, Any]:
@@ -135,13 +158,18 @@ def run(
     checkpoint: Path = DEFAULT_CHECKPOINT,
     endpoint: str | None = None,
     model: str = "tiny",
+    errors: str = "toolworld",
+    complaint_rate: float = DEFAULT_COMPLAINT_RATE,
 ) -> dict[str, Any]:
+    if errors not in GRAMMARS:
+        raise ValueError(f"unknown error grammar {errors!r}; known: {', '.join(GRAMMARS)}")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"days": list(days), "tasks_per_day": tasks_per_day, "seed": seed,
-                              "checkpoint": str(checkpoint), "arms": {}}
+                              "checkpoint": str(checkpoint), "errors": errors,
+                              "complaint_rate": complaint_rate, "arms": {}}
     total = len(arms) * len(days) * tasks_per_day
     with tqdm(total=total, desc="molt bench", unit="episode") as bar:
         for name in arms:
@@ -149,6 +177,7 @@ def run(
             report["arms"][name] = run_arm(
                 ARMS[name], days=days, tasks_per_day=tasks_per_day, seed=seed, out=out,
                 checkpoint=checkpoint, endpoint=endpoint, model=model, progress=bar.update,
+                errors=errors, complaint_rate=complaint_rate,
             )
     from bench.report import write_report
 

@@ -1,23 +1,27 @@
 """Failure cases: what went wrong in recorded turns, read from the store.
 
 Signals, strongest first: tool errors seen in the next request of a session
-(a tool message that starts with "error"), negative feedback on a turn
-(verifier, judge, user), and complaints on a session (feedback text with a
-negative or partial score). Each case keeps the turn's request for replay,
+(a tool message that one of the error readers, `evolver.reading`, reads as an
+error), negative feedback on a turn (verifier, judge, user), and complaints
+on a session (feedback text with a negative or partial score), read by
+`evolver.complaints`. Each case keeps the turn's request for replay,
 and where the session later shows the same tool succeeding, that call as a
 hindsight target: what the turn should have done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolver.complaints import Wish, read_complaint
+from evolver.reading import ToolFailure, read_error, read_message
+
 Call = tuple[str, dict[str, Any]]
-_GOT = re.compile(r",?\s*\(?\bgot\b.*$", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -32,31 +36,44 @@ class Case:
     target: Call | None = None
     score: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # what the error readers understood of a tool error
+    failure: ToolFailure | None = None
+    # what the complaint reader understood of a complaint
+    wish: Wish | None = None
+
+    def reading(self) -> ToolFailure | None:
+        """What the readers understood of a tool error (read from its message when not kept)."""
+        if self.kind != "tool_error":
+            return None
+        if self.failure is None:
+            self.failure = read_message(self.message, self.tools[0] if self.tools else "",
+                                        self.extras.get("arguments") or {}, grammar="text")
+        return self.failure
 
     @property
     def key(self) -> str:
+        failure = self.reading()
+        if failure is not None and failure.understood:
+            return failure_key(failure)
+        if self.kind == "complaint" and self.wish is not None:
+            return f"complaint:{self.wish.key}"
         return group_key(self.kind, self.message)
 
 
+def failure_key(failure: ToolFailure) -> str:
+    """Tool errors that mean the same: the same arguments, constraint kinds and stated forms."""
+    parts = sorted(f"{c.argument}:{c.kind}:{'|'.join(c.forms) or c.pattern or ''}:"
+                   f"{'|'.join(map(str, c.choices))}" for c in failure.constraints if c.argument)
+    return "tool_error:" + ";".join(parts)
+
+
 def group_key(kind: str, message: str) -> str:
-    """What failures count as the same: a tool error's text without the refused value and numbers
-    (``got 2027-04-04``); a complaint's text as said (``15-minute`` and ``30-minute`` reminders
-    are two wishes)."""
-    text = _GOT.sub("", message.strip()).lower()
+    """Failures no reader understood: the text without quoted values and numbers."""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'#'", message.strip().lower())
     if kind != "complaint":
         text = re.sub(r"\d+", "#", text)
     text = re.sub(r"\s+", " ", text).strip()
     return f"{kind}:{text}"
-
-
-def constraint_of(message: str) -> str:
-    """`date must be DD.MM.YYYY, got 2026-11-27` -> `date must be DD.MM.YYYY`."""
-    return _GOT.sub("", message.removeprefix("error:").strip()).strip().rstrip(".")
-
-
-def refused_value(message: str) -> str | None:
-    m = re.search(r"\bgot\s+(.+)$", message.strip(), re.IGNORECASE)
-    return m.group(1).strip().rstrip(").") if m else None
 
 
 def _args(raw: Any) -> dict[str, Any]:
@@ -78,9 +95,8 @@ def turn_calls(turn: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
     return out
 
 
-def is_error(result: str) -> bool:
-    head = result.lstrip()[:80].lower()
-    return head.startswith(("error", '{"error"'))
+def is_error(result: str, tool: str = "", args: Mapping[str, Any] | None = None) -> bool:
+    return read_error(result, tool, args or {}) is not None
 
 
 def _results_of(turn: Mapping[str, Any], nxt: Mapping[str, Any] | None) -> dict[int, str]:
@@ -120,19 +136,23 @@ def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Ma
         calls = turn_calls(t)
         simple = [(n, a) for _, n, a in calls]
         for j, (_, name, args) in enumerate(calls):
-            if j not in results[i] or not is_error(results[i][j]):
+            failure = read_error(results[i][j], name, args) if j in results[i] else None
+            if failure is None:
                 continue
             target = None
             for k in range(i + 1, len(turns)):
                 for jj, (_, lname, largs) in enumerate(turn_calls(turns[k])):
-                    if lname == name and jj in results[k] and not is_error(results[k][jj]):
+                    if lname == name and jj in results[k] and not is_error(results[k][jj], lname, largs):
                         target = (lname, largs)
                         break
                 if target:
                     break
-            msg = results[i][j].removeprefix("error:").strip()
-            cases.append(Case(str(t["id"]), str(t["session_id"]), "tool_error", msg, [name],
-                              t["request"], simple, target, -1.0, {"arguments": args}))
+            # one case per argument the error is about: each is its own recurring problem
+            parts = [dataclasses.replace(failure, constraints=(c,)) for c in failure.constraints
+                     if c.argument] or [failure]
+            for part in parts:
+                cases.append(Case(str(t["id"]), str(t["session_id"]), "tool_error", failure.message, [name],
+                                  t["request"], simple, target, -1.0, {"arguments": args}, failure=part))
     by_turn = {str(t["id"]): t for t in turns}
     for f in feedback:
         score = f.get("score")
@@ -147,13 +167,13 @@ def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Ma
                               scored["request"], scored_calls, None, float(score)))
         elif text and (score is None or score < 1) and not f.get("turn_id"):
             for sentence in split_sentences(text):
-                blamed = _blamed_turn(turns, sentence)
+                blamed, wish = _blamed_turn(turns, sentence)
                 if blamed is None:
                     continue
                 blamed_calls = [(n, a) for _, n, a in turn_calls(blamed)]
                 cases.append(Case(str(blamed["id"]), str(blamed["session_id"]), "complaint", sentence,
                                   [n for n, _ in blamed_calls], blamed["request"], blamed_calls, None,
-                                  score))
+                                  score, wish=wish))
     return cases
 
 
@@ -165,20 +185,20 @@ def words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4}
 
 
-def _blamed_turn(turns: Sequence[Mapping[str, Any]], complaint: str) -> Mapping[str, Any] | None:
-    """The turn whose tool calls the complaint is most likely about."""
-    cw = words(complaint)
-    best, best_score = None, -1
+def _blamed_turn(turns: Sequence[Mapping[str, Any]], complaint: str
+                 ) -> tuple[Mapping[str, Any] | None, Wish | None]:
+    """The turn the complaint is about (the last one whose calls it speaks of), and the wish read.
+
+    With no reader's understanding, the last turn with tool calls is blamed (the
+    case still reaches the evolver model, if one is configured).
+    """
+    best: tuple[Mapping[str, Any] | None, Wish | None, float] = (None, None, -1.0)
     for t in turns:
-        calls = turn_calls(t)
+        calls = [(n, a) for _, n, a in turn_calls(t)]
         if not calls:
             continue
-        vocab: set[str] = set()
-        for _, name, args in calls:
-            vocab |= set(name.split("_"))
-            for k in args:
-                vocab |= set(k.split("_"))
-        score = sum(1 for w in cw if any(w.startswith(v[:4]) for v in vocab if len(v) >= 4))
-        if score >= best_score:
-            best, best_score = t, score
-    return best
+        wish = read_complaint(complaint, calls, t.get("request") or {})
+        score = wish.confidence if wish is not None else 0.0
+        if score >= best[2]:
+            best = (t, wish, score)
+    return best[0], best[1]

@@ -1,28 +1,27 @@
-"""What a replayed turn must do to count as fixed (or as not broken).
+"""What a replayed turn must do to count as fixed (or as not broken): checks that hold values.
 
 A check names a recorded turn (its request is replayed through serving) and
-the call it should produce: a tool and the arguments that matter. Checks come
-from evidence in the trajectories, never from the benchmark's verifier:
-- a tool error followed, later in the session, by the same tool succeeding:
-  the arguments that changed are the fix (hindsight), narrowed to those the
-  error names (by parameter or by the refused value) when it names any. When the accepted value
-  is written in another form than the refused one (``21.04.2027`` for
-  ``2027-04-21``, ``Berg, Ann`` for ``Ann Berg``), the error was about the
-  form, so a replay passes when it writes the value in the accepted form:
-  a skill can fix how values are written, not which value the request named.
-  The arguments the refused call already had right must stay as they were;
-- a tool error with no later success in the session (the agent gave up, or
-  never found the form): when the error states the accepted form (a pattern
-  such as ``MM/DD/YYYY``, or examples after "like"), a replay passes when it
-  writes the refused argument in one of those forms, with the same pieces
-  rearranged where the forms have as many pieces (``27.11.2026`` ->
-  ``11/27/2026``, ``Ann Berg`` -> ``Berg, Ann``), and the call's other
-  arguments as they were (``form_check``);
-- a complaint whose words name a parameter of a tool the agent called, with a
-  value read from the complaint (a number, a boolean, an enum value);
-- a turn that went well: the same call again (non-regression), except for
-  an argument written in a form the failures show is now refused, or a call
-  the user now wants another one before (``supersede``).
+the call it should produce. Checks come from evidence in the trajectories,
+never from a benchmark's verifier, and they hold every value the evidence
+supports, so a rule that fixes a form by corrupting a value fails them:
+
+- a tool error followed, later in the session, by the same tool succeeding
+  (hindsight): the arguments that changed are the fix, narrowed to those the
+  error's reading names. An argument whose written form changed
+  (``27.11.2026`` for ``2026-11-27``) must be written in the accepted form
+  *and* carry the accepted value's pieces (the same day, month and year). The
+  arguments the refused call already had right must stay as they were, and
+  the call may carry no argument the accepted call did not have;
+- a tool error with no later success, whose reading states the accepted
+  form (a placeholder pattern, a regular expression, example values): the
+  refused argument must match one of those forms, with the refused value's
+  pieces where the form has as many (a rearrangement: ``27.11.2026`` for
+  ``2026-11-27``); the other arguments as they were, none added;
+- a complaint read as a wish (`evolver.complaints`): the wished value, the
+  call's other arguments as they were, none added; or an order of calls;
+- a turn that went well: the same call again, no argument added or changed
+  (non-regression), except where newer failures show a form is now refused
+  or a wish has changed (``supersede``).
 """
 
 from __future__ import annotations
@@ -30,19 +29,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evolver.cases import Case, constraint_of, refused_value
+from evolver.cases import Case
+from evolver.complaints import Wish
+from evolver.reading import Constraint, placeholder_regex
 
-# Plain-world synonyms for enum values (units are named many ways).
-SYNONYMS = {
-    "fahrenheit": "imperial", "miles": "imperial", "mph": "imperial", "pounds": "imperial",
-    "feet": "imperial", "inches": "imperial", "celsius": "metric", "kilometers": "metric",
-    "kilometres": "metric", "meters": "metric", "metres": "metric", "kilograms": "metric",
-}
-_NEGATION = re.compile(r"\b(don't|do not|did not want|didn't want|no more|stop|without asking)\b")
+Calls = list[tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Written:
+    """An argument written in one of the accepted forms (regular expressions), with these pieces."""
+
+    patterns: tuple[str, ...]
+    pieces: tuple[str, ...] | None = None  # None: any value in the form
+    refused: Any = None  # the value the tool refused (its form is the one now refused)
+
+    def passes(self, value: Any) -> bool:
+        if not isinstance(value, str) or not any(_fullmatch(p, value) for p in self.patterns):
+            return False
+        return self.pieces is None or tuple(pieces(value) or ()) == self.pieces
 
 
 @dataclass(frozen=True)
@@ -52,44 +61,56 @@ class Check:
     tool: str
     expect: dict[str, Any]
     kind: str  # fix | keep
-    # arguments whose *form* must match ``expect`` (see ``shape``), not their value
-    form_only: frozenset[str] = frozenset()
-    # arguments the refused call already had right (the tool then accepted them unchanged):
-    # a fix must not break them on the way
+    # arguments that must be written in an accepted form (see `Written`)
+    written: tuple[tuple[str, Written], ...] = ()
+    # arguments the evidence shows right: they must stay as they were
     hold: tuple[tuple[str, Any], ...] = ()
-    # for a form fix: the refused values of the form-fixed arguments
-    refused: tuple[tuple[str, Any], ...] = ()
-    # arguments that must be written in one of these forms (shapes), read from the error's text
-    forms: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    # of those, the ones whose pieces must be the refused value's pieces, rearranged
-    pieces: frozenset[str] = frozenset()
-    # an order fix: ``tool`` must be called before this one (``check_calendar`` before ``book_table``)
+    # the arguments the call may carry (None: any); an added argument breaks the check
+    allowed: frozenset[str] | None = None
+    # an order fix: ``tool`` must be called before this one
     before: str | None = None
+    # where the check comes from: hindsight | form | wish | order | keep
+    source: str = ""
 
-    def passes(self, calls: list[tuple[str, dict[str, Any]]]) -> bool:
+    def passes(self, calls: Calls) -> bool:
         return any(name == self.tool and self._args_pass(args) for name, args in calls)
 
     def _args_pass(self, args: dict[str, Any]) -> bool:
-        refused = dict(self.refused)
-        return (all((shape(args.get(k)) == shape(v)) if k in self.form_only else _same(args.get(k), v)
-                    for k, v in self.expect.items())
+        if self.allowed is not None and any(v is not None and k not in self.allowed for k, v in args.items()):
+            return False
+        return (all(_same(args.get(k), v) for k, v in self.expect.items())
                 and all(_same(args.get(k), v) for k, v in self.hold)
-                and all(shape(args.get(k)) in shapes for k, shapes in self.forms)
-                and all(pieces(args.get(k)) == pieces(refused.get(k)) for k in self.pieces))
+                and all(w.passes(args.get(k)) for k, w in self.written))
+
+    @property
+    def key(self) -> str:
+        return repr((self.turn_id, self.tool, sorted(self.expect.items()), self.written, self.hold,
+                     sorted(self.allowed) if self.allowed is not None else None, self.before))
+
+
+def _fullmatch(pattern: str, value: str) -> bool:
+    try:
+        return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value) is not None
+    except re.error:
+        return False
 
 
 _DIGITS, _LETTERS = re.compile(r"\d+"), re.compile(r"[^\W\d_]+")
 
 
 def shape(value: Any) -> str | None:
-    """The written form of a string: runs of digits -> ``9``, runs of letters -> ``a``.
-
-    ``21.04.2027`` -> ``9.9.9``; ``2027-04-21`` -> ``9-9-9``; ``Berg, Ann`` -> ``a, a``;
-    ``7:30pm`` -> ``9:9a``. None for values that are not strings.
-    """
+    """The written form of a string: runs of digits -> ``9``, runs of letters -> ``a``."""
     if not isinstance(value, str):
         return None
     return _LETTERS.sub("a", _DIGITS.sub("9", value))
+
+
+def shape_regex(value: str) -> str:
+    """A regular expression for strings written like `value` (digit and letter counts free)."""
+    out = []
+    for run in re.findall(r"\d+|[^\W\d_]+|.", value):
+        out.append(r"\d+" if run.isdigit() else r"[^\W\d_]+" if run.isalpha() else re.escape(run))
+    return "".join(out)
 
 
 def pieces(value: Any) -> list[str] | None:
@@ -100,68 +121,116 @@ def pieces(value: Any) -> list[str] | None:
                   for p in re.findall(r"\d+|[^\W\d_]+", value))
 
 
-# a written pattern: DD.MM.YYYY, MM/DD/YYYY, HH:MM (placeholders joined by punctuation)
-_PATTERN = re.compile(r"\b[A-Z]{1,4}(?:[^\w\s][A-Z]{1,4})+\b")
-_LIKE = re.compile(r"\blike\s+(.+?)(?:\)|$|;|, got)", re.IGNORECASE)
-
-
-def accepted_forms(constraint: str) -> tuple[str, ...]:
-    """The shapes an error's text says are accepted: ``MM/DD/YYYY`` -> ``9/9/9``; ``like 7pm or 7:30pm``."""
-    forms = [_DIGITS.sub("9", re.sub(r"[A-Z]+", "9", p)) for p in _PATTERN.findall(constraint)]
-    like = _LIKE.search(constraint)
-    if like:
-        forms += [s for s in (shape(x.strip(" .")) for x in re.split(r"\s+or\s+", like.group(1))) if s]
-    return tuple(dict.fromkeys(forms))
-
-
 def _same(a: Any, b: Any) -> bool:
     if a == b:
         return True
     return json.dumps(a, sort_keys=True).strip('"').lower() == json.dumps(b, sort_keys=True).strip('"').lower()
 
 
+def stated_patterns(c: Constraint) -> tuple[str, ...]:
+    """The accepted forms a reading states, as regular expressions."""
+    out = [r for f in c.forms if (r := placeholder_regex(f))]
+    if c.pattern:
+        out.append(c.pattern)
+    out += [shape_regex(e) for e in c.examples]
+    return tuple(dict.fromkeys(out))
+
+
+def _constraints(case: Case) -> dict[str, Constraint]:
+    failure = case.reading()
+    if failure is None:
+        return {}
+    return {c.argument: c for c in failure.constraints if c.argument}
+
+
 def fix_check(case: Case) -> Check | None:
-    """From a tool error with a hindsight target: the arguments that changed."""
+    """From a tool error with a hindsight target: the arguments that changed (see the module doc)."""
     if case.kind != "tool_error" or case.target is None:
         return None
     tool, target = case.target
     failed = case.extras.get("arguments") or {}
+    stated = _constraints(case)
     changed = {k: v for k, v in target.items() if not _same(failed.get(k), v)}
-    # the retry may change more than the error asked for (an argument added on the way):
-    # when the error names some of the changed arguments, or the refused values, only those count
-    named = {k: v for k, v in changed.items() if _named(k, failed.get(k), case.message)}
+    # the retry may change more than the error asked for: when the error names some of the
+    # changed arguments, only those count
+    named = {k: v for k, v in changed.items() if k in stated}
     changed = named or changed
-    form_only = frozenset(k for k, v in changed.items()
-                          if shape(v) is not None and shape(failed.get(k)) not in (None, shape(v)))
+    written: list[tuple[str, Written]] = []
+    expect: dict[str, Any] = {}
+    for k, v in changed.items():
+        old = failed.get(k)
+        if isinstance(v, str) and isinstance(old, str) and shape(v) != shape(old):
+            patterns = stated_patterns(stated[k]) if k in stated else ()
+            patterns = tuple(p for p in patterns if _fullmatch(p, v)) or (shape_regex(v),)
+            written.append((k, Written(patterns, tuple(pieces(v) or ()), old)))
+        else:
+            expect[k] = v
     hold = tuple((k, v) for k, v in target.items() if k in failed and _same(failed[k], v))
-    refused = tuple((k, failed.get(k)) for k in sorted(form_only))
-    return Check(case.turn_id, case.request, tool, changed or dict(target), "fix", form_only,
-                 hold if changed else (), refused)
+    return Check(case.turn_id, case.request, tool, expect or ({} if written else dict(target)), "fix",
+                 tuple(written), hold, frozenset(target), source="hindsight")
 
 
 def form_check(case: Case) -> Check | None:
-    """From a tool error that states the accepted form, with no retry needed (see the module doc)."""
+    """From a tool error whose reading states the accepted form, with no retry needed."""
     if case.kind != "tool_error" or not case.tools:
         return None
-    forms = accepted_forms(constraint_of(case.message))
     failed = case.extras.get("arguments") or {}
-    got = refused_value(case.message)
-    arg = next((k for k, v in failed.items() if got is not None and isinstance(v, str) and v == got), None)
-    arg = arg or next((k for k, v in failed.items() if isinstance(v, str) and _named(k, None, case.message)
-                       and shape(v) not in forms), None)
-    if not forms or arg is None or shape(failed[arg]) in forms:
+    for arg, c in _constraints(case).items():
+        value = failed.get(arg)
+        patterns = stated_patterns(c)
+        if not patterns or not isinstance(value, str) or any(_fullmatch(p, value) for p in patterns):
+            continue
+        # the same pieces rearranged, where every accepted form has as many pieces as the refused value
+        counts = {_count_pieces(p) for p in patterns}
+        same = counts == {len(pieces(value) or [])}
+        hold = tuple((k, v) for k, v in failed.items() if k != arg)
+        return Check(case.turn_id, case.request, case.tools[0], {}, "fix",
+                     ((arg, Written(patterns, tuple(pieces(value) or ()) if same else None, value)),),
+                     hold, frozenset(failed), source="form")
+    return None
+
+
+def _count_pieces(pattern: str) -> int | None:
+    """How many runs of digits or letters a simple pattern has (``\\d{2}\\.\\d{2}\\.\\d{4}``: 3)."""
+    body = re.sub(r"\((\\d(?:\{\d+(?:,\d+)?\}|\+)?)\)", r"\1", pattern.removeprefix("^").removesuffix("$"))
+    if re.search(r"[|()?*]", body.replace(r"\d+", "").replace(r"[^\W\d_]+", "")):
         return None
-    # the same pieces rearranged, where every accepted form has as many pieces as the refused value
-    same = {len(_LETTERS.findall(f)) + f.count("9") for f in forms} == {len(pieces(failed[arg]) or [])}
-    hold = tuple((k, v) for k, v in failed.items() if k != arg)
-    return Check(case.turn_id, case.request, case.tools[0], {}, "fix", hold=hold,
-                 refused=((arg, failed[arg]),), forms=((arg, forms),),
-                 pieces=frozenset({arg}) if same else frozenset())
+    return len(re.findall(r"\\d(?:\{\d+(?:,\d+)?\}|\+)?|\[\^\\W\\d_\]\+|[A-Za-z]+", body))
+
+
+def wish_check(case: Case, wish: Wish | None = None) -> Check | None:
+    """From a complaint read as a wish: the wished value (or call order), the rest as it was."""
+    wish = wish or case.wish
+    if case.kind != "complaint" or wish is None:
+        return None
+    if wish.before is not None:
+        if not any(n == wish.before for n, _ in case.calls):
+            return None
+        return Check(case.turn_id, case.request, wish.tool, {}, "fix", before=wish.before, source="order")
+    args = next((a for n, a in case.calls if n == wish.tool), None)
+    if args is None or wish.param is None:
+        return None
+    hold = tuple((k, v) for k, v in args.items() if k != wish.param)
+    return Check(case.turn_id, case.request, wish.tool, {wish.param: wish.value}, "fix", hold=hold,
+                 allowed=frozenset([*args, wish.param]), source="wish")
+
+
+def preference_check(case: Case) -> Check | None:
+    return wish_check(case)
 
 
 def evidence_check(case: Case) -> Check | None:
-    """What a replay of a failing turn must do: its hindsight fix, else the form its error states."""
-    return fix_check(case) or form_check(case) or preference_check(case)
+    """What a replay of a failing turn must do: its hindsight fix, else the form its error states,
+    else the wish its complaint states."""
+    return fix_check(case) or form_check(case) or wish_check(case)
+
+
+def keep_check(case: Case) -> Check | None:
+    """A turn that went well: the same call, nothing added or changed."""
+    if not case.calls:
+        return None
+    tool, args = case.calls[0]
+    return Check(case.turn_id, case.request, tool, dict(args), "keep", allowed=frozenset(args), source="keep")
 
 
 def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
@@ -169,109 +238,36 @@ def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
 
     When the failures being fixed show that the tools now refuse a written form
     (dates as ``9-9-9``) and the turn that went well wrote an argument in that
-    very form (before the change), that argument now has to be written in the
-    accepted form: the newer evidence wins. Other arguments stay as they were.
+    very form, that argument now has to be written in the accepted form, with
+    its own value's pieces where the fix is a rearrangement. When a wish names
+    an argument of the same tool, the wished value replaces the one sent. When
+    the user now wants another call first, the turn must make that call.
     """
     for fix in fixes:
-        # a complaint asks for another call first: a turn that went well by calling the later
-        # tool straight away (before the user's wish changed) must now call the first one
         if fix.before and keep.tool == fix.before and not _called(keep.request, fix.tool):
-            return Check(keep.turn_id, keep.request, fix.tool, {}, "keep")
-    expect, form_only = dict(keep.expect), set(keep.form_only)
-    forms, refused, same = dict(keep.forms), dict(keep.refused), set(keep.pieces)
+            return Check(keep.turn_id, keep.request, fix.tool, {}, "keep", source="keep")
+    expect, allowed = dict(keep.expect), set(keep.allowed or ())
+    written = dict(keep.written)
     for fix in fixes:
-        fix_forms = dict(fix.forms)
-        for k, old in fix.refused:
-            if k not in expect or k in form_only or shape(expect[k]) != shape(old) or shape(old) is None:
+        for k, w in fix.written:
+            old = expect.get(k)
+            if k not in expect or not isinstance(old, str) or shape(old) != shape(w.refused):
                 continue
-            if k in fix_forms:  # the error's forms, with this turn's own value rearranged
-                refused[k] = expect.pop(k)
-                forms[k] = fix_forms[k]
-                if k in fix.pieces:
-                    same.add(k)
-            else:  # a hindsight fix: the accepted value's form
-                expect[k] = fix.expect[k]
-                form_only.add(k)
-    if expect == keep.expect:
+            rearranged = w.pieces is not None and w.pieces == tuple(pieces(w.refused) or ())
+            expect.pop(k)
+            written[k] = Written(w.patterns, tuple(pieces(old) or ()) if rearranged else None, old)
+        if fix.source == "wish" and fix.tool == keep.tool:
+            for k, v in fix.expect.items():
+                expect[k] = v
+                allowed.add(k)
+    if expect == keep.expect and written == dict(keep.written):
         return keep
-    return dataclasses.replace(keep, expect=expect, form_only=frozenset(form_only),
-                               forms=tuple(forms.items()), refused=tuple(refused.items()),
-                               pieces=frozenset(same))
+    return dataclasses.replace(keep, expect=expect, written=tuple(written.items()),
+                               allowed=frozenset(allowed) if keep.allowed is not None else None)
 
 
-def _called(request: dict[str, Any], tool: str) -> bool:
+def _called(request: Mapping[str, Any], tool: str) -> bool:
     """Whether the conversation so far already has a call to ``tool``."""
     return any(((c.get("function") or {}).get("name") == tool)
                for m in request.get("messages") or [] if isinstance(m, dict) and m.get("role") == "assistant"
                for c in m.get("tool_calls") or [] if isinstance(c, dict))
-
-
-def _named(param: str, refused: Any, message: str) -> bool:
-    if re.search(rf"\b{re.escape(param)}\b", message):
-        return True
-    return isinstance(refused, str | int | float) and bool(str(refused)) and str(refused) in message
-
-
-def keep_check(case: Case) -> Check | None:
-    if not case.calls:
-        return None
-    tool, args = case.calls[0]
-    return Check(case.turn_id, case.request, tool, dict(args), "keep")
-
-
-def _schemas(request: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for t in request.get("tools") or []:
-        fn = t.get("function") or {}
-        if fn.get("name"):
-            out[fn["name"]] = (fn.get("parameters") or {}).get("properties") or {}
-    return out
-
-
-def infer_preference(case: Case) -> tuple[str, str, Any] | None:
-    """(tool, parameter, value) a complaint asks for, read against the tools' schemas."""
-    text = case.message.lower()
-    words = re.findall(r"[a-z]+", text)
-    schemas = _schemas(case.request)
-    best: tuple[int, str, str, Any] | None = None
-    for tool, args in case.calls:
-        for param, spec in (schemas.get(tool) or {}).items():
-            parts = [p for p in param.lower().split("_") if len(p) >= 4]
-            hits = sum(1 for p in parts if any(w.startswith(p[:5]) for w in words))
-            enum = [str(e).lower() for e in spec.get("enum") or []]
-            mentioned = [e for e in enum if e in words] + [SYNONYMS[w] for w in words if SYNONYMS.get(w) in enum]
-            if not hits and not mentioned:
-                continue
-            value = _value(spec, text, mentioned, args.get(param))
-            if value is _NOTHING:
-                continue
-            score = hits + len(mentioned)
-            if best is None or score > best[0]:
-                best = (score, tool, param, value)
-    return best[1:] if best else None
-
-
-_NOTHING = object()
-
-
-def _value(spec: dict[str, Any], text: str, mentioned: list[str], sent: Any) -> Any:
-    kind = spec.get("type")
-    if spec.get("enum"):
-        others = [m for m in mentioned if not _same(m, sent)]
-        return others[0] if others else _NOTHING
-    if kind in ("integer", "number"):
-        m = re.search(r"\b(\d+)\b|\b(\d+)-", text)
-        if not m:
-            return _NOTHING
-        return int(m.group(1) or m.group(2))
-    if kind == "boolean":
-        return not bool(_NEGATION.search(text))
-    return _NOTHING
-
-
-def preference_check(case: Case) -> Check | None:
-    found = infer_preference(case)
-    if found is None:
-        return None
-    tool, param, value = found
-    return Check(case.turn_id, case.request, tool, {param: value}, "fix")

@@ -21,19 +21,17 @@ refuses is ever served. A rule line quotes what the tool said as data.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolver.cases import constraint_of
-from evolver.checks import Check, evidence_check, infer_preference, keep_check
+from evolver.checks import Check, evidence_check, keep_check
 from evolver.errors import EvolverError
 from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, render_group
-from evolver.offline import slugify
+from evolver.offline import main_constraint, slugify, unread_constraint
 from evolver.replay import Replayer
+from evolver.rules import line_for, state_constraint, state_wish, subject
 from evolver.safety import MAX_LINE, Refusal, line_reason, quote, safe_lines
 from store.evolution import ContextVersion, EvolutionStore
 
@@ -48,28 +46,19 @@ REFLECT = (
 
 
 def rule_line(g: FailureGroup) -> str | None:
-    """One plain sentence distilled from a recurring failure."""
-    c = g.cases[0]
+    """One plain sentence distilled from a recurring failure, in molt's words where understood."""
     if g.kind == "tool_error":
-        return f"For {', '.join(g.tools)}, the tool said: {quote(constraint_of(c.message))}."
+        constraint = main_constraint(g)
+        stated = state_constraint(constraint, g.cases) if constraint else None
+        if stated is not None:
+            return line_for(g.tools, stated.words)
+        said = (constraint.said if constraint is not None and constraint.said
+                else unread_constraint(g.cases[0].message))
+        return line_for(g.tools, f"the tool said: {quote(said)}") if said else None
     if g.kind == "complaint":
-        pref = next((p for p in (infer_preference(x) for x in g.cases) if p), None)
-        if pref:
-            tool, param, value = pref
-            return f"When calling {tool}, pass {param}={json.dumps(value)}."
-    return None
-
-
-_SUBJECT = (re.compile(r"^For [^:«]+, the tool said: «(.+?) must\b"), re.compile(r"^For [^:]+: (.+?) must\b"),
-            re.compile(r"^When calling (\S+), pass (\w+)="))
-
-
-def subject(line: str) -> str | None:
-    """What a rule line is about: ``date`` for a date rule, ``send_message notify`` for a preference."""
-    for pattern in _SUBJECT:
-        m = pattern.match(line)
-        if m:
-            return " ".join(m.groups())
+        wish = next((c.wish for c in g.cases if c.wish is not None), None)
+        if wish is not None:
+            return line_for([wish.tool] if wish.before is None else [], state_wish(wish))
     return None
 
 

@@ -47,8 +47,7 @@ class Gate:
         self.replays = 0
 
     async def _passes(self, check: Check, candidate: str | None, context: str | None = None) -> bool:
-        key = repr((check.turn_id, check.tool, sorted(check.expect.items()), sorted(check.form_only),
-                    check.hold, check.forms, sorted(check.pieces)))
+        key = check.key
         if candidate is None and key in self._current:
             return self._current[key]
         self.replays += 1

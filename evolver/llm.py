@@ -31,7 +31,7 @@ class ChatModel(Protocol):
     cost: Cost
 
     async def complete(self, messages: list[dict[str, Any]], *, temperature: float = 0.0,
-                       max_tokens: int = 1024) -> str: ...
+                       max_tokens: int = 1024, response_format: dict[str, Any] | None = None) -> str: ...
 
 
 @dataclass
@@ -41,6 +41,8 @@ class OpenAICompatModel:
     api_key: str | None = None
     timeout_s: float = 120.0
     cost: Cost = field(default_factory=Cost)
+    # calls whose structured-output request the provider refused (answered without it)
+    structured_fallbacks: int = 0
 
     def __post_init__(self) -> None:
         self.name = self.model
@@ -52,11 +54,23 @@ class OpenAICompatModel:
         return cls(base_url, model, os.environ.get(api_key_env) if api_key_env else None)
 
     async def complete(self, messages: list[dict[str, Any]], *, temperature: float = 0.0,
-                       max_tokens: int = 1024) -> str:
+                       max_tokens: int = 1024, response_format: dict[str, Any] | None = None) -> str:
+        """The model's answer; with `response_format` (structured output, e.g. a JSON schema) when
+        the provider takes it, else, on a 400 for it, the same call without (the prompt asks for
+        the same JSON)."""
+        extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
         try:
-            r = await self._client.chat.completions.create(
-                model=self.model, messages=messages, temperature=temperature,  # type: ignore[arg-type]
-                max_tokens=max_tokens, extra_headers={"X-Turn-Type": "side"})
+            try:
+                r = await self._client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=temperature,  # type: ignore[arg-type]
+                    max_tokens=max_tokens, extra_headers={"X-Turn-Type": "side"}, **extra)
+            except openai.BadRequestError:
+                if not extra:
+                    raise
+                self.structured_fallbacks += 1
+                r = await self._client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=temperature,  # type: ignore[arg-type]
+                    max_tokens=max_tokens, extra_headers={"X-Turn-Type": "side"})
         except openai.APIError as exc:
             raise ModelCallFailed(f"{self.model} at {self.base_url}: {type(exc).__name__}") from exc
         self.cost.calls += 1

@@ -34,7 +34,7 @@ from evolver.errors import EvolverError, ProposalRejected
 from evolver.gate import Gate
 from evolver.judge import Judge
 from evolver.llm import ChatModel
-from evolver.mining import FailureGroup, failure_count, mine
+from evolver.mining import FailureGroup, answers_an_error, failure_count, mine
 from evolver.offline import Draft
 from evolver.replay import Replayer
 from evolver.safety import check_ops
@@ -126,7 +126,6 @@ class Evolver:
         serving = {n: ls.skill for n, ls in current.items()}
         if self.model is None:
             return offline.propose(groups, serving, min_support=self.settings.min_support,
-                                   variant=self.settings.template_variant,
                                    max_drafts=self.settings.max_proposals), []
         drafts, invalid = [], []
         for g in [g for g in groups if len(g.cases) >= self.settings.min_support][: self.settings.max_proposals]:
@@ -159,7 +158,8 @@ class Evolver:
                 report.proposals.append({"id": p.id, "status": "invalid", "reason": bad["reason"]})
             gate = Gate(self.replayer, tenant, minibatch=self.settings.gate_minibatch,
                         tolerance=self.settings.gate_tolerance)
-            keep = [c for c in (keep_check(g) for g in good) if c]
+            # non-regression on first tries: a retry after a tool error is a fix's evidence
+            keep = [c for c in (keep_check(g) for g in good if not answers_an_error(g.request)) if c]
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
             if self.settings.optimize_context and groups:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolver.cases import Case, cases_from_session, turn_calls
+from evolver.cases import Case, cases_from_session, is_error, turn_calls
 from store.feedback import FeedbackStore
 from store.trajectories import TrajectoryStore
 
@@ -75,6 +75,19 @@ async def mine(trajectories: TrajectoryStore, feedback: FeedbackStore, tenant_id
     rng.shuffle(good)
     ordered = sorted(groups.values(), key=lambda g: -len(g.cases))
     return Mined(ordered, good[:good_sample], len(turns))
+
+
+def answers_an_error(request: Mapping[str, Any]) -> bool:
+    """Whether a turn's request ends on a tool error: the turn is a retry, the evidence of a fix
+    (hindsight), not a first try; the gate's non-regression sample is first tries."""
+    messages = request.get("messages") or []
+    tail = []
+    for m in reversed(messages):
+        if not isinstance(m, dict) or m.get("role") != "tool":
+            break
+        tail.append(m)
+    return any(is_error(m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content")))
+               for m in tail)
 
 
 def render_case(c: Case, *, tail: int = 3, head_chars: int = 400) -> str:

@@ -1,22 +1,18 @@
 """The offline evolver: rule-based skills from recurring tool errors and complaints.
 
 With no evolver model configured, molt still learns from what tools and users
-say. A tool error that recurs (same pattern, >= `min_support` times) becomes
-a skill stating the constraint the tool named, with the value that the tool
-later accepted in the same session as the example; a recurring complaint
-whose words name a tool parameter becomes a skill asking for that value; a
-complaint naming another tool becomes an ordering rule. Every such skill says
-it was written by the rule-based miner.
+say. A tool error that recurs (the same reading, >= `min_support` times)
+becomes a skill stating the constraint in molt's own words (`evolver.rules`:
+``write date as DD.MM.YYYY``), never the error's text or its example values;
+a recurring complaint read as a wish (`evolver.complaints`) becomes a skill
+asking for that value, or for an order of calls. Every such skill says it was
+written by the rule-based miner.
 
-What the tools said is untrusted data: the miner copies it only quoted
-(`evolver.safety.quote`: "the tool said: «...»"), never as an instruction of
-its own, and every draft passes the one safety check before it is gated
-(`evolver.loop`), so a tool error that reads like an order to the model is
-refused with the reason.
-
-The wording comes from `TEMPLATES`; variant 0 is the miner's own, the other
-variants are hand-written paraphrases used by the benchmark to show that a gain
-does not depend on one phrasing.
+What the tools said is untrusted data. Where no reader understood an error,
+the miner quotes it only as data (`evolver.safety.quote`: "the tool said:
+«...»"), never as an instruction of its own, and every draft passes the one
+safety check before it is gated (`evolver.loop`), so a tool error that reads
+like an order to the model is refused with the reason.
 """
 
 from __future__ import annotations
@@ -26,52 +22,28 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolver.cases import constraint_of, refused_value, words
-from evolver.checks import Check, fix_check, form_check, infer_preference, preference_check
+from evolver.cases import Case
+from evolver.checks import Check, fix_check, form_check, wish_check
 from evolver.edits import AddOp, EditOp, RetireOp, UpdateOp
 from evolver.mining import FailureGroup
+from evolver.reading import Constraint
+from evolver.rules import Statement, line_for, state_constraint, state_wish
 from evolver.safety import data_reason, quote
 from store.skills import Skill
 
 MARK = "Written by molt's rule-based miner"
 
-TEMPLATES: list[dict[str, str]] = [
-    {
-        "error_desc": "Argument rule for {tools}.",
-        "error_body": "{mark} from {n} tool errors.\n1. When calling {tools}, the tool said: {constraint}.\n"
-                      "{example}{anti}",
-        "example": "   Accepted example: {args}.\n",
-        "anti": "\nAnti-patterns:\n- {refused}",
-        "refused": "Sending {value} (the tool refused it).",
-        "pref_desc": "User preference for {tool}.",
-        "pref_body": ("{mark} from {n} user complaints.\n"
-                      "1. When calling {tool}, pass {param}={value}, even when the request does not mention it."),
-        "order_desc": "Order rule: {first} before {then}.",
-        "order_body": "{mark} from {n} user complaints.\n1. Call {first} before you call {then}.",
-    },
-    {
-        "error_desc": "How {tools} expects its arguments.",
-        "error_body": "What {tools} said: {constraint}.\n{example}{anti}",
-        "example": "Like this: {args}.\n",
-        "anti": "Anti-patterns:\n- {refused}",
-        "refused": "Do not pass {value}.",
-        "pref_desc": "What the user wants from {tool}",
-        "pref_body": "Give {tool} the argument {param} = {value} every time.",
-        "order_desc": "Use {first} first, then {then}",
-        "order_body": "First {first}, afterwards {then}.",
-    },
-    {
-        "error_desc": "What {tools} rejects.",
-        "error_body": "The tools complained: {constraint}.\n{example}{anti}",
-        "example": "Correct form: {args}.\n",
-        "anti": "Anti-patterns:\n- {refused}",
-        "refused": "{value} was rejected.",
-        "pref_desc": "Standing request about {tool}",
-        "pref_body": "The user asked that {tool} calls include {param} {value}.",
-        "order_desc": "Before {then}, always {first}",
-        "order_body": "Run {first}, and only then {then}.",
-    },
-]
+LAYOUT: dict[str, str] = {
+    "error_desc": "Argument rule for {tools}.",
+    "error_body": "{mark} from {n} tool errors.\n1. {rule}\n{example}{anti}",
+    "example": "   Accepted example: {args}.\n",
+    "anti": "\nAnti-patterns:\n- {refused}",
+    "refused": "Sending {value} (the tool refused it).",
+    "pref_desc": "User preference for {tool}.",
+    "pref_body": "{mark} from {n} user complaints.\n1. {rule}",
+    "order_desc": "Order rule: {first} before {then}.",
+    "order_body": "{mark} from {n} user complaints.\n1. {rule}",
+}
 
 
 @dataclass
@@ -83,7 +55,7 @@ class Draft:
     turn_ids: list[str]
     checks: list[Check] = field(default_factory=list)
     source: str = "offline"
-    # what the rules are about (``date``, ``send_message notify``): context lines about the
+    # what the rules are about (``date``, ``notify_user urgent``): context lines about the
     # same thing give way to the skill (``evolver.context.subject``)
     subjects: list[str] = field(default_factory=list)
 
@@ -93,84 +65,98 @@ def slugify(text: str, limit: int = 48) -> str:
     return s[:limit].strip("-") or "skill"
 
 
-# a constraint that shows the form: a pattern such as DD.MM.YYYY or HH:MM, or "like ..."
-_STATES_FORM = re.compile(r"\b[A-Z]{2,}\W*[A-Z]{2,}|\blike\b")
-
-
 def _fmt_args(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items())
 
 
-def _error_draft(g: FailureGroup, t: dict[str, str]) -> Draft:
-    first = g.cases[0]
-    constraint = constraint_of(first.message)
-    # hindsight fixes first (the stronger evidence), then the form the error states
-    hindsight = [fix_check(case) for case in g.cases]
-    checks = [c for c in hindsight if c]
-    checks += [c for c in (form_check(case) for case, h in zip(g.cases, hindsight) if h is None) if c]
-    # a concrete value from another task (an accepted example, the refused value) only where
-    # the rule does not show the form itself: small models copy such values into unrelated
-    # calls (the refused date in the anti-pattern cost the tiny policy 40 points, dev/LOG.md)
-    states_form = bool(_STATES_FORM.search(constraint))
-    accepted = _fmt_args(checks[0].expect) if checks and checks[0].expect and not states_form else None
-    refused = None if states_form else refused_value(first.message)
-    # an example is optional: one the safety check would refuse as data is left out; the
-    # constraint is the rule itself, so it stays and the check judges the whole draft
-    accepted = accepted if accepted is not None and data_reason(accepted) is None else None
-    refused = refused if refused is not None and data_reason(refused) is None else None
-    example = t["example"].format(args=quote(accepted)) if accepted is not None else ""
-    tools = ", ".join(g.tools)
-    name = slugify("rule " + " ".join(constraint.split()[:4]))
-    anti = t["anti"].format(refused=t["refused"].format(value=quote(refused))) if refused else ""
-    op = AddOp(op="add", name=name,
-               description=t["error_desc"].format(tools=tools),
-               body=t["error_body"].format(mark=MARK, n=len(g.cases), tools=tools, constraint=quote(constraint),
-                                           example=example, anti=anti).rstrip(),
-               tools=g.tools, category="tool-rules", scope="tools",
-               reason=f"recurring tool error ({len(g.cases)}x): {quote(constraint)}", turn_ids=g.turn_ids)
-    about = re.match(r"(.+?) must\b", constraint)
-    return Draft([op], op.reason, g.turn_ids, checks, subjects=[about.group(1)] if about else [])
+_GOT = re.compile(r"[,;(]?\s*\b(?:got|received|but was)\b.*$", re.IGNORECASE | re.DOTALL)
 
 
-def _complaint_draft(g: FailureGroup, t: dict[str, str]) -> Draft | None:
-    pref = next((p for p in (infer_preference(c) for c in g.cases) if p), None)
-    if pref is not None:
-        tool, param, value = pref
-        checks = [c for c in (preference_check(case) for case in g.cases) if c]
-        op = AddOp(op="add", name=slugify(f"pref {tool} {param}"),
-                   description=t["pref_desc"].format(tool=tool, complaint=g.message),
-                   body=t["pref_body"].format(mark=MARK, n=len(g.cases), tool=tool, param=param,
-                                              value=json.dumps(value)),
-                   tools=[tool], category="preferences", scope="tools",
-                   reason=f"recurring complaint ({len(g.cases)}x): {quote(g.message)}", turn_ids=g.turn_ids)
-        return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{tool} {param}"])
-    order = _order(g)
-    if order is None:
+def unread_constraint(message: str) -> str:
+    """An error no reader understood, without the refused value: ``order_id must be digits only``."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return _GOT.sub("", first.removeprefix("error:").strip()).strip().rstrip(".")
+
+
+def main_constraint(g: FailureGroup) -> Constraint | None:
+    failure = g.cases[0].reading()
+    if failure is None:
         return None
-    first, then = order
-    checks = [Check(c.turn_id, c.request, first, {}, "fix", before=then) for c in g.cases
-              if any(n == then for n, _ in c.calls)]
-    op = AddOp(op="add", name=slugify(f"order {first} before {then}"),
-               description=t["order_desc"].format(first=first, then=then, complaint=g.message),
-               body=t["order_body"].format(mark=MARK, n=len(g.cases), first=first, then=then),
-               tools=[first, then], category="preferences", scope="tools",
-               reason=f"recurring complaint ({len(g.cases)}x): {quote(g.message)}", turn_ids=g.turn_ids)
+    ranked = sorted((c for c in failure.constraints if c.argument),
+                    key=lambda c: (not c.states_form, c.kind not in ("choice", "range")))
+    return ranked[0] if ranked else None
+
+
+def _checks(cases: list[Case]) -> list[Check]:
+    # hindsight fixes first (the stronger evidence), then the form the error states
+    hindsight = [fix_check(case) for case in cases]
+    checks = [c for c in hindsight if c]
+    checks += [c for c in (form_check(case) for case, h in zip(cases, hindsight) if h is None) if c]
+    return checks
+
+
+def _error_draft(g: FailureGroup) -> Draft | None:
+    first = g.cases[0]
+    checks = _checks(g.cases)
+    tools = ", ".join(g.tools)
+    constraint = main_constraint(g)
+    stated: Statement | None = state_constraint(constraint, g.cases) if constraint else None
+    example = anti = ""
+    if stated is not None:  # understood: molt's own words, no value from the error or another task
+        rule = line_for(g.tools, stated.words)
+        form = stated.slug not in _KINDS
+        name = slugify(f"rule {stated.argument} {'as ' if form else ''}{stated.slug}", limit=64)
+        why = f"{stated.argument} {stated.slug}"
+        subjects = [stated.argument]
+    else:  # not understood: what the tool said, quoted as data, with the values the session shows
+        said = (constraint.said if constraint is not None and constraint.said
+                else unread_constraint(first.message))
+        if not said:
+            return None
+        rule = line_for(g.tools, f"the tool said: {quote(said)}")
+        fixed = next((c for c in g.cases if c.target is not None), None)
+        changed = {k: v for k, v in fixed.target[1].items()
+                   if (fixed.extras.get("arguments") or {}).get(k) != v} if fixed and fixed.target else {}
+        accepted = _fmt_args(changed) if changed else None
+        failure = first.reading()
+        refused = next((c.refused for c in (failure.constraints if failure else ())
+                        if c.refused is not None), None)
+        refused_text = str(refused) if refused is not None else None
+        # an example is optional: one the safety check would refuse as data is left out
+        if accepted is not None and data_reason(accepted) is None:
+            example = LAYOUT["example"].format(args=quote(accepted))
+        if refused_text is not None and data_reason(refused_text) is None:
+            anti = LAYOUT["anti"].format(refused=LAYOUT["refused"].format(value=quote(refused_text)))
+        name = slugify("rule " + " ".join(said.split()[:4]))
+        why = quote(said)
+        subjects = []
+    op = AddOp(op="add", name=name, description=LAYOUT["error_desc"].format(tools=tools),
+               body=LAYOUT["error_body"].format(mark=MARK, n=len(g.cases), rule=rule, example=example,
+                                                anti=anti).rstrip(),
+               tools=g.tools, category="tool-rules", scope="tools",
+               reason=f"recurring tool error ({len(g.cases)}x): {why}", turn_ids=g.turn_ids)
+    return Draft([op], op.reason, g.turn_ids, checks, subjects=subjects)
+
+
+def _complaint_draft(g: FailureGroup) -> Draft | None:
+    wish = next((c.wish for c in g.cases if c.wish is not None), None)
+    if wish is None:
+        return None
+    checks = [c for c in (wish_check(case, wish) for case in g.cases) if c]
+    rule = line_for([wish.tool] if wish.before is None else [], state_wish(wish))
+    reason = f"recurring complaint ({len(g.cases)}x): {wish.key}"
+    if wish.before is None:
+        op = AddOp(op="add", name=slugify(f"pref {wish.tool} {wish.param}"),
+                   description=LAYOUT["pref_desc"].format(tool=wish.tool),
+                   body=LAYOUT["pref_body"].format(mark=MARK, n=len(g.cases), rule=rule),
+                   tools=[wish.tool], category="preferences", scope="tools", reason=reason, turn_ids=g.turn_ids)
+        return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{wish.tool} {wish.param}"])
+    op = AddOp(op="add", name=slugify(f"order {wish.tool} before {wish.before}"),
+               description=LAYOUT["order_desc"].format(first=wish.tool, then=wish.before),
+               body=LAYOUT["order_body"].format(mark=MARK, n=len(g.cases), rule=rule),
+               tools=[wish.tool, wish.before], category="preferences", scope="tools", reason=reason,
+               turn_ids=g.turn_ids)
     return Draft([op], op.reason, g.turn_ids, checks)
-
-
-def _order(g: FailureGroup) -> tuple[str, str] | None:
-    """A complaint that names another tool than the one called: call that one first."""
-    case = g.cases[0]
-    cw = words(case.message)
-    names = [(t.get("function") or {}).get("name", "") for t in case.request.get("tools") or []]
-    called = {n for n, _ in case.calls}
-    for name in names:
-        parts = [p for p in name.split("_") if len(p) >= 4]
-        if name not in called and parts and all(any(w.startswith(p[:5]) for w in cw) for p in parts):
-            then = next(iter(sorted(called)), None)
-            if then:
-                return name, then
-    return None
 
 
 def _same_rule(a: str, b: str) -> bool:
@@ -209,39 +195,44 @@ def _broaden(draft: Draft, skill: Skill) -> Draft | None:
 def _contradicted(draft: Draft, existing: dict[str, Skill]) -> list[str]:
     """Evolver rules about the same argument that the draft's rule now contradicts.
 
-    ``rule-date-must-be-dd-mm-yyyy`` and ``rule-date-must-be-mm-dd-yyyy`` state
-    two forms for one argument: the newer tool errors say the older rule no
-    longer holds. Any template variant's wording counts; a person's skill never.
+    ``rule-date-dd-mm-yyyy`` and ``rule-date-mm-dd-yyyy`` state two forms for
+    one argument: the newer tool errors say the older rule no longer holds.
+    A person's skill never counts.
     """
     op = draft.ops[0]
-    head = re.match(r"(rule-.+?-must)-", op.name)
-    if not isinstance(op, AddOp) or head is None:
+    if not isinstance(op, AddOp) or not draft.subjects or not op.name.startswith("rule-"):
         return []
+    head = f"rule-{slugify(draft.subjects[0])}-"
     return [name for name, skill in existing.items()
-            if name != op.name and name.startswith(head.group(1) + "-")
-            and skill.origin == "evolver"]
+            if name != op.name and name.startswith(head) and skill.origin == "evolver"
+            and subject_of(name) == slugify(draft.subjects[0])]
+
+
+_KINDS = ("pattern", "one-of", "range", "required", "unexpected", "type")
 
 
 def subject_of(skill_name: str) -> str | None:
-    """What one of the miner's skills is about, from its name: ``rule-date-must-be-...`` -> ``date``.
+    """What one of the miner's skills is about, from its name: ``rule-date-dd-mm-yyyy`` -> ``date``.
 
-    In the slug form of ``evolver.context.subject`` (``pref-send-message-notify`` ->
+    In the slug form of ``evolver.rules.subject`` (``pref-send-message-notify`` ->
     ``send-message-notify``), so the context optimizer can leave covered things to the skill.
     """
-    m = re.match(r"^rule-(.+?)-must(?:-|$)", skill_name) or re.match(r"^pref-(.+)$", skill_name)
+    m = re.match(r"^pref-(.+)$", skill_name)
+    if m:
+        return m.group(1)
+    m = re.match(r"^rule-(.+?)-(?:as-.+|" + "|".join(_KINDS) + r")$", skill_name)
     return m.group(1) if m else None
 
 
 def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,
-            variant: int = 0, max_drafts: int = 3) -> list[Draft]:
+            max_drafts: int = 3) -> list[Draft]:
     """Rule-based drafts for the largest recurring failure groups not yet covered."""
-    t = TEMPLATES[variant % len(TEMPLATES)]
     drafts: list[Draft] = []
     for g in groups:
         if len(g.cases) < min_support:
             continue
-        draft = _error_draft(g, t) if g.kind == "tool_error" else (
-            _complaint_draft(g, t) if g.kind == "complaint" else None)
+        draft = _error_draft(g) if g.kind == "tool_error" else (
+            _complaint_draft(g) if g.kind == "complaint" else None)
         if draft is None:
             continue
         name = draft.ops[0].name

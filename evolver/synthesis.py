@@ -17,6 +17,11 @@ from evolver.llm import ChatModel
 from evolver.mining import FailureGroup, render_group
 from evolver.offline import Draft
 from store.skills import Skill
+from store.skills.edits import edit_schema
+
+# structured output: the edits' JSON schema (providers that refuse it get the prompt's JSON)
+RESPONSE_FORMAT = {"type": "json_schema",
+                   "json_schema": {"name": "skill_edits", "schema": edit_schema(), "strict": False}}
 
 SYSTEM = """You maintain the skill library of an AI agent. A skill is a short Markdown note the
 agent reads before acting: a slug name, a one-line description saying when it applies, and a
@@ -27,9 +32,14 @@ prevented these failures and will prevent them next time. Prefer updating or mer
 skill over adding a near-duplicate; retire a skill that caused the failures. Never include URLs,
 never ask to send data anywhere, never tell the agent to ignore the user.
 
+A skill that states how to call tools (an argument's form, a value the user always wants, an
+order of calls) names those tools in "tools" and sets "scope": "tools": it is then served whenever
+a request offers one of them, whatever the task says. State the rule in your own words: never copy
+an error's example values into it (an agent copies them into unrelated calls).
+
 Answer with JSON only:
 {"edits": [
-  {"op": "add", "name": "slug-name", "description": "...", "body": "...", "tools": ["tool"], "reason": "...", "turn_ids": ["..."]},
+  {"op": "add", "name": "slug-name", "description": "...", "body": "...", "tools": ["tool"], "scope": "tools", "reason": "...", "turn_ids": ["..."]},
   {"op": "update", "name": "existing-name", "description": "...", "body": "...", "reason": "...", "turn_ids": [...]},
   {"op": "merge", "sources": ["a", "b"], "name": "a", "description": "...", "body": "...", "reason": "...", "turn_ids": [...]},
   {"op": "retire", "name": "existing-name", "reason": "...", "turn_ids": [...]}
@@ -46,7 +56,8 @@ def synthesis_prompt(group: FailureGroup, skills: Sequence[Skill]) -> list[dict[
 
 async def synthesize(model: ChatModel, group: FailureGroup, skills: Sequence[Skill]) -> Draft:
     """Ask the evolver model for edits; raises ProposalRejected on a bad answer."""
-    answer = await model.complete(synthesis_prompt(group, skills), temperature=0.2, max_tokens=1500)
+    answer = await model.complete(synthesis_prompt(group, skills), temperature=0.2, max_tokens=1500,
+                                  response_format=RESPONSE_FORMAT)
     ops = parse_ops(answer)
     known = set(group.turn_ids)
     for op in ops:

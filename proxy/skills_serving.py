@@ -18,7 +18,7 @@ the same set always renders to the same block.
 Standing rules (`scope: tools`) come first: a rule about how a tool wants its
 arguments holds whenever the request offers that tool, however the task is
 worded, and a task's words are a poor guide to which tools it will need ("Tell
-Ann: ..." needs `find_contact`). They take the token budget but no top-k
+Ann: ..." needs a contact look-up tool). They take the token budget but no top-k
 place.
 """
 

@@ -179,8 +179,6 @@ class EvolverSettings(BaseModel):
     # Where replays go (default: this proxy) and the admin key for them (default: server.admin_key).
     replay_url: str | None = None
     replay_api_key_env: str | None = None
-    # Wording of the offline miner's skills (0: its own; 1-2: hand-written paraphrases).
-    template_variant: int = Field(default=0, ge=0)
     # Also evolve the tenant's context block (fast weights) in each evolution.
     optimize_context: bool = True
     context_children: int = Field(default=2, ge=1, le=8)

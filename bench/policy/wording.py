@@ -19,7 +19,7 @@ from bench.policy.data import DEFAULT_SYSTEM_PROMPT, play, sample_task, system_m
 from bench.policy.evaluate import EvalItem, generate, score
 from bench.policy.model import CHECKPOINT_DIR
 from bench.toolworld.conventions import BASE
-from evolver.offline import MARK, TEMPLATES
+from evolver.offline import LAYOUT, MARK
 from modeling.blocks import SkillText
 
 MINER = ("Written by molt's rule-based miner from 6 tool errors.\n1. When calling create_event: "
@@ -28,22 +28,19 @@ MINER = ("Written by molt's rule-based miner from 6 tool errors.\n1. When callin
 MINER_NO_VALUE = MINER.replace("Sending 2026-11-20", "Sending a value in another form")
 
 
-def served(variant: int) -> SkillText:
-    """The day-4 date rule as the miner writes it now (template ``variant``; the form is stated)."""
-    t = TEMPLATES[variant]
-    kw = {"mark": MARK, "n": 6, "tools": "create_event", "constraint": "date must be DD.MM.YYYY",
-          "example": "", "anti": ""}
-    return SkillText("rule-date-must-be-dd-mm-yyyy", t["error_desc"].format(**kw),
-                     t["error_body"].format(**kw).rstrip())
+def served() -> SkillText:
+    """The day-4 date rule as the miner writes it now (in molt's words; the form is stated)."""
+    kw = {"mark": MARK, "n": 6, "tools": "create_event",
+          "rule": "When calling create_event, write date as DD.MM.YYYY.", "example": "", "anti": ""}
+    return SkillText("rule-date-as-dd-mm-yyyy", LAYOUT["error_desc"].format(**kw),
+                     LAYOUT["error_body"].format(**kw).rstrip())
 
 
 # "miner-0" and "miner-1" are the miner's bodies of 2026-11-22 (kept to compare checkpoints);
-# "served-N" is what the miner writes today.
+# "served" is what the miner writes today.
 WORDINGS = {
     "none": None,
-    "served-0": served(0),
-    "served-1": served(1),
-    "served-2": served(2),
+    "served": served(),
     "miner-0": SkillText("rule-date-must-be-dd", "Argument rule for create_event: date must be DD.MM.YYYY.", MINER),
     "miner-0, no refused value": SkillText(
         "rule-date-must-be-dd", "Argument rule for create_event: date must be DD.MM.YYYY.", MINER_NO_VALUE),

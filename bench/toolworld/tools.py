@@ -23,6 +23,7 @@ from bench.toolworld.conventions import (
     parse_date,
     parse_time,
 )
+from bench.toolworld.grammars import library_error
 from bench.toolworld.world import CITIES, CONVERSIONS, CUISINES, UNITS, Event, World
 
 Args = dict[str, Any]
@@ -258,7 +259,8 @@ TOOLS: dict[str, Tool] = {
              _check_event, _run_event),
         Tool("get_weather", "Weather forecast for a city and date.",
              {"city": Param("string", "City name."), "date": _DATE,
-              "units": Param("string", "Unit system.", False, ("metric", "imperial"), "metric")},
+              "units": Param("string", "Unit system: metric (Celsius, km/h) or imperial (Fahrenheit, mph).",
+                              False, ("metric", "imperial"), "metric")},
              _check_weather, _run_weather),
         Tool("convert", "Convert a value between units.",
              {"value": Param("number", "The value."),
@@ -287,8 +289,12 @@ def parse_arguments(arguments: str | Args) -> Args:
     return value
 
 
-def call_tool(world: World, name: str, arguments: str | Args) -> str:
-    """Run one call against ``world``; always returns the text the agent sees."""
+def call_tool(world: World, name: str, arguments: str | Args, errors: str = "toolworld") -> str:
+    """Run one call against ``world``; always returns the text the agent sees.
+
+    ``errors`` picks how the tool says no to a call its schema refuses
+    (`bench.toolworld.grammars`: toolworld, pydantic, jsonschema, problem-json).
+    """
     tool = TOOLS.get(name)
     if tool is None:
         return f"error: unknown tool {name}"
@@ -296,4 +302,7 @@ def call_tool(world: World, name: str, arguments: str | Args) -> str:
         args = parse_arguments(arguments)
     except ToolError as exc:
         return f"error: {exc}"
+    refused = library_error(errors, name, args, world.conventions)
+    if refused is not None:
+        return refused
     return tool.execute(world, args)

@@ -20,11 +20,13 @@ preferences; each violated preference adds the user's complaint.
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.toolworld.complaints import PHRASINGS, say
 from bench.toolworld.tasks import PlannedCall, Task
 from bench.toolworld.tools import TOOLS, Args, ToolError, parse_arguments
 
@@ -48,6 +50,8 @@ class Outcome:
     score: float
     reason: str
     steps: list[StepScore] = field(default_factory=list)
+    # every preference broken, said or not (``units=imperial``)
+    violations: list[str] = field(default_factory=list)
 
 
 def calls_from_messages(messages: Iterable[Mapping[str, Any]]) -> list[Call]:
@@ -109,16 +113,7 @@ class Verifier:
 
 # --- episode outcome ----------------------------------------------------------
 
-COMPLAINTS: dict[tuple[str, str], str] = {
-    ("units", "imperial"): "I wanted the temperature in Fahrenheit, not Celsius.",
-    ("units", "metric"): "Why Fahrenheit? I read temperatures in Celsius.",
-    ("reminder", "none"): "I did not want a reminder on that event.",
-    ("reminder", "15"): "You forgot my 15-minute reminder on the event.",
-    ("reminder", "30"): "You forgot my 30-minute reminder on the event.",
-    ("notify", "true"): "You sent the message without notifying them.",
-    ("notify", "false"): "Please don't ping people's phones with notify.",
-    ("order", "calendar_first"): "You booked a table without checking my calendar first.",
-}
+COMPLAINTS: dict[tuple[str, str], str] = {key: variants[0] for key, variants in PHRASINGS.items()}
 _STATE = ("message", "booking", "event")
 _QUERIES = ("weather", "convert")
 
@@ -130,8 +125,14 @@ def _core(effect: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def complaints_for(effects: Sequence[Mapping[str, Any]],
                    conventions: Mapping[str, str]) -> list[str]:
-    """The user's complaints about ``effects`` under the preferences in ``conventions``."""
-    found: list[str] = []
+    """The user's complaints about ``effects`` under the preferences in ``conventions`` (phrasing 0)."""
+    return [COMPLAINTS[key] for key in violations_for(effects, conventions)]
+
+
+def violations_for(effects: Sequence[Mapping[str, Any]],
+                   conventions: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The preferences ``effects`` break: (family, wanted value), in the order first broken."""
+    found: list[tuple[str, str]] = []
     checked: set[Any] = set()
     for effect in effects:
         kind = effect["kind"]
@@ -148,16 +149,20 @@ def complaints_for(effects: Sequence[Mapping[str, Any]],
         elif (kind == "booking" and conventions["order"] == "calendar_first"
               and effect["date"] not in checked):
             violated = "order"
-        if violated is not None:
-            text = COMPLAINTS[(violated, conventions[violated])]
-            if text not in found:
-                found.append(text)
+        if violated is not None and (violated, conventions[violated]) not in found:
+            found.append((violated, conventions[violated]))
     return found
 
 
 def score_episode(task: Task, effects: Sequence[Mapping[str, Any]], final_text: str,
-                  steps: Sequence[StepScore]) -> Outcome:
-    """Compare the world's end state with the plan's and collect complaints."""
+                  steps: Sequence[StepScore], *, complaint_rate: float = 1.0,
+                  varied: bool = False) -> Outcome:
+    """Compare the world's end state with the plan's and collect complaints.
+
+    The score counts every broken preference; the user voices each one with
+    probability ``complaint_rate``, in phrasing 0, or (``varied``) in a
+    phrasing drawn per episode (`bench.toolworld.complaints`).
+    """
     reference = task.world()
     for call in task.plan:
         TOOLS[call.name].execute(reference, dict(call.arguments))
@@ -175,8 +180,11 @@ def score_episode(task: Task, effects: Sequence[Mapping[str, Any]], final_text: 
         success, reason = False, f"the answer does not state {task.answer_must_contain}"
     else:
         success, reason = True, "task done"
-    complaints = complaints_for(effects, task.conventions)
+    broken = violations_for(effects, task.conventions)
+    rng = random.Random(f"complaints:{task.id}")
+    said = [say(key, rng if varied else None) for key in broken if rng.random() < complaint_rate]
     right = sum(s.ok for s in steps)
     accuracy = right / max(len(steps), len(task.plan)) if (steps or task.plan) else 1.0
-    score = max(0.0, 1.0 - 0.5 * len(complaints)) if success else 0.0
-    return Outcome(success, accuracy, complaints, score, reason, list(steps))
+    score = max(0.0, 1.0 - 0.5 * len(broken)) if success else 0.0
+    return Outcome(success, accuracy, said, score, reason, list(steps),
+                   [f"{family}={value}" for family, value in broken])

@@ -34,8 +34,13 @@ def register(cli: click.Group) -> None:
     @click.option("--endpoint", default=None,
                   help="Run the driver against this OpenAI-compatible URL instead of a fresh molt.")
     @click.option("--model", default="tiny", show_default=True)
+    @click.option("--errors", type=click.Choice(["toolworld", "pydantic", "jsonschema", "problem-json"]),
+                  default="toolworld", show_default=True, help="How the tools say no.")
+    @click.option("--complaint-rate", type=click.FloatRange(0.0, 1.0), default=0.6, show_default=True,
+                  help="How often the user voices a broken preference (in varied phrasings).")
     def run(days: str, tasks_per_day: int, arms: str, seed: int, out: Path,
-            checkpoint: Path | None, endpoint: str | None, model: str) -> None:
+            checkpoint: Path | None, endpoint: str | None, model: str, errors: str,
+            complaint_rate: float) -> None:
         """Run simulated days for each arm; write report.json, summary.md and plots."""
         from bench.runner import DEFAULT_CHECKPOINT
         from bench.runner import run as run_bench
@@ -44,6 +49,7 @@ def register(cli: click.Group) -> None:
             [a.strip() for a in arms.split(",") if a.strip()], days=_days(days),
             tasks_per_day=tasks_per_day, seed=seed, out=out,
             checkpoint=checkpoint or DEFAULT_CHECKPOINT, endpoint=endpoint, model=model,
+            errors=errors, complaint_rate=complaint_rate,
         )
         click.echo((out / "summary.md").read_text())
         click.echo(f"report: {out}/ (report.json, summary.md, success.png, step_accuracy.png)")

@@ -249,16 +249,18 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def import_(ctx: click.Context, path: Path, replace: bool, reason: str | None, as_json: bool) -> None:
-        """Import a SKILL.md, a skill folder, or a MetaClaw tree of <name>/SKILL.md."""
+        """Import a SKILL.md, a skill folder, a MetaClaw tree of <name>/SKILL.md, or a JSON skill bank."""
         tenant = ctx.obj["skills_tenant"]
-        revs = _run(ctx, lambda lib: lib.import_path(tenant, path, author=_author(),
-                                                     reason=reason, replace=replace))
+        results = _run(ctx, lambda lib: lib.import_report(tenant, path, author=_author(),
+                                                          reason=reason, replace=replace))
         if as_json:
-            echo_json([r.as_dict() for r in revs])
+            echo_json([r.as_dict() for r in results])
             return
-        click.echo(f"imported {len(revs)} skills")
-        for r in revs:
-            click.echo(f"  {r.name} -> {r.id}")
+        done = [r for r in results if r.action != "skipped"]
+        click.echo(f"imported {len(done)} skills, skipped {len(results) - len(done)}")
+        for r in results:
+            click.echo(f"  {r.name}: {r.action}" + (f" -> {r.revision.id}" if r.revision else "")
+                       + (f" ({r.reason})" if r.action == "skipped" and r.reason else ""))
 
     @skills.command()
     @click.argument("dest", type=click.Path(path_type=Path))

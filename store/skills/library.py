@@ -57,6 +57,20 @@ class LibrarySkill:
         return self.skill.name
 
 
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What an import did with one skill: imported, replaced or skipped (with why)."""
+
+    name: str
+    action: str
+    revision: Revision | None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "action": self.action,
+                "revision": self.revision.id if self.revision else None, "reason": self.reason}
+
+
 @dataclass(slots=True)
 class SyncReport:
     revisions: list[Revision] = field(default_factory=list)
@@ -299,26 +313,35 @@ class SkillLibrary:
     # -- import, export, seeds ----------------------------------------------------------
     async def import_path(self, tenant: str, path: Path, *, author: str, reason: str | None = None,
                           replace: bool = False, origin: str | None = None) -> list[Revision]:
-        """Import one SKILL.md, one skill folder or a MetaClaw tree of `<name>/SKILL.md`."""
+        """Import one SKILL.md, one skill folder, a MetaClaw tree of `<name>/SKILL.md`, or a JSON
+        skill bank; the revisions written (see `import_report` for what happened to each skill)."""
+        return [r.revision for r in await self.import_report(tenant, path, author=author, reason=reason,
+                                                             replace=replace, origin=origin)
+                if r.revision is not None]
+
+    async def import_report(self, tenant: str, path: Path, *, author: str, reason: str | None = None,
+                            replace: bool = False, origin: str | None = None) -> list[ImportResult]:
+        """Import, reporting each skill as imported, replaced or skipped (a name already taken,
+        without `replace`): a collision no longer aborts the rest."""
         sources = read_sources(path, max_body_bytes=self.settings.max_body_bytes)
         return await self._import(tenant, sources, author=author, reason=reason, replace=replace,
                                   origin=origin, action="import")
 
     async def _import(self, tenant: str, sources: Sequence[SkillSource], *, author: str,
-                      reason: str | None, replace: bool, origin: str | None, action: str) -> list[Revision]:
+                      reason: str | None, replace: bool, origin: str | None, action: str) -> list[ImportResult]:
         ten = await self.tenant(tenant)
         settings = await self.tenant_settings(tenant)
-        out: list[Revision] = []
+        out: list[ImportResult] = []
         async with self._locked(ten):
             latest = await self.revisions.latest(ten.id)
-            taken = [s.skill.name for s in sources
-                     if s.skill.name in latest and latest[s.skill.name].content is not None]
-            if taken and not replace:
-                raise SkillExists(f"{path_list(sources, taken)}: already in tenant {tenant!r} "
-                                  f"({', '.join(taken)}); use replace to overwrite")
             for src in sources:
                 skill = src.skill
                 text = src.text
+                taken = skill.name in latest and latest[skill.name].content is not None
+                if taken and not replace:
+                    out.append(ImportResult(skill.name, "skipped", None,
+                                            f"already in tenant {tenant!r}; use replace to overwrite"))
+                    continue
                 if origin is not None and skill.origin != origin:
                     skill = skill.with_(origin=origin)
                     text = render_skill_file(skill)
@@ -330,7 +353,8 @@ class SkillLibrary:
                                          provenance=skill.provenance)
                 if src.folder is not None:
                     self.files(ten).copy_assets(skill.name, src.folder)
-                out.extend([rev] if rev else [])
+                out.append(ImportResult(skill.name, "replaced" if taken else "imported", rev,
+                                        None if rev is not None else "unchanged"))
         return out
 
     async def ensure_seeded(self, tenant: str) -> list[Revision]:
@@ -345,8 +369,9 @@ class SkillLibrary:
             present = await self.revisions.latest(ten.id)
             fresh = [s for s in sources if s.skill.name not in present]
             if fresh:
-                out = await self._import(tenant, fresh, author="seed", reason="seed skills",
-                                         replace=False, origin="seed", action="seed")
+                done = await self._import(tenant, fresh, author="seed", reason="seed skills",
+                                          replace=False, origin="seed", action="seed")
+                out = [r.revision for r in done if r.revision is not None]
         await self.revisions.mark_seeded(ten.id)
         return out
 
@@ -357,10 +382,18 @@ class SkillLibrary:
                 if rev.content is not None and (include_retired or rev.status != "retired")}
 
     async def export(self, tenant: str, dest: Path, *, include_retired: bool = False) -> list[Path]:
-        """Write the library as `<dest>/<name>/SKILL.md` (a MetaClaw-layout tree)."""
+        """Write the library as `<dest>/<name>/SKILL.md` (a MetaClaw-layout tree), each with the files
+        it ships beside its SKILL.md (scripts, references)."""
+        ten = await self.tenant(tenant)
         out_files = LibraryFiles(dest)
         texts = await self.export_texts(tenant, include_retired=include_retired)
-        return [out_files.write(name, text) for name, text in texts.items()]
+        written = []
+        for name, text in texts.items():
+            written.append(out_files.write(name, text))
+            folder = self.files(ten).folder(name)
+            if folder.is_dir():
+                out_files.copy_assets(name, folder)
+        return written
 
     # -- the disk watcher -------------------------------------------------------------------
     async def sync_disk(self, tenant: str, *, wait: bool = True) -> SyncReport:

@@ -155,6 +155,14 @@ def _check_head_size(head: str, where: str) -> None:
                          f"{MAX_FRONT_MATTER}{what}")
 
 
+def _allowed_tools(meta: dict[str, Any]) -> Any:
+    """Agent-Skills ``allowed-tools`` (a space-separated string, or a list) read as ``tools``."""
+    allowed = meta.get("allowed-tools")
+    if isinstance(allowed, str):
+        return [t for t in re.split(r"[\s,]+", allowed) if t]
+    return allowed
+
+
 def parse_skill(text: str, where: str, *, max_body_bytes: int, limits: bool = True) -> Skill:
     """Parse and validate SKILL.md text; `where` names the file in every error.
 
@@ -200,7 +208,8 @@ def parse_skill(text: str, where: str, *, max_body_bytes: int, limits: bool = Tr
         description=" ".join(description.split()),
         body=body,
         category=category or None,
-        tools=_str_list(meta.get("tools"), "tools", where),
+        tools=_str_list(meta.get("tools") if meta.get("tools") is not None else _allowed_tools(meta), "tools",
+                        where),
         status=status,
         origin=origin,
         provenance=_str_list(meta.get("provenance"), "provenance", where),

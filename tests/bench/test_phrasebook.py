@@ -2,7 +2,10 @@
 
 The issue asks that the miner not borrow the sentences the tiny policy was
 pretrained on; with many wordings in pretraining, this checks it sentence by
-sentence, for every template variant and every drift the tools can report.
+sentence, for every drift the tools can report in every error grammar. And
+the pretraining mixture itself never holds the miner's output layout or the
+error texts of the library grammars (pydantic, jsonschema, problem+json):
+what the policy makes of them is learned in the benchmark, not rehearsed.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import re
 
 import pytest
 
+from bench.policy.data import pretraining_example
 from bench.policy.phrasebook import CORES, normalize, sentences
 from bench.toolworld.conventions import FormatError, check_name, parse_date, parse_time
+from bench.toolworld.grammars import GRAMMARS
+from bench.toolworld.molt_words import state_in_molt_words
 from bench.toolworld.phrasings import HELDOUT_PHRASING, STATEMENTS, TRAIN_PHRASINGS
-from evolver.cases import constraint_of
-from evolver.offline import MARK, TEMPLATES
+from evolver.offline import LAYOUT, MARK
 
 
 def _errors() -> list[str]:
@@ -36,22 +41,20 @@ def _errors() -> list[str]:
     return out
 
 
+ALL_DRIFTS = {"date": "dmy", "time": "h12", "name_order": "last_first", "units": "imperial",
+              "reminder": "15", "notify": "true", "order": "calendar_first"}
+OTHER_DRIFTS = {"date": "mdy", "time": "h24", "name_order": "first_last", "units": "metric",
+                "reminder": "30", "notify": "false"}
+
+
 def _miner_texts() -> list[str]:
-    prefs = [("create_event", "reminder_min", 15), ("create_event", "reminder_min", 30),
-             ("send_message", "notify", True), ("get_weather", "units", "imperial")]
+    """What the miner writes for every drift, in every error grammar (its own words and layout)."""
     texts = []
-    for t in TEMPLATES:
-        for error in _errors():
-            for tools in ("book_table", "create_event", "get_weather", "find_contact", "book_table, create_event"):
-                kw = {"mark": MARK, "n": 3, "tools": tools, "constraint": constraint_of(error), "example": "",
-                      "anti": t["anti"].format(refused=t["refused"].format(value="2026-11-27"))}
-                texts += [t["error_desc"].format(**kw), t["error_body"].format(**kw)]
-        for tool, param, value in prefs:
-            kw = {"mark": MARK, "n": 2, "tool": tool, "param": param, "value": json.dumps(value),
-                  "complaint": "You forgot it."}
-            texts += [t["pref_desc"].format(**kw), t["pref_body"].format(**kw)]
-        kw = {"mark": MARK, "n": 2, "first": "check_calendar", "then": "book_table", "complaint": "You forgot it."}
-        texts += [t["order_desc"].format(**kw), t["order_body"].format(**kw)]
+    for grammar in GRAMMARS:
+        for drifts in (ALL_DRIFTS, OTHER_DRIFTS, {"reminder": "none", "date": "iso"}):
+            for skill in state_in_molt_words({k: v for k, v in drifts.items()}, grammar):
+                texts += [skill.description, skill.body]
+    texts += [LAYOUT["anti"].format(refused=LAYOUT["refused"].format(value="2026-11-27"))]
     return texts
 
 
@@ -82,3 +85,22 @@ def test_the_heldout_phrasing_is_not_in_the_phrasebook() -> None:
         for value, phrasings in values.items():
             book = {normalize(s) for s in sentences(family, value)}
             assert not {normalize(s) for s in _split(phrasings[HELDOUT_PHRASING])} & book
+
+
+# what only the miner and the library grammars write: none of it may be rehearsed in pretraining
+MARKERS = (MARK, "When calling ", "Argument rule for", "User preference for", "Order rule:",
+           "validation error for", "String should match pattern", "Value error,", "does not match",
+           "invalid-params", "Unprocessable Content", "errors.pydantic.dev", "is not one of")
+
+
+def test_pretraining_holds_neither_the_miner_s_layout_nor_the_library_grammars() -> None:
+    import random
+
+    rng = random.Random("phrasebook:pretraining")
+    seen = 0
+    for _ in range(1500):
+        for m in pretraining_example(rng).messages:
+            text = m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
+            seen += 1
+            assert not [k for k in MARKERS if k in (text or "")], text
+    assert seen > 5000

@@ -16,21 +16,26 @@ def test_bench_run_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "-m", "molt", "bench", "run", "--days", "3,4", "--tasks-per-day", "2",
-         "--arms", "baseline,oracle,skills", "--out", str(out)],
+         "--arms", "baseline,oracle,skills", "--errors", "pydantic", "--complaint-rate", "0.6",
+         "--out", str(out)],
         check=False, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| baseline |" in proc.stdout and "Gap recovered" in proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["days"] == [3, 4] and set(report["arms"]) == {"baseline", "oracle", "skills"}
+    assert (report["errors"], report["complaint_rate"]) == ("pydantic", 0.6)
     for arm in report["arms"].values():
         assert arm["overall"]["episodes"] == 4 and arm["overall"]["errors"] == 0
         assert set(arm["per_day"]) == set(arm["per_day_late"]) == {"3", "4"}
         assert arm["per_day_late"]["4"]["episodes"] == 1  # the later half of the day's 2 episodes
         for episode in arm["episodes"]:
             assert 0.0 <= episode["step_accuracy"] <= 1.0
-    # the skills arm asked molt to evolve after every few episodes and kept its answers
-    assert report["arms"]["skills"]["evolutions"]
+    # the skills arm runs molt's own evolver loop on its default triggers, and says so
+    skills = report["arms"]["skills"]
+    assert skills["cadence"] == "evolver loop, default triggers"
+    assert isinstance(skills["evolutions"], list)
+    assert all(e["trigger"] in ("failures", "interval") for e in skills["evolutions"])
     for name in ("summary.md", "success.png", "step_accuracy.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "success.png").read_bytes()[:4] == b"\x89PNG"

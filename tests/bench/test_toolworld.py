@@ -320,3 +320,49 @@ def test_make_task_is_reproducible_across_conventions() -> None:
     first, last = a.plan[0].arguments["name"].split(" ")
     assert b.plan[0].arguments["name"] == f"{last}, {first}"
     assert b.plan[0].affected and not b.plan[1].affected
+
+
+# --- error grammars and the user's complaints (issue 14) ------------------------------------
+
+def test_every_grammar_runs_the_right_plan_and_refuses_a_drifted_date_in_its_library_s_words() -> None:
+    from bench.toolworld import World, generate_tasks
+    from bench.toolworld.episode import refused
+    from bench.toolworld.grammars import GRAMMARS
+    from bench.toolworld.tools import call_tool
+    from evolver.reading import read_error
+
+    tasks = generate_tasks(16, 12, seed=3)  # every drift in force
+    iso = {"restaurant_id": "r1", "date": "2026-11-27", "time": "7pm", "party_size": 2}
+    heads = {"toolworld": "error: date must be MM/DD/YYYY", "pydantic": "1 validation error for book_table",
+             "jsonschema": "$.date: '2026-11-27' does not match", "problem-json": '{"type": "about:blank"'}
+    for grammar in GRAMMARS:
+        for task in tasks:
+            ep = Episode(task, errors=grammar)
+            for call in task.plan:
+                assert not refused(ep.call(call.name, call.arguments)), (grammar, call)
+            assert ep.tool_errors == 0 and ep.finish(task.final_answer).success
+        text = call_tool(World.for_day(16, 3), "book_table", iso, grammar)
+        assert text.startswith(heads[grammar]) and refused(text)
+        failure = read_error(text, "book_table", iso)
+        assert failure is not None
+        (date,) = [c for c in failure.constraints if c.argument == "date"]
+        assert date.refused == "2026-11-27" and (date.forms or date.pattern)
+
+
+def test_the_user_complains_sometimes_and_in_varied_words() -> None:
+    from bench.toolworld.complaints import PHRASINGS
+
+    task = booking_task(order="calendar_first")
+
+    def skip_the_calendar(**kw: Any) -> Any:
+        ep = Episode(task, **kw)
+        ep.call(task.plan[0].name, task.plan[0].arguments)
+        ep.call(task.plan[2].name, task.plan[2].arguments)
+        return ep.finish("Booked.")
+
+    silent = skip_the_calendar(complaint_rate=0.0)
+    assert silent.complaints == [] and silent.violations == ["order=calendar_first"] and silent.score == 0.5
+    said = skip_the_calendar(complaint_rate=1.0, varied_complaints=True)
+    assert said.complaints[0] in PHRASINGS[("order", "calendar_first")]
+    assert skip_the_calendar(complaint_rate=1.0, varied_complaints=True).complaints == said.complaints
+    assert all(len(set(v)) == len(v) >= 3 for v in PHRASINGS.values())

@@ -1,4 +1,8 @@
-"""Failure cases and the checks the gate replays, from hand-written toolworld sessions."""
+"""Failure cases and the checks the gate replays, from hand-written sessions.
+
+The tools are toolworld's schemas (a real set of tools); the library reads
+them as it would any others.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,12 @@ import json
 from typing import Any
 
 from bench.toolworld import tool_schemas
-from evolver.cases import cases_from_session, constraint_of, group_key
-from evolver.checks import (
-    Check,
-    accepted_forms,
-    fix_check,
-    form_check,
-    infer_preference,
-    keep_check,
-    supersede,
-)
+from evolver.cases import cases_from_session, group_key
+from evolver.checks import Check, fix_check, form_check, keep_check, stated_patterns, supersede
 from evolver.context import ContextOptimizer, subject
 from evolver.mining import FailureGroup
 from evolver.offline import MARK, propose, slugify, subject_of
+from evolver.reading import read_error
 from store.skills import Skill
 
 TOOLS = tool_schemas()
@@ -54,9 +51,9 @@ def test_tool_error_with_hindsight_fix() -> None:
     assert len(cases) == 1
     c = cases[0]
     assert (c.kind, c.turn_id, c.tools) == ("tool_error", "turn_0", ["book_table"])
-    assert constraint_of(c.message) == "date must be DD.MM.YYYY"
+    assert c.failure is not None and c.failure.constraints[0].forms == ("DD.MM.YYYY",)
     check = fix_check(c)
-    assert check is not None and check.expect == {"date": "27.11.2026"}
+    assert check is not None and dict(check.written)["date"].pieces == ("11", "2026", "27")
     # what the refused call had right must stay right
     assert dict(check.hold) == {"restaurant_id": "r1", "time": "19:00", "party_size": 2}
     rest = {"restaurant_id": "r1", "time": "19:00", "party_size": 2}
@@ -64,29 +61,35 @@ def test_tool_error_with_hindsight_fix() -> None:
     assert not check.passes([("book_table", {**rest, "date": "2026-11-27"})])
     assert not check.passes([("book_table", {**rest, "date": "27.11.2026", "time": "7pm"})])
     assert not check.passes([("book_table", {"date": "27.11.2026", "party_size": 2})])
-    assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-28") == c.key
-    # the error was about the form: another day in the accepted form is fixed, the
-    # refused form is not, and a value that is not a string is not either
-    assert check.form_only == {"date"}
-    assert check.passes([("book_table", {**rest, "date": "03.12.2026"})])
+    other = cases_from_session(_session(), [])[0]
+    other.failure = read_error("error: date must be DD.MM.YYYY, got 2026-11-28", "book_table",
+                               {"date": "2026-11-28"})
+    assert other.key == c.key
+    # the error was about the form, and the value is what the session shows: the same day in the
+    # accepted form is fixed; another day in that form is a corrupted value, and fails
+    assert not check.passes([("book_table", {**rest, "date": "03.12.2026"})])
     assert not check.passes([("book_table", {**rest, "date": "2026-12-03"})])
+    # an argument the accepted call did not have is not asked for by the evidence
+    assert not check.passes([("book_table", {**rest, "date": "27.11.2026", "note": "window"})])
     assert not check.passes([("book_table", {**rest, "date": None})])
     assert not check.passes([("find_contact", {**rest, "date": "27.11.2026"})])
 
 
 def test_a_newer_form_fix_supersedes_what_went_well_before() -> None:
     fix = fix_check(cases_from_session(_session(), [])[0])
-    assert fix is not None and fix.refused == (("date", "2026-11-27"),)
+    assert fix is not None and dict(fix.written)["date"].refused == "2026-11-27"
     # a booking that went well before dates changed form, and one without a date
     before = Check("turn_9", {}, "book_table", {"restaurant_id": "r2", "date": "2026-10-02",
                                                 "party_size": 4}, "keep")
     keep = supersede(before, [fix])
-    assert keep.form_only == {"date"}
+    assert "date" in dict(keep.written)
     assert keep.passes([("book_table", {"restaurant_id": "r2", "date": "02.10.2026", "party_size": 4})])
     assert not keep.passes([("book_table", {"restaurant_id": "r2", "date": "2026-10-02",
                                             "party_size": 4})])
     assert not keep.passes([("book_table", {"restaurant_id": "r3", "date": "02.10.2026",
                                             "party_size": 4})])
+    assert not keep.passes([("book_table", {"restaurant_id": "r2", "date": "03.10.2026",
+                                            "party_size": 4})])  # its own day, not another
     other = Check("turn_8", {}, "find_contact", {"name": "Ann Berg"}, "keep")
     assert supersede(other, [fix]) is other
 
@@ -97,7 +100,7 @@ def test_fix_is_what_the_error_names() -> None:
     good = json.loads(session[1]["tool_calls"][0]["function"]["arguments"])
     session[1]["tool_calls"][0]["function"]["arguments"] = json.dumps({**good, "note": "window"})
     check = fix_check(cases_from_session(session, [])[0])
-    assert check is not None and check.expect == {"date": "27.11.2026"}
+    assert check is not None and check.expect == {} and [k for k, _ in check.written] == ["date"]
 
 
 def test_value_fixes_need_the_value() -> None:
@@ -111,7 +114,7 @@ def test_value_fixes_need_the_value() -> None:
         {"role": "tool", "tool_call_id": "c1", "content": "error: no restaurant with id r9"}]
     check = fix_check(cases_from_session(session, [])[0])
     assert check is not None and check.expect == {"restaurant_id": "r1"}
-    assert check.form_only == frozenset()
+    assert check.written == ()
     rest = {"date": "27.11.2026", "time": "19:00", "party_size": 2}
     assert not check.passes([("book_table", {**rest, "restaurant_id": "r7"})])
     assert check.passes([("book_table", {**rest, "restaurant_id": "r1"})])
@@ -126,11 +129,12 @@ def test_complaint_becomes_a_preference_check() -> None:
            "text": "You forgot my 15-minute reminder on the event."}]
     cases = cases_from_session(turns, fb)
     assert [c.kind for c in cases] == ["complaint"]
-    assert infer_preference(cases[0]) == ("create_event", "reminder_min", 15)
+    assert cases[0].wish is not None and cases[0].wish.key == "set:create_event.reminder_min=15"
     weather = [_turn(0, msgs, [_call("c1", "get_weather", {"city": "Oslo", "date": "2026-11-27"})])]
     fb2 = [{"session_id": "ses_1", "score": 0.5, "source": "verifier",
-            "text": "I wanted the temperature in Fahrenheit, not Celsius."}]
-    assert infer_preference(cases_from_session(weather, fb2)[0]) == ("get_weather", "units", "imperial")
+            "text": "Not Celsius, please: I wanted Fahrenheit."}]
+    wish = cases_from_session(weather, fb2)[0].wish
+    assert wish is not None and (wish.tool, wish.param, wish.value) == ("get_weather", "units", "imperial")
 
 
 def test_offline_miner_needs_recurrence_and_marks_its_skills() -> None:
@@ -140,23 +144,24 @@ def test_offline_miner_needs_recurrence_and_marks_its_skills() -> None:
     g.cases = cases * 2
     (draft,) = propose([g], set(), min_support=2)
     op = draft.ops[0]
-    assert MARK in op.body and "DD.MM.YYYY" in op.body  # type: ignore[union-attr]
-    # the rule shows the form itself, so no value from another task is given as example
-    assert "27.11.2026" not in op.body  # type: ignore[union-attr]
+    assert MARK in op.body and "write date as DD.MM.YYYY." in op.body  # type: ignore[union-attr]
+    # in molt's words: no value from the error or another task, nothing quoted from the tool
+    assert "27.11.2026" not in op.body and "2026-11-27" not in op.body  # type: ignore[union-attr]
+    assert "«" not in op.body and "must be" not in op.body  # type: ignore[union-attr]
     assert draft.checks and keep_check(cases[0]) is not None
 
 
 def test_a_rule_the_tools_now_contradict_is_retired_with_the_new_one() -> None:
     cases = cases_from_session(_session(), [])  # the tools refuse ISO dates: DD.MM.YYYY
     g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases * 2)
-    old = Skill("rule-date-must-be-mm-dd-yyyy", "Argument rule for book_table: date must be MM/DD/YYYY.",
-                "Rule: date must be MM/DD/YYYY (for book_table).",  # a paraphrased variant's body
+    old = Skill("rule-date-as-mm-dd-yyyy", "Argument rule for book_table.",
+                "1. When calling book_table, write date as MM/DD/YYYY.",
                 "tool-rules", ("book_table",), origin="evolver")
-    by_hand = Skill("rule-date-must-be-written", "A person's rule.", "Dates: ask first.",
+    by_hand = Skill("rule-date-as-written", "A person's rule.", "Dates: ask first.",
                     origin="user")
     (draft,) = propose([g], {old.name: old, by_hand.name: by_hand}, min_support=2)
-    assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-must-be-dd-mm-yyyy"),
-                                                      ("retire", "rule-date-must-be-mm-dd-yyyy")]
+    assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-as-dd-mm-yyyy"),
+                                                      ("retire", "rule-date-as-mm-dd-yyyy")]
     assert "contradicted" in draft.ops[1].reason
 
 
@@ -171,16 +176,18 @@ def _gave_up(error: str, args: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_the_form_an_error_states_is_a_check_without_a_retry() -> None:
-    assert accepted_forms("date must be MM/DD/YYYY") == ("9/9/9",)
-    assert accepted_forms("time must be HH:MM (24-hour)") == ("9:9",)
-    assert accepted_forms("time must be 12-hour like 7pm or 7:30pm") == ("9a", "9:9a")
-    assert accepted_forms("contact names must be written Last, First (like Berg, Ann)") == ("a, a",)
-    assert accepted_forms("no restaurant with id r9") == ()
+    def patterns(error: str) -> tuple[str, ...]:
+        failure = read_error(f"error: {error}", "t", {"date": "x", "time": "x", "name": "x"})
+        assert failure is not None
+        return stated_patterns(failure.constraints[0])
+    assert patterns("date must be MM/DD/YYYY") == (r"\d{2}/\d{2}/\d{4}",)
+    assert patterns("time must be HH:MM (24-hour)") == (r"\d{2}:\d{2}",)
+    assert len(patterns("time must be 12-hour like 7pm or 7:30pm")) == 2
     args = {"restaurant_id": "r1", "date": "27.11.2026", "time": "7pm", "party_size": 2}
     (case,) = cases_from_session(_gave_up("date must be MM/DD/YYYY, got 27.11.2026", args), [])
     assert case.target is None and fix_check(case) is None
     check = form_check(case)
-    assert check is not None and check.forms == (("date", ("9/9/9",)),)
+    assert check is not None and [k for k, _ in check.written] == ["date"]
     rest = {k: v for k, v in args.items() if k != "date"}
     assert check.passes([("book_table", {**rest, "date": "11/27/2026"})])
     assert not check.passes([("book_table", {**rest, "date": "27.11.2026"})])  # the refused form
@@ -190,7 +197,7 @@ def test_the_form_an_error_states_is_a_check_without_a_retry() -> None:
     args24 = {**args, "date": "27.11.2026", "time": "19:30"}
     (tcase,) = cases_from_session(_gave_up("time must be 12-hour like 7pm or 7:30pm, got 19:30", args24), [])
     tcheck = form_check(tcase)
-    assert tcheck is not None and not tcheck.pieces
+    assert tcheck is not None and dict(tcheck.written)["time"].pieces is None
     assert tcheck.passes([("book_table", {**args24, "time": "7:30pm"})])
     assert not tcheck.passes([("book_table", {**args24, "time": "19:30"})])
     # an error that states no form gives no check
@@ -210,30 +217,31 @@ def test_a_drift_the_policy_cannot_recover_from_is_still_learned_and_retires_the
     cases = [c for _ in range(3)
              for c in cases_from_session(_gave_up("date must be MM/DD/YYYY, got 27.11.2026", args), [])]
     g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases)
-    old = Skill("rule-date-must-be-dd-mm-yyyy", "Argument rule for book_table: date must be DD.MM.YYYY.",
-                "1. When calling book_table: date must be DD.MM.YYYY.", "tool-rules", ("book_table",),
+    old = Skill("rule-date-as-dd-mm-yyyy", "Argument rule for book_table.",
+                "1. When calling book_table, write date as DD.MM.YYYY.", "tool-rules", ("book_table",),
                 origin="evolver")
     (draft,) = propose([g], {old.name: old}, min_support=2)
-    assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-must-be-mm-dd-yyyy"),
-                                                      ("retire", "rule-date-must-be-dd-mm-yyyy")]
-    assert len(draft.checks) == 3 and all(c.forms for c in draft.checks)
+    assert [(op.op, op.name) for op in draft.ops] == [("add", "rule-date-as-mm-dd-yyyy"),
+                                                      ("retire", "rule-date-as-dd-mm-yyyy")]
+    assert len(draft.checks) == 3 and all(c.written for c in draft.checks)
 
 
 def test_a_newer_context_line_replaces_the_one_it_contradicts() -> None:
-    assert subject("For get_weather: date must be DD.MM.YYYY.") == "date"
-    assert subject("For create_event, book_table: date must be MM/DD/YYYY.") == "date"
-    assert subject("For create_event, book_table, the tool said: «date must be MM/DD/YYYY».") == "date"
+    assert subject("When calling get_weather, write date as DD.MM.YYYY.") == "date"
+    assert subject("When calling create_event, book_table, write date as MM/DD/YYYY.") == "date"
     assert subject("When calling send_message, pass notify=true.") == "send_message notify"
+    assert subject("When calling create_event, leave reminder_min out.") == "create_event reminder_min"
     assert subject("Keep answers short.") is None
     args = {"restaurant_id": "r1", "date": "27.11.2026", "time": "7pm", "party_size": 2}
     cases = cases_from_session(_gave_up("date must be MM/DD/YYYY, got 27.11.2026", args), [])
     g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases)
     optimizer = ContextOptimizer(None, None)  # type: ignore[arg-type]  # mutation alone, no replay
-    parent = "For book_table: date must be DD.MM.YYYY.\nKeep answers short."
+    parent = "When calling book_table, write date as DD.MM.YYYY.\nKeep answers short."
     (child,) = asyncio.run(optimizer._mutate(parent, [g]))
-    assert child.splitlines() == ["Keep answers short.", "For book_table, the tool said: «date must be MM/DD/YYYY»."]
+    assert child.splitlines() == ["Keep answers short.", "When calling book_table, write date as MM/DD/YYYY."]
     # what a serving skill of the miner already states is left to it
-    assert subject_of("rule-date-must-be-mm-dd-yyyy") == "date"
+    assert subject_of("rule-date-as-mm-dd-yyyy") == "date"
+    assert subject_of("rule-party-size-range") == "party-size"
     assert subject_of("pref-send-message-notify") == slugify("send_message notify")
     assert subject_of("order-check-calendar-before-book-table") is None
     assert asyncio.run(optimizer._mutate(parent, [g], frozenset({"date"}))) == []
@@ -264,8 +272,8 @@ def test_a_preference_that_changed_rewrites_the_skill() -> None:
 def test_complaints_with_other_numbers_are_other_wishes_and_order_fixes_supersede() -> None:
     assert group_key("complaint", "You forgot my 15-minute reminder.") != group_key(
         "complaint", "You forgot my 30-minute reminder.")
-    assert group_key("tool_error", "date must be DD.MM.YYYY, got 2026-11-27") == group_key(
-        "tool_error", "date must be DD.MM.YYYY, got 2027-01-02")
+    assert group_key("tool_error", "no flight 'LH 123' on 2026-11-27") == group_key(
+        "tool_error", "no flight 'SK 9' on 2027-01-02")
     fix = Check("turn_1", {}, "check_calendar", {}, "fix", before="book_table")
     searched = {"messages": [{"role": "user", "content": "Book a table"},
                              {"role": "assistant", "tool_calls": [_call("c1", "search_restaurants", {})]},

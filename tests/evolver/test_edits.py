@@ -80,3 +80,31 @@ async def test_apply_ops_runs_the_safety_check_whatever_wrote_the_edit(tmp_path:
         assert rev.status == "active"
     finally:
         await db.close()
+
+
+async def test_the_gate_overlay_and_the_library_write_agree_on_every_edit(tmp_path: Path) -> None:
+    """One edit semantics: what the gate replays (the overlay) is what apply_ops writes."""
+    from store.skills.overlay import overlay
+
+    db = await Database.open(StoreSettings(url=f"sqlite+aiosqlite:///{tmp_path}/s.db"))
+    try:
+        lib = SkillLibrary(db, SkillsSettings(seed_dir=None), tmp_path / "data")
+        first = [AddOp(op="add", name="rule-day", description="Argument rule for reserve.",
+                       body="1. When calling reserve, write day as DD.MM.YYYY.", tools=["reserve"],
+                       scope="tools", reason="errors", turn_ids=["turn_1"])]
+        await apply_ops(lib, "acme", first)
+        await lib.retire("acme", "rule-day", author="evolver", reason="contradicted")
+        current = {n: ls.skill for n, ls in (await lib.current("acme")).items()}
+        assert current["rule-day"].status == "retired"
+        ops = parse_ops(json.dumps({"edits": [{"op": "update", "name": "rule-day", "reason": "restated",
+                                               "body": "1. When calling reserve, write day as MM/DD/YYYY.",
+                                               "turn_ids": ["turn_2"]}]}))
+        replayed, _ = overlay([op.model_dump(exclude_none=True) for op in ops], current)
+        await apply_ops(lib, "acme", ops)
+        written = (await lib.get("acme", "rule-day")).skill
+        for skill in (replayed["rule-day"], written):
+            assert skill.status == "active"  # a restated rule is in force again
+            assert skill.provenance == ("turn_1", "turn_2")  # the evidence adds up
+            assert skill.body.endswith("MM/DD/YYYY.") and skill.tools == ("reserve",)
+    finally:
+        await db.close()

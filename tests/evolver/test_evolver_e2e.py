@@ -196,7 +196,7 @@ def test_an_accepted_skill_takes_over_the_context_lines_about_the_same_argument(
         store = EvolutionStore(state.db)
         tenant = srv.call(state.keys.ensure_tenant("default"))
         # a stale line from before the tools changed, next to one about something else
-        srv.call(store.add_context(tenant.id, "For create_event: date must be MM/DD/YYYY.\nKeep answers short.",
+        srv.call(store.add_context(tenant.id, "When calling create_event, write date as MM/DD/YYYY.\nKeep answers short.",
                                    parent=None, status="active", scores=None))
         _play(srv, tasks[:4])
         report = _evolve(srv)

@@ -260,7 +260,7 @@ def test_the_miner_quotes_what_the_tool_said_and_the_check_passes_it() -> None:
     assert "«A-1042»" in op.body and '«order_id="1042"»' in op.body
     safety.check_ops(draft.ops)
     assert rule_line(_group("order_id must be digits only, got A-1042")) == \
-        "For lookup_order, the tool said: «order_id must be digits only»."
+        "When calling lookup_order, the tool said: «order_id must be digits only»."
 
 
 def test_the_miner_s_draft_of_an_injection_is_refused_with_the_reason() -> None:

@@ -105,8 +105,8 @@ async def test_import_metaclaw_tree_and_export(lib: SkillLibrary, tmp_path: Path
     # imported as it is: the file keeps its own text
     assert (lib.root / T / "debug-systematically" / "SKILL.md").read_text() == \
         (tree / "debug-systematically" / "SKILL.md").read_text()
-    with pytest.raises(SkillExists):
-        await lib.import_path(T, tree, author="alice")
+    again = await lib.import_report(T, tree, author="alice")  # a collision skips, it does not abort
+    assert {r.action for r in again} == {"skipped"} and len(again) == len(skills)
     single = tmp_path / "one.md"
     single.write_text(skill_md("handle-timeouts", "Use when a call times out"))
     assert [r.name for r in await lib.import_path(T, single, author="a")] == ["handle-timeouts"]
@@ -144,11 +144,11 @@ async def test_bad_files_are_refused_naming_file_and_problem(
 async def test_duplicates_and_traversal(lib: SkillLibrary, tmp_path: Path) -> None:
     tree = tmp_path / "dups"
     for folder in ("a", "b"):
-        (tree / folder).mkdir(parents=True)
-        (tree / folder / "SKILL.md").write_text(skill_md("same-name", "one of two"))
+        (tree / folder / "same-name").mkdir(parents=True)
+        (tree / folder / "same-name" / "SKILL.md").write_text(skill_md("same-name", "one of two"))
     with pytest.raises(SkillFileError) as err:
         await lib.import_path(T, tree, author="a")
-    assert "duplicate name 'same-name'" in str(err.value) and str(tree / "b" / "SKILL.md") in str(err.value)
+    assert "duplicate name 'same-name'" in str(err.value) and str(tree / "b" / "same-name" / "SKILL.md") in str(err.value)
     await lib.add(T, Skill("taken", "first", "1."), author="a")
     with pytest.raises(SkillExists):
         await lib.add(T, Skill("taken", "second", "1."), author="a")
