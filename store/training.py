@@ -200,6 +200,26 @@ class TrainingStore:
                     id=new_id("tev"), job_id=job_id, tenant_id=tenant_id, at=now, kind=event,
                     detail=detail))
 
+    async def progress(self, job_id: str, *, now: float, steps: int,
+                       metrics: dict[str, float]) -> None:
+        """Record a running job's progress: steps only grow, metrics merge over the stored ones.
+
+        Read and write in one transaction, so progress never overwrites what the job's
+        runner wrote meanwhile (its final metrics, say).
+        """
+        j = t.training_jobs.c
+        async with self.db.engine.begin() as conn:
+            stmt = sa.select(j.steps, j.metrics).where(j.id == job_id)
+            if self.db.dialect == "postgresql":
+                stmt = stmt.with_for_update()
+            row = (await conn.execute(stmt)).first()
+            if row is None:
+                raise NotFound(f"no training job {job_id!r}")
+            stored = dict(row[1] or {})
+            merged = {**stored, **metrics}
+            await conn.execute(t.training_jobs.update().where(j.id == job_id).values(
+                updated_at=now, steps=max(int(row[0] or 0), steps), metrics=merged or None))
+
     async def open_job(self, tenant_id: str) -> TrainingJob | None:
         """The tenant's unfinished job (queued, running or paused), if any."""
         j = t.training_jobs.c

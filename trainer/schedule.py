@@ -194,9 +194,9 @@ class Scheduler:
                       type(exc).__name__, exc)
 
     async def _supervise(self, a: _Active, now: float) -> None:
+        await self.store.progress(a.job_id, now=now, steps=a.control.step,
+                                  metrics=dict(a.control.metrics))
         job = await self.store.get(a.job_id)
-        await self.store.update(a.job_id, now=now, steps=max(job.steps, a.control.step),
-                                metrics={**(job.metrics or {}), **a.control.metrics} or None)
         reason = None
         if job.cancel_requested:
             reason = "cancelled"
