@@ -141,7 +141,7 @@ def build(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
             callbacks=[stop, beside], step_reward=StepReward(reward_fn, steps, base.tokenizer),
             blocks=blocks, block_probability=cfg.block_probability,
             skip_constant_groups=cfg.skip_constant_groups, distill_coef=cfg.distill_coef,
-            distill_clip=cfg.distill_clip, seed=cfg.seed,
+            distill_clip=cfg.distill_clip, seed=cfg.seed, hindsight=cfg.hindsight,
         )
     return Run(trainer, base, stop)
 
@@ -160,8 +160,10 @@ def train(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
         warnings.simplefilter("ignore", FutureWarning)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     log = [{k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
-           for row in trainer.state.log_history if "reward" in row]
-    rewards = [r["reward"] for r in log if not math.isnan(r["reward"])]
+           for row in trainer.state.log_history if "reward" in row or "loss" in row]
+    log = [r for r in log if "loss" in r or "reward" in r]
+    # a logged step whose completions all got no reward logs none (trl writes None)
+    rewards = [r["reward"] for r in log if "reward" in r and not math.isnan(r["reward"])]
     model = trainer.accelerator.unwrap_model(trainer.model)
     kl = estimate_kl(model, run.base.tokenizer, split.train[: cfg.kl_samples], cfg, eos_ids(run.base))
     adapter = out_dir / ADAPTER

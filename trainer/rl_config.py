@@ -41,6 +41,9 @@ class RLConfig:
     # skill-conditioned distillation (trainer/distill.py): 0 turns it off
     distill_coef: float = 0.0
     distill_clip: float = 5.0
+    # hindsight samples (trainer/grpo.py): the recorded step's hindsight fix replaces the
+    # last of its G samples (an off-policy, RAFT-style supervised term; off by default)
+    hindsight: bool = False
     # fast-slow training: probability that a rollout draws one of the extra system blocks
     block_probability: float = 1.0
     # checkpoints (for pause/resume) and logs
