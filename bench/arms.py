@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.rl_arm import RLPlan
 from bench.toolworld import BASE, conventions_for_day, state_conventions
 from modeling.blocks import render_skills_block
 
@@ -29,6 +30,8 @@ class Arm:
     extra_system: Callable[[int], list[str]] = field(default=lambda _day: [])
     # Ask molt to evolve (POST /admin/evolve) after every this many episodes; 0: never.
     evolve_every: int = 0
+    # Idle windows of RL (bench/rl_arm.py): train, gate and promote between days; None: never.
+    rl: RLPlan | None = None
 
 
 def _oracle_block(day: int) -> list[str]:
@@ -65,4 +68,11 @@ ARMS: dict[str, Arm] = {
         settings=_skills(1), evolve_every=2),
     "llm-skills": Arm("llm-skills", "skills written by an evolver model (MOLT_BENCH_EVOLVER_URL)",
                       settings=_skills(0, model=True), evolve_every=2),
+    "rl": Arm("rl", "days of traffic, an idle window of RL on recorded evidence (LoRA, gated, "
+              "hot-swapped), more days; no skills", rl=RLPlan("evidence")),
+    "skills+rl": Arm("skills+rl", "skills as in `skills`, and RL on recorded evidence in the idle "
+                     "window", settings=_skills(0), evolve_every=2, rl=RLPlan("evidence")),
+    "rl-verifier-prm": Arm("rl-verifier-prm", "upper bound: toolworld's verifier as PRM (as rl, "
+                           "the window's rewards and gate from the hidden truth)",
+                           rl=RLPlan("verifier")),
 }

@@ -21,9 +21,8 @@ import asyncio
 import json
 import os
 import random
-import resource
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,30 +55,23 @@ p.add_argument("--cpu-budget-min", type=float, default=15.0, help="stop training
 args = p.parse_args()
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(args.threads)
 
-from bench.agent import EpisodeResult  # noqa: E402
-from bench.arms import NO_LEARNING, Arm  # noqa: E402
-from bench.policy.data import DEFAULT_SYSTEM_PROMPT, play, sample_task, system_messages  # noqa: E402
-from bench.policy.evaluate import default_seed, eval_items, generate, score  # noqa: E402
-from bench.runner import DEFAULT_CHECKPOINT, day_tasks, run_arm  # noqa: E402
-from bench.toolworld import BASE, Verifier, calls_from_messages, conventions_for_day  # noqa: E402
-from bench.toolworld.tasks import Task  # noqa: E402
-from trainer.types import Step  # noqa: E402
+from bench.agent import EpisodeResult
+from bench.arms import NO_LEARNING, Arm
+from bench.policy.data import DEFAULT_SYSTEM_PROMPT, play, sample_task, system_messages
+from bench.policy.evaluate import default_seed, eval_items, generate, score
+from bench.rl_arm import VerifierCheck, cpu_seconds, flagged
+from bench.runner import DEFAULT_CHECKPOINT, day_tasks, run_arm
+from bench.toolworld import BASE, conventions_for_day
 
 DAYS = [int(d) for d in args.days.split(",") if d]
 OUT = args.out
 ARM = Arm("rl-record", "drift days recorded for one RL window (no skills)",
           settings=lambda _d: dict(NO_LEARNING))
 STORE = OUT / ARM.name / "molt" / "molt.db"
-
-
-def cpu_seconds() -> float:
-    """This process's CPU time (user + system, all threads) and its finished children's."""
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 # -- 1. record -----------------------------------------------------------------
@@ -129,39 +121,19 @@ split, evidence_checks = asyncio.run(load())
 n_fix = sum(1 for s in split.train if s.hindsight)
 if args.focus:
     # contexts whose groups can vary: the others are skipped by GRPO and cost only sampling
-    split.train = [s for s in split.train
-                   if s.hindsight or any(r is not None and r < 0 for r in s.step_rewards)]
+    split.train = flagged(split.train)
 print(f"data: {len(split.train)} train steps ({n_fix} with a hindsight fix), "
       f"{len(split.heldout)} held out, {len(evidence_checks)} turns with evidence checks")
 
 
 # -- 3. rewards ------------------------------------------------------------------
-class VerifierCheck:
-    """Upper bound only: toolworld's verifier scores a candidate call (+1 right, -1 wrong)."""
-
-    def __init__(self, episodes: Sequence[EpisodeResult]) -> None:
-        tasks = {t.id: t for d in DAYS for t in day_tasks(d, args.tasks_per_day, args.seed)}
-        self.task_of: dict[str, Task] = {tid: tasks[e.task_id] for e in episodes
-                                         for tid in e.turn_ids}
-
-    def __call__(self, step: Step, completion: Mapping[str, Any]) -> float | None:
-        task = self.task_of.get(step.turn_id)
-        calls = completion.get("tool_calls") or []
-        if task is None:
-            return None
-        if not calls:
-            return -1.0 if Verifier(task).progress(calls_from_messages(step.messages)) < len(task.plan) else 1.0
-        fn = calls[0].get("function") or {}
-        verdict = Verifier(task).score_step(calls_from_messages(step.messages), str(fn.get("name")),
-                                            fn.get("arguments") or "{}")
-        return 1.0 if verdict.ok else -1.0
-
-
-from trainer.rewards import RewardWeights, StepRewards, source_agreement  # noqa: E402
+from trainer.rewards import RewardWeights, StepRewards, source_agreement
 
 if args.prm == "verifier":
     weights = RewardWeights(evidence=0.0, prm=0.0, judge=0.0, verifier=1.0)
-    checks: dict[str, Any] = {"verifier": VerifierCheck(episodes)}
+    tasks = {t.id: t for d in DAYS for t in day_tasks(d, args.tasks_per_day, args.seed)}
+    checks: dict[str, Any] = {"verifier": VerifierCheck(
+        {tid: tasks[e.task_id] for e in episodes for tid in e.turn_ids})}
 else:
     weights = RewardWeights()
     checks = {"evidence": evidence_checks}
@@ -178,8 +150,8 @@ print("recorded rewards' agreement with the verifier:", json.dumps(agreement))
 
 
 # -- 4. train ------------------------------------------------------------------
-from trainer.rl import train  # noqa: E402
-from trainer.rl_config import RLConfig  # noqa: E402
+from trainer.rl import train
+from trainer.rl_config import RLConfig
 
 targets: list[str] | str = args.targets if args.targets == "all-linear" else args.targets.split(",")
 cfg = RLConfig(num_generations=args.G, batch_size=args.batch, max_completion_length=args.max_len,
@@ -222,8 +194,8 @@ def accuracy(model: Any, tok: Any, items: Sequence[Any]) -> float:
 
 
 t_eval = time.monotonic()
-from peft import PeftModel  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 seed = default_seed()
 last = DAYS[-1]
