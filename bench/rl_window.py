@@ -50,6 +50,7 @@ p.add_argument("--focus", action="store_true",
                help="train only on steps the evidence flags (a refused call or a hindsight fix)")
 p.add_argument("--max-len", type=int, default=64, help="max completion tokens")
 p.add_argument("--eval-steps", type=int, default=100, help="teacher-forced steps per condition")
+p.add_argument("--adapter", type=Path, default=None, help="evaluate this adapter, train nothing")
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--cpu-budget-min", type=float, default=15.0, help="stop training past this CPU time")
 args = p.parse_args()
@@ -61,7 +62,13 @@ torch.set_num_threads(args.threads)
 
 from bench.agent import EpisodeResult
 from bench.arms import NO_LEARNING, Arm
-from bench.policy.data import DEFAULT_SYSTEM_PROMPT, play, sample_task, system_messages
+from bench.policy.data import (
+    DEFAULT_SYSTEM_PROMPT,
+    make_task_like,
+    play,
+    sample_task,
+    system_messages,
+)
 from bench.policy.evaluate import default_seed, eval_items, generate, score
 from bench.rl_arm import VerifierCheck, cpu_seconds, flagged
 from bench.runner import DEFAULT_CHECKPOINT, day_tasks, run_arm
@@ -160,13 +167,21 @@ cfg = RLConfig(num_generations=args.G, batch_size=args.batch, max_completion_len
                hindsight=args.hindsight, save_steps=10_000, kl_samples=8, seed=args.seed)
 t_wall, t_cpu = time.monotonic(), cpu_seconds()
 budget_s = args.cpu_budget_min * 60
-result = train(split, DEFAULT_CHECKPOINT, OUT / "run", cfg, reward_fn,
-               should_stop=lambda: cpu_seconds() - t_cpu > budget_s)
+if args.adapter is not None:  # evaluate an adapter trained before: no training
+    from trainer.rl import TrainResult
+
+    log = json.loads((args.adapter / "train_log.json").read_text())
+    rws = [r["reward"] for r in log if "reward" in r]
+    result = TrainResult(len(log), sum(rws) / len(rws) if rws else None, None, args.adapter,
+                         False, log=log)
+else:
+    result = train(split, DEFAULT_CHECKPOINT, OUT / "run", cfg, reward_fn,
+                   should_stop=lambda: cpu_seconds() - t_cpu > budget_s)
 train_cpu, train_wall = cpu_seconds() - t_cpu, time.monotonic() - t_wall
 print(f"trained {result.steps} steps, mean reward {result.mean_reward}, KL {result.kl}, "
       f"CPU {train_cpu / 60:.2f} min, wall {train_wall / 60:.2f} min"
       + (" (stopped by the CPU budget)" if result.stopped_early else ""))
-curve = [(int(r.get("step", 0)), round(r["reward"], 3)) for r in result.log]
+curve = [(int(r.get("step", 0)), round(r["reward"], 3)) for r in result.log if "reward" in r]
 print("learning curve (step, mean reward):", curve)
 
 
@@ -200,7 +215,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 seed = default_seed()
 last = DAYS[-1]
 drifted = [f for f, v in conventions_for_day(last).items() if v != BASE[f]]
-sets = {"base": eval_items("base", args.eval_steps, seed),
+base_items = eval_items("base", args.eval_steps, seed)
+last_conv = conventions_for_day(last)
+sets = {"base": base_items,
+        # base-day steps whose right call the day's drift leaves unchanged
+        "base_undrifted": [i for i in base_items
+                           if make_task_like(i.task, last_conv).plan[:i.step + 1] == i.task.plan[:i.step + 1]],
         "drifted": day_items(last, args.eval_steps, True, seed),
         "day_other": day_items(last, args.eval_steps, False, seed)}
 tok = AutoTokenizer.from_pretrained(DEFAULT_CHECKPOINT)
@@ -223,12 +243,15 @@ summary = {
 }
 (OUT / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 print()
-print(f"| prm | steps | reward | KL | CPU min (wall) | base before→after | drifted {drifted} "
-      f"day {last} before→after | day {last} other calls before→after |")
-print("|---|---|---|---|---|---|---|---|")
+print(f"| prm | steps | reward | KL | CPU min (wall) | base before→after | base, undrifted calls "
+      f"before→after | drifted {drifted} day {last} before→after | day {last} other calls "
+      "before→after |")
+print("|---|---|---|---|---|---|---|---|---|")
 rw = f"{result.mean_reward:.3f}" if result.mean_reward is not None else "-"
 kl = f"{result.kl:.4f}" if result.kl is not None else "-"
 print(f"| {args.prm}{'+hindsight' if args.hindsight else ''} | {result.steps} | {rw} | {kl} | "
       f"{train_cpu / 60:.1f} ({train_wall / 60:.1f}) | "
-      f"{before['base']:.1%}→{after['base']:.1%} | {before['drifted']:.1%}→{after['drifted']:.1%} | "
+      f"{before['base']:.1%}→{after['base']:.1%} | "
+      f"{before['base_undrifted']:.1%}→{after['base_undrifted']:.1%} (n={len(sets['base_undrifted'])}) | "
+      f"{before['drifted']:.1%}→{after['drifted']:.1%} | "
       f"{before['day_other']:.1%}→{after['day_other']:.1%} |")
