@@ -38,6 +38,7 @@ class RLPlan:
     rl: Mapping[str, Any] = field(default_factory=lambda: {
         "num_generations": 8, "batch_size": 16, "max_completion_length": 64,
         "temperature": 1.0, "max_steps": 30, "learning_rate": 2e-3, "hindsight": True,
+        "stop_at_reward": 0.9, "stop_patience": 3,
         "save_steps": 10_000, "kl_samples": 8})
     focus: bool = True  # train only on the steps the evidence flags (see `flagged`)
 

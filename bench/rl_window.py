@@ -48,6 +48,8 @@ p.add_argument("--beta", type=float, default=0.0, help="KL anchor")
 p.add_argument("--hindsight", action="store_true", help="hindsight fixes as off-policy samples")
 p.add_argument("--focus", action="store_true",
                help="train only on steps the evidence flags (a refused call or a hindsight fix)")
+p.add_argument("--stop-at-reward", type=float, default=None,
+               help="stop once the mean reward stays at or above this for 3 logged steps")
 p.add_argument("--max-len", type=int, default=64, help="max completion tokens")
 p.add_argument("--eval-steps", type=int, default=100, help="teacher-forced steps per condition")
 p.add_argument("--adapter", type=Path, default=None, help="evaluate this adapter, train nothing")
@@ -164,7 +166,7 @@ targets: list[str] | str = args.targets if args.targets == "all-linear" else arg
 cfg = RLConfig(num_generations=args.G, batch_size=args.batch, max_completion_length=args.max_len,
                temperature=args.temperature, max_steps=args.steps, learning_rate=args.lr,
                beta=args.beta, lora_r=args.rank, lora_alpha=args.alpha, target_modules=targets,
-               hindsight=args.hindsight, save_steps=10_000, kl_samples=8, seed=args.seed)
+               hindsight=args.hindsight, stop_at_reward=args.stop_at_reward, save_steps=10_000, kl_samples=8, seed=args.seed)
 t_wall, t_cpu = time.monotonic(), cpu_seconds()
 budget_s = args.cpu_budget_min * 60
 if args.adapter is not None:  # evaluate an adapter trained before: no training

@@ -7,7 +7,10 @@
 3. `StepGRPOTrainer` (trainer/grpo.py) samples G completions per context, scores every
    step with `reward_fn` (trainer/rewards.py `StepRewards`, or any function of a recorded
    step and a sampled completion), and trains on per-token advantages;
-4. a `should_stop()` the scheduler passes is checked after every optimiser step: when it
+4. with `cfg.stop_at_reward`, training ends once the logged mean reward has stayed at or
+   above it for `cfg.stop_patience` logged steps (the samples already earn what the
+   rewards can give: more steps only move the policy further from the base);
+   a `should_stop()` the scheduler passes is checked after every optimiser step: when it
    says stop, the trainer saves a checkpoint and returns (`stopped_early`), and a later
    call with `resume_from` (a trl/transformers checkpoint folder, e.g.
    `latest_checkpoint(out_dir)`) continues from it with the same optimizer state;
@@ -75,7 +78,19 @@ def _callbacks(cfg: RLConfig, should_stop: Callable[[], bool] | None) -> tuple[A
     from transformers import TrainerCallback
 
     class Stop(TrainerCallback):
-        stopped = False
+        stopped = False  # by `should_stop` (paused: a checkpoint is saved to resume from)
+        saturated = False  # by `cfg.stop_at_reward` (done: nothing left to learn)
+        streak = 0
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> Any:
+            r = (logs or {}).get("reward")
+            if cfg.stop_at_reward is None or not isinstance(r, (int, float)) or math.isnan(r):
+                return control
+            self.streak = self.streak + 1 if r >= cfg.stop_at_reward else 0
+            if self.streak >= cfg.stop_patience:
+                self.saturated = True
+                control.should_training_stop = True
+            return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
             if should_stop is not None and should_stop():

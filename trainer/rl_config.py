@@ -31,6 +31,9 @@ class RLConfig:
     epsilon: float = 0.2
     num_iterations: int = 1
     beta: float = 0.0  # KL anchor to the base model (0: none)
+    # stop once the logged mean reward stays >= this for `stop_patience` logged steps (None: never)
+    stop_at_reward: float | None = None
+    stop_patience: int = 3
     # LoRA (peft)
     lora_r: int = 8
     lora_alpha: int = 16

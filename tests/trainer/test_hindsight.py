@@ -115,3 +115,17 @@ def test_without_the_option_no_sample_is_replaced(tmp_path: Path) -> None:
         warnings.simplefilter("ignore", FutureWarning)
         run.trainer.train()
     assert not [r for r in run.trainer.state.log_history if "hindsight/share" in r]
+
+
+def test_training_stops_once_the_reward_has_saturated(tmp_path: Path) -> None:
+    from trainer.rl import train
+
+    def always_right(step: Step, completion: Completion) -> list[float | None]:
+        return [1.0] * len(completion.steps)
+
+    cfg = RLConfig(max_steps=6, batch_size=4, num_generations=2, max_completion_length=16,
+                   kl_samples=1, stop_at_reward=0.9, stop_patience=2)
+    result = train(Split(train=[_fix_step(i) for i in range(2)]), POLICY, tmp_path, cfg,
+                   always_right)
+    assert (result.steps, result.stopped_early) == (2, False)
+    assert result.adapter_dir is not None and (result.adapter_dir / "adapter_config.json").is_file()
