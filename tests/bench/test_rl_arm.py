@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from bench.arms import ARMS
 from bench.report import window_table
@@ -52,33 +51,3 @@ def test_report_labels_the_verifier_window_an_upper_bound() -> None:
     assert "promoted | 25.0% -> 100.0% |" in table
     assert window_table({"arms": {"baseline": {}}}) == []
 
-
-def test_an_rl_arm_trains_gates_and_serves_its_window_between_days(tmp_path: Path) -> None:
-    """Real molt, the real driver: day 4's traffic, a window, day 5 served by what it decided."""
-    import sqlite3
-
-    from bench.arms import NO_LEARNING, Arm
-    from bench.runner import DEFAULT_CHECKPOINT, run_arm
-    from store.registry import Registry
-
-    plan = RLPlan(rl={"num_generations": 4, "batch_size": 8, "max_completion_length": 48,
-                      "max_steps": 6, "learning_rate": 2e-3, "hindsight": True,
-                      "save_steps": 10_000, "kl_samples": 2})
-    arm = Arm("rl-test", "rl on a small window", settings=lambda _d: dict(NO_LEARNING), rl=plan)
-    result = run_arm(arm, days=[4, 5], tasks_per_day=4, seed=0, out=tmp_path,
-                     checkpoint=DEFAULT_CHECKPOINT)
-    (window,) = result["windows"]
-    assert window["after_day"] == 4 and window["prm"] == "evidence"
-    assert window["steps_trained_on"] >= 1 and 1 <= window["steps"] <= 6
-    gate = window["gate"]
-    assert gate["status"] in ("promoted", "rejected") and gate["candidate"] == "v0001"
-    data = tmp_path / "rl-test" / "molt"
-    meta = Registry(data / "registry").get("default", "tiny", "v0001")
-    assert meta.status == ("active" if window["promoted"] else "candidate")
-    assert meta.eval_gate is not None and meta.eval_gate["status"] == gate["status"]
-    # day 5's main turns were served by what the gate decided (hot-swapped, no failed episode)
-    day5 = {tid for e in result["episodes"] if e["day"] == 5 for tid in e["turn_ids"]}
-    with sqlite3.connect(data / "molt.db") as db:
-        served = {v for (i, v) in db.execute("select id, weight_version from turns") if i in day5}
-    assert served == {"v0001" if window["promoted"] else "base"}
-    assert result["overall"]["errors"] == 0
