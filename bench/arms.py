@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.rl_arm import RLPlan
 from bench.toolworld import BASE, conventions_for_day, state_conventions
 from modeling.blocks import render_skills_block
 
@@ -35,6 +36,8 @@ class Arm:
     evolve_every: int = 0
     # molt's evolver loop runs on its default triggers (the report lists its evolutions)
     loop: bool = False
+    # Idle windows of RL (bench/rl_arm.py): train, gate and promote between days; None: never.
+    rl: RLPlan | None = None
 
 
 def _oracle_block(day: int) -> list[str]:
@@ -84,4 +87,11 @@ ARMS: dict[str, Arm] = {
         "(the runner's cadence, not a user's default)", settings=_skills(loop=False), evolve_every=2),
     "llm-skills": Arm("llm-skills", "skills written by an evolver model (MOLT_BENCH_EVOLVER_URL)",
                       settings=_skills(model=True), loop=True),
+    "rl": Arm("rl", "days of traffic, an idle window of RL on recorded evidence (LoRA, gated, "
+              "hot-swapped), more days; no skills", rl=RLPlan("evidence")),
+    "skills+rl": Arm("skills+rl", "skills as in `skills`, and RL on recorded evidence in the idle "
+                     "window", settings=_skills(), loop=True, rl=RLPlan("evidence")),
+    "rl-verifier-prm": Arm("rl-verifier-prm", "upper bound: toolworld's verifier as PRM (as rl, "
+                           "the window's rewards and gate from the hidden truth)",
+                           rl=RLPlan("verifier")),
 }

@@ -36,6 +36,7 @@ def markdown(report: dict[str, Any]) -> str:
         mark = " (drift)" if day in drifts else ""
         lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
     lines += gap_table(report)
+    lines += window_table(report)
     return "\n".join(lines) + "\n"
 
 
@@ -74,6 +75,33 @@ def gap_table(report: dict[str, Any]) -> list[str]:
             cells = [_fmt(gap_recovered(report, a, day, metric, part))
                      for part in ("per_day", "per_day_late") for a in learners]
             lines.append(f"| {day} | {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _num(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def window_table(report: dict[str, Any]) -> list[str]:
+    """Markdown rows: the rl arms' idle windows (bench/rl_arm.py), what they cost and decided."""
+    rows = [(name, w) for name, a in report["arms"].items() for w in a.get("windows") or []]
+    if not rows:
+        return []
+    lines = ["", "## RL idle windows", "",
+             ("| arm | after day | PRM | steps trained on | RL steps | mean reward | KL | "
+              "train CPU min | window CPU min (wall) | gate | held-out accuracy |"),
+             "|---" * 11 + "|"]
+    for name, w in rows:
+        gate = w.get("gate") or {}
+        held = (gate.get("heldout") or {})
+        ref, cand = (held.get("reference") or {}), (held.get("candidate") or {})
+        prm = "verifier (upper bound)" if w.get("prm") == "verifier" else w.get("prm", "-")
+        lines.append(
+            f"| {name} | {w.get('after_day')} | {prm} | {w.get('steps_trained_on', '-')} | "
+            f"{w.get('steps', '-')} | {_num(w.get('mean_reward'), '.3f')} | {_num(w.get('kl'), '.4f')} | "
+            f"{_num(w.get('train_cpu_min'), '.1f')} | {_num(w.get('window_cpu_min'), '.1f')} "
+            f"({_num(w.get('window_wall_min'), '.1f')}) | {gate.get('status', w.get('status', '-'))} | "
+            f"{_fmt(ref.get('accuracy'))} -> {_fmt(cand.get('accuracy'))} |")
     return lines
 
 

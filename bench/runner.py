@@ -95,6 +95,7 @@ def run_arm(
     per_day_late: dict[str, Any] = {}  # the day's second half: after the learners had time to learn
     episodes: list[dict[str, Any]] = []
     evolutions: list[dict[str, Any]] = []
+    windows: list[dict[str, Any]] = []  # the rl arms' idle windows (bench/rl_arm.py)
     done = 0
     started = time.time()
     try:
@@ -109,6 +110,9 @@ def run_arm(
             per_day[str(day)] = summarize(results)
             per_day_late[str(day)] = summarize(results[len(results) // 2:])
             episodes += [asdict(r) for r in results]
+            if arm.rl is not None and server is not None and day in arm.rl.windows_after(days):
+                windows.append({"after_day": day, **rl_window(arm, server.url, out, checkpoint,
+                                                             days, tasks_per_day, seed, episodes)})
         if server is not None and not arm.evolve_every and arm.loop:
             evolutions = loop_evolutions(server.url)
     finally:
@@ -120,7 +124,7 @@ def run_arm(
                else "evolver loop, default triggers" if arm.loop else "none")
     return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
             "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
-            "evolutions": evolutions, "cadence": cadence}
+            "evolutions": evolutions, "cadence": cadence, "windows": windows}
 
 
 def loop_evolutions(url: str) -> list[dict[str, Any]]:
@@ -135,6 +139,20 @@ def loop_evolutions(url: str) -> list[dict[str, Any]]:
                     "accepted": [p for p in proposals if p.get("status") == "accepted"],
                     "rejected": [p for p in proposals if p.get("status") != "accepted"]})
     return out
+
+
+def rl_window(arm: Arm, url: str, out: Path, checkpoint: Path, days: Sequence[int],
+              tasks_per_day: int, seed: int, episodes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The arm's idle window (bench/rl_arm.py) against its running molt."""
+    from bench.rl_arm import idle_window
+
+    assert arm.rl is not None
+    data_dir = out / arm.name / "molt"
+    tasks = {t.id: t for d in days for t in day_tasks(d, tasks_per_day, seed)}
+    task_of = {tid: tasks[e["task_id"]] for e in episodes for tid in e["turn_ids"]}
+    return idle_window(arm.rl, url=url, store_url=f"sqlite+aiosqlite:///{data_dir}/molt.db",
+                       registry_root=data_dir / "registry", checkpoint=checkpoint,
+                       out=out / arm.name / f"window-{len(episodes)}", task_of=task_of)
 
 
 def evolve(url: str, day: int) -> dict[str, Any]:

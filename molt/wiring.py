@@ -12,6 +12,7 @@ from molt.evolver_service import EvolverService
 from molt.evolver_service import build_router as build_evolver_router
 from molt.trainer_service import PartsFactory, TrainerService
 from molt.trainer_service import build_router as build_trainer_router
+from molt.ui_jobs import StoreJobs
 from proxy.app import create_app
 from proxy.context_injection import ContextService
 from proxy.routes import admin_skills, admin_tenants, admin_versions
@@ -117,12 +118,13 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
         return create_app(settings, serve_api=False, services=[skills, evolver, trainer])
     context = ContextService()
     tafc = TafcService(settings.tafc)
+    jobs = StoreJobs(lambda: trainer.store, settings.trainer.method)
     return create_app(
         settings, backend_factories=backend_factories(settings),
         request_hooks=[skills.hook, context.hook, tafc],
         routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
                  build_evolver_router(evolver, [skills.changed, context.changed]),
-                 build_ui_router(lambda: skills), build_trainer_router(trainer),
+                 build_ui_router(lambda: skills, jobs=jobs), build_trainer_router(trainer),
                  admin_tenants.build_router(lambda: tafc)],
         # order matters: the evolver needs the started skill library
         services=[skills, context, tafc, evolver, trainer],

@@ -13,8 +13,10 @@ Held out for evaluation: whole sessions, chosen by a hash of the session id and 
 (`sha256(seed:session) < heldout_fraction`), so the same session is held out in every
 window. Retention: turns of earlier generations (older tasks: what the policy must not
 forget), a seeded sample of at most `retention_size`. Every step carries its rewards
-(trainer/rewards.py, from the next request and the feedback rows) and the weight version
-that produced it.
+(trainer/rewards.py, from the next request and the feedback rows), the weight version
+that produced it, and, when a call of it was refused (an error result) and the agent
+later called the same tool and it ran, that later call in its place (`hindsight`: a
+hindsight relabel the trainer may use as an off-policy sample, trainer/grpo.py).
 
 `to_dataset` gives a `datasets.Dataset` trl consumes as it is: `prompt` is the
 conversation (OpenAI messages, content as text, tool-call arguments as JSON strings), and
@@ -42,6 +44,7 @@ from store.feedback import FeedbackStore
 from store.skills.revisions import RevisionStore
 from store.trajectories import TrajectoryStore
 from trainer.errors import NotEnoughData
+from trainer.evidence import call_outcomes
 from trainer.rewards import RewardWeights, fill_rewards, recorded_scores
 from trainer.types import JSON, Split, Step
 
@@ -132,6 +135,45 @@ def step_of(turn: Mapping[str, Any], next_turn: Mapping[str, Any] | None,
     return fill_rewards(step, recorded_scores(completion, next_messages, feedback, weights), weights)
 
 
+def _calls(turn: Mapping[str, Any]) -> list[JSON]:
+    return [dict(c) for c in turn.get("tool_calls") or [] if isinstance(c, Mapping)]
+
+
+def _outcomes(rows: Sequence[Mapping[str, Any]], i: int) -> list[bool | None]:
+    """Per call of turn i: error (True), ran (False), no result seen (None)."""
+    nxt = rows[i + 1] if i + 1 < len(rows) else None
+    return call_outcomes(_calls(rows[i]), (nxt.get("request") or {}).get("messages") if nxt else None)
+
+
+def _tool(call: Mapping[str, Any]) -> str:
+    return str((call.get("function") or {}).get("name") or "")
+
+
+def hindsight_fix(rows: Sequence[Mapping[str, Any]], i: int) -> JSON | None:
+    """Turn i's message with each refused call replaced by the agent's own later fix.
+
+    A call is refused when its result in the next request is an error. Its fix is the
+    first later call in the session to the same tool whose result is not an error. None
+    when no call of turn i was refused, or one was never fixed.
+    """
+    calls = _calls(rows[i])
+    outcomes = _outcomes(rows, i)
+    if not calls or True not in outcomes:
+        return None
+    later = [(c, o) for j in range(i + 1, len(rows))
+             for c, o in zip(_calls(rows[j]), _outcomes(rows, j), strict=True)]
+    fixed: list[JSON] = []
+    for call, refused in zip(calls, outcomes, strict=True):
+        if refused is not True:
+            fixed.append(call)
+            continue
+        fix = next((c for c, o in later if o is False and _tool(c) == _tool(call)), None)
+        if fix is None:
+            return None
+        fixed.append({**fix, "id": call.get("id")})
+    return {"role": "assistant", "content": None, "tool_calls": fixed}
+
+
 def _sessions(turns: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
     out: dict[str, list[Mapping[str, Any]]] = {}
     for turn in turns:
@@ -174,6 +216,7 @@ async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None
             step = step_of(turn, nxt, by_turn.get(str(turn["id"]), []), weights)
             if step is None:
                 continue
+            step.hindsight = hindsight_fix(rows, i)
             if not current:
                 older.append(step)
             elif is_heldout(sid, cfg.heldout_fraction, cfg.seed):
@@ -236,6 +279,7 @@ def to_row(step: Step) -> JSON:
         "reward": step.reward, "rewards": json.dumps(step.rewards),
         "step_rewards": list(step.step_rewards),
         "step_scores": json.dumps(step.step_scores),
+        "hindsight_json": json.dumps(step.hindsight, ensure_ascii=False) if step.hindsight else None,
     }
 
 

@@ -17,6 +17,17 @@ Why a subclass (trl 1.16):
   evolver's context Pareto front) before it is sampled; the G rollouts of a context may
   draw different blocks and share one group advantage (arXiv 2605.12484).
 - Distillation (trainer/distill.py) adds a token-level term to the advantages.
+- Hindsight samples (`hindsight=True`, off by default). When a context's recorded step has
+  a hindsight fix (trainer/data.py `hindsight_fix`: the agent's own later call that ran,
+  in place of the refused one), the last of its G samples is replaced by that fix,
+  written as the model writes calls and ended with EOS. It is scored by the same reward
+  function as the sampled ones (it earns nothing for being a fix), so it only helps when
+  the rewards rank it above the samples. Rare right answers are what GRPO cannot learn
+  from: a group whose samples all repeat the refused call has no variance. With the fix
+  in the group and `num_iterations=1` (the sample's old log-probabilities are the
+  current ones, ratio 1), its term is an advantage-weighted likelihood term on the fix:
+  rejection-sampling / RAFT-style supervision on hindsight-relabelled data (HER),
+  inside the GRPO loss. The metric `hindsight/share` is the share of rows replaced.
 Sampling, the clipped policy loss, the KL anchor (`beta`), logging and checkpoints are
 trl's own, so one GPU and several (accelerate) work as trl does.
 """
@@ -35,6 +46,7 @@ from trl.trainer.grpo_trainer import GRPOTrainer
 from modeling.chat import render_prompt
 from trainer.advantages import (
     Completion,
+    message_steps,
     parse_completion,
     process_advantages,
     token_advantages,
@@ -90,7 +102,7 @@ class StepGRPOTrainer(GRPOTrainer):
     def __init__(self, *, model: Any, step_reward: StepReward, blocks: Sequence[str] = (),
                  block_probability: float = 1.0, skip_constant_groups: bool = True,
                  distill_coef: float = 0.0, distill_clip: float = 5.0, seed: int = 0,
-                 **kwargs: Any) -> None:
+                 hindsight: bool = False, **kwargs: Any) -> None:
         super().__init__(model=model, reward_funcs=[step_reward], **kwargs)
         self.step_reward = step_reward
         self.blocks = list(blocks)
@@ -98,6 +110,7 @@ class StepGRPOTrainer(GRPOTrainer):
         self.skip_constant_groups = skip_constant_groups
         self.distill_coef = distill_coef
         self.distill_clip = distill_clip
+        self.hindsight = hindsight
         self._rng = random.Random(seed)
         self._batch_inputs: list[dict[str, Any]] | None = None
 
@@ -113,6 +126,35 @@ class StepGRPOTrainer(GRPOTrainer):
             raise RuntimeError("prompts must be tokenized inside _generate_and_score_completions")
         ids = [render_prompt(self.processing_class, p, _tools(r)) for p, r in zip(prompts, rows, strict=True)]
         return ids, None, {}
+
+    # -- hindsight samples -------------------------------------------------------
+    def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any,
+                              num_generations: Any, *args: Any, **kwargs: Any) -> Any:
+        completion_ids, logprobs = super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
+        rows = self._batch_inputs
+        if not self.hindsight or rows is None or len(rows) != len(completion_ids):
+            return completion_ids, logprobs
+        group = int(self.num_generations or 1)
+        first = self.accelerator.process_index * len(rows)
+        replaced = 0
+        for i, row in enumerate(rows):
+            # the last member of each group (groups are consecutive across processes)
+            if (first + i) % group != group - 1 or not row.get("hindsight_json"):
+                continue
+            completion_ids[i] = self._hindsight_ids(json.loads(row["hindsight_json"]))
+            replaced += 1
+            if logprobs is not None:  # sampling log-probabilities: not sampled, none known
+                logprobs[i] = [0.0] * len(completion_ids[i])
+        mode = "train" if getattr(self.model, "training", False) else "eval"
+        self._metrics[mode]["hindsight/share"].append(replaced / max(len(rows), 1))
+        return completion_ids, logprobs
+
+    def _hindsight_ids(self, message: Mapping[str, Any]) -> list[int]:
+        text = message_steps(message).text
+        ids = [int(t) for t in self.processing_class(text, add_special_tokens=False)["input_ids"]]
+        ids = ids[: max(self.max_completion_length - 1, 1)]
+        return ids + [int(self.eos_token_ids[0])]
 
     # -- advantages --------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,10 @@
 3. `StepGRPOTrainer` (trainer/grpo.py) samples G completions per context, scores every
    step with `reward_fn` (trainer/rewards.py `StepRewards`, or any function of a recorded
    step and a sampled completion), and trains on per-token advantages;
-4. a `should_stop()` the scheduler passes is checked after every optimiser step: when it
+4. with `cfg.stop_at_reward`, training ends once the logged mean reward has stayed at or
+   above it for `cfg.stop_patience` logged steps (the samples already earn what the
+   rewards can give: more steps only move the policy further from the base);
+   a `should_stop()` the scheduler passes is checked after every optimiser step: when it
    says stop, the trainer saves a checkpoint and returns (`stopped_early`), and a later
    call with `resume_from` (a trl/transformers checkpoint folder, e.g.
    `latest_checkpoint(out_dir)`) continues from it with the same optimizer state;
@@ -75,7 +78,19 @@ def _callbacks(cfg: RLConfig, should_stop: Callable[[], bool] | None) -> tuple[A
     from transformers import TrainerCallback
 
     class Stop(TrainerCallback):
-        stopped = False
+        stopped = False  # by `should_stop` (paused: a checkpoint is saved to resume from)
+        saturated = False  # by `cfg.stop_at_reward` (done: nothing left to learn)
+        streak = 0
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> Any:
+            r = (logs or {}).get("reward")
+            if cfg.stop_at_reward is None or not isinstance(r, (int, float)) or math.isnan(r):
+                return control
+            self.streak = self.streak + 1 if r >= cfg.stop_at_reward else 0
+            if self.streak >= cfg.stop_patience:
+                self.saturated = True
+                control.should_training_stop = True
+            return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
             if should_stop is not None and should_stop():
@@ -141,7 +156,7 @@ def build(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
             callbacks=[stop, beside], step_reward=StepReward(reward_fn, steps, base.tokenizer),
             blocks=blocks, block_probability=cfg.block_probability,
             skip_constant_groups=cfg.skip_constant_groups, distill_coef=cfg.distill_coef,
-            distill_clip=cfg.distill_clip, seed=cfg.seed,
+            distill_clip=cfg.distill_clip, seed=cfg.seed, hindsight=cfg.hindsight,
         )
     return Run(trainer, base, stop)
 
@@ -160,8 +175,10 @@ def train(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
         warnings.simplefilter("ignore", FutureWarning)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     log = [{k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
-           for row in trainer.state.log_history if "reward" in row]
-    rewards = [r["reward"] for r in log if not math.isnan(r["reward"])]
+           for row in trainer.state.log_history if "reward" in row or "loss" in row]
+    log = [r for r in log if "loss" in r or "reward" in r]
+    # a logged step whose completions all got no reward logs none (trl writes None)
+    rewards = [r["reward"] for r in log if "reward" in r and not math.isnan(r["reward"])]
     model = trainer.accelerator.unwrap_model(trainer.model)
     kl = estimate_kl(model, run.base.tokenizer, split.train[: cfg.kl_samples], cfg, eos_ids(run.base))
     adapter = out_dir / ADAPTER

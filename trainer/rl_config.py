@@ -31,6 +31,9 @@ class RLConfig:
     epsilon: float = 0.2
     num_iterations: int = 1
     beta: float = 0.0  # KL anchor to the base model (0: none)
+    # stop once the logged mean reward stays >= this for `stop_patience` logged steps (None: never)
+    stop_at_reward: float | None = None
+    stop_patience: int = 3
     # LoRA (peft)
     lora_r: int = 8
     lora_alpha: int = 16
@@ -41,6 +44,9 @@ class RLConfig:
     # skill-conditioned distillation (trainer/distill.py): 0 turns it off
     distill_coef: float = 0.0
     distill_clip: float = 5.0
+    # hindsight samples (trainer/grpo.py): the recorded step's hindsight fix replaces the
+    # last of its G samples (an off-policy, RAFT-style supervised term; off by default)
+    hindsight: bool = False
     # fast-slow training: probability that a rollout draws one of the extra system blocks
     block_probability: float = 1.0
     # checkpoints (for pause/resume) and logs

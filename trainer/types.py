@@ -49,6 +49,10 @@ class Step:
     step_rewards: list[float | None] = field(default_factory=list)
     # per step of `completion`: source -> score, what `step_rewards` combines
     step_scores: list[dict[str, float]] = field(default_factory=list)
+    # the agent's own later fix, in hindsight (trainer/data.py `hindsight_fix`): this
+    # message with every refused call replaced by the same tool's later call that ran;
+    # None when no call of the step was refused or a refused one was never fixed
+    hindsight: JSON | None = None
 
 
 @dataclass(slots=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -28,6 +30,18 @@ pytestmark = [
 ]
 KEY = "train-e2e-admin-key-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _training_page(url: str) -> str:
+    """/ui/training as an admin sees it, logged in through the dashboard's own form."""
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as c:
+        form = c.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        r = c.post("/ui/login", data={"csrf": csrf.group(1), "key": KEY},
+                   headers={"Origin": url})
+        assert r.status_code in (302, 303), r.text[:300]
+        return c.get("/ui/training").text
 
 
 @pytest.mark.parametrize("method", ["lora_rl", "ttt"])
@@ -62,6 +76,7 @@ def test_molt_train_now_trains_and_gates_a_version_on_recorded_days(
                              cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
         assert out.returncode == 0, out.stderr[-2000:]
         job = json.loads(out.stdout)
+        page = _training_page(srv.url)
         hist = subprocess.run([sys.executable, "-m", "molt", "train", "history", "--json"],
                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                               check=True)
@@ -73,4 +88,6 @@ def test_molt_train_now_trains_and_gates_a_version_on_recorded_days(
     meta = Registry(settings.registry_root()).get("default", "tiny", job["version"])
     assert meta.kind == ("lora" if method == "lora_rl" else "ttt_delta")
     assert meta.eval_gate is not None
+    # the dashboard's training page lists the job, with its version
+    assert job["id"] in page and job["version"] in page
     assert meta.eval_gate["heldout"]["candidate"]["model"].endswith("@" + job["version"])

@@ -1,0 +1,163 @@
+"""The idle window of the rl arms of `molt bench run`, in-process against the arm's molt.
+
+One window: the arm's molt has had days of traffic and now sees none. From its store,
+the trainer's parts run in order (the scheduler's job orchestration lands apart):
+query data (`trainer.data.load_split`), step rewards (recorded evidence with molt's
+`EvidenceChecks`; or, for the labelled upper bound, toolworld's verifier), a LoRA trained
+by `trainer.rl.train` within a CPU budget, registered as a candidate, judged by the eval
+gate through the running molt (`HTTPGenerate`), and promoted through the real registry,
+so serving hot-swaps before the next day.
+
+`VerifierCheck` reads the benchmark's hidden truth: it lives here, never in trainer/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.toolworld import Task, Verifier, calls_from_messages
+from trainer.types import Step
+
+TENANT_NAME = "default"  # the open-mode tenant the driver's requests run as
+BASE_NAME = "tiny"
+
+
+@dataclass(frozen=True)
+class RLPlan:
+    """What an rl arm's idle windows do."""
+
+    prm: str = "evidence"  # "evidence" (what molt sees) or "verifier" (upper bound)
+    cpu_minutes: float = 15.0  # training stops (checkpointed) past this much process CPU time
+    # RLConfig fields (the tuned window of bench/rl_window.py, see dev/LOG.md)
+    rl: Mapping[str, Any] = field(default_factory=lambda: {
+        "num_generations": 8, "batch_size": 16, "max_completion_length": 64,
+        "temperature": 1.0, "max_steps": 30, "learning_rate": 2e-3, "hindsight": True,
+        "stop_at_reward": 0.9, "stop_patience": 3,
+        "save_steps": 10_000, "kl_samples": 8})
+    focus: bool = True  # train only on the steps the evidence flags (see `flagged`)
+
+    def windows_after(self, days: Sequence[int]) -> set[int]:
+        """One window, after the first half of the days (days of traffic, window, more days)."""
+        return {days[len(days) // 2 - 1]} if len(days) >= 2 else set()
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time (all threads) plus its finished children's."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def flagged(steps: Sequence[Step]) -> list[Step]:
+    """Steps the evidence flags: a hindsight fix or a negative step reward.
+
+    The others are contexts the policy already handles; their groups are constant and
+    GRPO skips them, so they only cost sampling.
+    """
+    return [s for s in steps if s.hindsight or any(r is not None and r < 0 for r in s.step_rewards)]
+
+
+class VerifierCheck:
+    """Upper bound only: toolworld's verifier scores a candidate message (+1 right, -1 wrong)."""
+
+    def __init__(self, task_of: Mapping[str, Task]) -> None:
+        self.task_of = dict(task_of)  # turn id -> the task its episode played
+
+    def __call__(self, step: Step, completion: Mapping[str, Any]) -> float | None:
+        task = self.task_of.get(step.turn_id)
+        if task is None:
+            return None
+        history = calls_from_messages(step.messages)
+        calls = completion.get("tool_calls") or []
+        if not calls:  # a final answer: right only once the plan is done
+            return 1.0 if Verifier(task).progress(history) >= len(task.plan) else -1.0
+        fn = calls[0].get("function") or {}
+        verdict = Verifier(task).score_step(history, str(fn.get("name")), fn.get("arguments") or "{}")
+        return 1.0 if verdict.ok else -1.0
+
+
+async def _load(store_url: str, prm: str) -> tuple[str, Any, Any]:
+    from molt.train_checks import EvidenceChecks
+    from store.database import Database
+    from store.feedback import FeedbackStore
+    from store.settings import StoreSettings
+    from store.trajectories import TrajectoryStore
+    from trainer.data import DataConfig, load_split
+    from trainer.rewards import RewardWeights
+
+    db = await Database.open(StoreSettings(url=store_url))
+    try:
+        turns = [r for r in await TrajectoryStore(db).turns_since(0.0) if r.get("turn_type") == "main"]
+        if not turns:
+            raise RuntimeError("no recorded traffic to train on")
+        tenant_id = str(turns[0]["tenant_id"])
+        weights = RewardWeights(verifier=1.0) if prm == "verifier" else RewardWeights()
+        split = await load_split(db, tenant_id, DataConfig(heldout_fraction=0.2), weights)
+        checks = await EvidenceChecks.mine(TrajectoryStore(db), FeedbackStore(db), tenant_id)
+    finally:
+        await db.close()
+    return tenant_id, split, checks
+
+
+def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
+                checkpoint: Path, out: Path, task_of: Mapping[str, Task]) -> dict[str, Any]:
+    """One idle window against the running molt at `url`; its figures, for the report."""
+    from molt.train_generate import HTTPGenerate
+    from store.registry import Registry
+    from store.registry_check import base_fingerprint
+    from trainer.gate import EvalGate, register_candidate
+    from trainer.gate_config import GateConfig
+    from trainer.rewards import RewardWeights, StepRewards
+    from trainer.rl import train
+    from trainer.rl_config import RLConfig
+
+    t_wall, t_cpu = time.monotonic(), cpu_seconds()
+    tenant_id, split, evidence = asyncio.run(_load(store_url, plan.prm))
+    if plan.prm == "verifier":
+        weights = RewardWeights(evidence=0.0, prm=0.0, judge=0.0, verifier=1.0)
+        check: Any = VerifierCheck(task_of)
+        checks = {"verifier": check}
+    else:
+        weights, check = RewardWeights(), evidence
+        checks = {"evidence": evidence}
+    n_train = len(split.train)
+    if plan.focus:
+        split.train = flagged(split.train)
+    report: dict[str, Any] = {"prm": plan.prm, "steps_recorded": n_train,
+                              "steps_trained_on": len(split.train),
+                              "heldout": len(split.heldout), "retention": len(split.retention)}
+    if not split.train:
+        return {**report, "status": "no flagged steps: nothing to train"}
+    budget = plan.cpu_minutes * 60
+    result = train(split, checkpoint, out, RLConfig(**dict(plan.rl)), StepRewards(weights, checks=checks),
+                   should_stop=lambda: cpu_seconds() - t_cpu > budget)
+    train_cpu = cpu_seconds() - t_cpu
+    report.update(steps=result.steps, mean_reward=result.mean_reward, kl=result.kl,
+                  stopped_by_budget=result.stopped_early, train_cpu_min=train_cpu / 60,
+                  curve=[(int(r.get("step", 0)), r["reward"]) for r in result.log if "reward" in r])
+    registry = Registry(registry_root)
+    meta = register_candidate(registry, TENANT_NAME, BASE_NAME, result.adapter_dir or out, kind="lora",
+                              base_model=BASE_NAME, base_hash=base_fingerprint(checkpoint),
+                              config={**dict(plan.rl), "prm": plan.prm, "focus": plan.focus},
+                              metrics={"steps": result.steps, "mean_reward": result.mean_reward,
+                                       "kl": result.kl, "train_cpu_min": train_cpu / 60})
+    gen = HTTPGenerate(url + "/v1", None, tenant=TENANT_NAME, max_tokens=96)
+
+    async def judge() -> Any:
+        try:
+            gate = EvalGate(registry, gen, check, GateConfig(min_heldout=4),
+                            base_dirs={BASE_NAME: checkpoint})
+            return await gate.judge(TENANT_NAME, BASE_NAME, BASE_NAME, meta.version, split)
+        finally:
+            await gen.aclose()
+
+    gate = asyncio.run(judge())
+    report.update(version=meta.version, gate=gate.to_dict(), promoted=gate.promoted,
+                  tenant_id=tenant_id, window_cpu_min=(cpu_seconds() - t_cpu) / 60,
+                  window_wall_min=(time.monotonic() - t_wall) / 60)
+    return report
