@@ -12,10 +12,11 @@ inference) is not given in the paper's summary; 1.0 is our default.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from store.config_files import config_dict, config_from_dict, read_config, save_config
 
 CONFIG_FILE = "ttt_config.json"
 TARGETS = ("hidden", "embedding")
@@ -64,25 +65,18 @@ class TTTConfig:
         return chosen
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TTTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TTT config keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return config_from_dict(cls, data, "TTT")
 
     def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
-        return path
+        return save_config(self, folder, CONFIG_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> TTTConfig:
-        return cls.from_dict(json.loads((Path(folder) / CONFIG_FILE).read_text()))
+        return cls.from_dict(read_config(folder, CONFIG_FILE))
 
 
 def tiny_policy_config() -> TTTConfig:

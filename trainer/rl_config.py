@@ -9,10 +9,11 @@ means "bf16 when a GPU supports it".
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from store.config_files import config_dict, config_from_dict, read_config, save_config
 
 CONFIG_FILE = "rl_config.json"
 
@@ -70,22 +71,15 @@ class RLConfig:
             raise ValueError("block_probability must be in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RLConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown RL config keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return config_from_dict(cls, data, "RL")
 
     def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
-        return path
+        return save_config(self, folder, CONFIG_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> RLConfig:
-        return cls.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+        return cls.from_dict(read_config(folder, CONFIG_FILE))

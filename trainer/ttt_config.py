@@ -8,12 +8,12 @@ model; a 1M-parameter policy with a few hundred steps needs a far larger rate.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modeling.ttt_config import TTTConfig, tiny_policy_config
+from store.config_files import config_dict, config_from_dict, read_config, save_config
 
 CONFIG_FILE = "ttt_train_config.json"
 
@@ -48,22 +48,15 @@ class TTTTrainConfig:
             raise ValueError("delta_scale must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TTTTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TTT training config keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return config_from_dict(cls, data, "TTT training")
 
     def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
-        return path
+        return save_config(self, folder, CONFIG_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> TTTTrainConfig:
-        return cls.from_dict(json.loads((Path(folder) / CONFIG_FILE).read_text()))
+        return cls.from_dict(read_config(folder, CONFIG_FILE))
