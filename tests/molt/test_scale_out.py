@@ -32,6 +32,7 @@ from store.settings import StoreSettings
 from store.trajectories import TrajectoryStore
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.server import free_port
+from tests.store.conftest import _reset_pg
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = os.environ.get("MOLT_TEST_PG_URL")
@@ -88,6 +89,9 @@ class Procs:
 
 @pytest.fixture
 def procs(tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Procs]:
+    # a blank database: keys other tests left there would close the proxies (no open mode)
+    assert PG is not None
+    asyncio.run(_reset_pg(PG))
     p = Procs(tmp_path, fake_llm.url)  # type: ignore[attr-defined]
     yield p
     p.stop_all()

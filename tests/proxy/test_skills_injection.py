@@ -220,10 +220,10 @@ def test_replay_injects_a_proposals_candidate_library(fake_llm: FakeLLM, m: Any)
 
     ask(m, TRAVEL)
     tenant_id = m.run(m.state.keys.tenant_by_name("default")).id
-    ops = [{"op": "add", "name": "pack-for-trips", "turn_ids": ["turn_x"],
+    ops = [{"op": "add", "name": "pack-for-trips", "turn_ids": ["turn_x"], "reason": "trips",
             "description": "Use when booking flights and hotels for a trip abroad: pack "
                            "passport, charger and tickets.", "body": "1. Check the passport."},
-           {"op": "retire", "name": "book-travel"}]
+           {"op": "retire", "name": "book-travel", "reason": "replaced"}]
     m.run(EvolutionStore(m.state.db).add_proposal(Proposal(
         "prop_1", tenant_id, None, time.time(), "llm", "pending", ops, "test", None, None, None)))
     client = openai.OpenAI(base_url=m.base_url, api_key="x", max_retries=0)
