@@ -39,6 +39,8 @@ class EpisodeResult:
     # Steps whose right call depends on a drifted (non-base) convention.
     affected_steps: int = 0
     affected_ok: int = 0
+    # Steps whose right call is as on a base day (no drifted convention in it).
+    unaffected_ok: int = 0
     error: str | None = None
 
 
@@ -133,6 +135,7 @@ class AgentDriver:
             turn_ids=turn_ids, tool_errors=tool_errors,
             affected_steps=sum(1 for st in episode.step_scores if st.affected),
             affected_ok=sum(1 for st in episode.step_scores if st.affected and st.ok),
+            unaffected_ok=sum(1 for st in episode.step_scores if not st.affected and st.ok),
             error=error,
         )
 

@@ -90,7 +90,8 @@ ARMS: dict[str, Arm] = {
     "rl": Arm("rl", "days of traffic, an idle window of RL on recorded evidence (LoRA, gated, "
               "hot-swapped), more days; no skills", rl=RLPlan("evidence")),
     "skills+rl": Arm("skills+rl", "skills as in `skills`, and RL on recorded evidence in the idle "
-                     "window", settings=_skills(), loop=True, rl=RLPlan("evidence")),
+                     "window, with skill-conditioned distillation on the steps served with skills",
+                     settings=_skills(), loop=True, rl=RLPlan("evidence", distill=1.0)),
     "rl-verifier-prm": Arm("rl-verifier-prm", "upper bound: toolworld's verifier as PRM (as rl, "
                            "the window's rewards and gate from the hidden truth)",
                            rl=RLPlan("verifier")),

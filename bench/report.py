@@ -36,6 +36,7 @@ def markdown(report: dict[str, Any]) -> str:
         mark = " (drift)" if day in drifts else ""
         lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
     lines += gap_table(report)
+    lines += drift_table(report)
     lines += window_table(report)
     return "\n".join(lines) + "\n"
 
@@ -82,6 +83,20 @@ def _num(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def drift_table(report: dict[str, Any]) -> list[str]:
+    """Per day: accuracy on the steps a drift changed, and on the steps it left as on a base day."""
+    arms = report["arms"]
+    lines = ["", "## Per day: drift-affected steps / base-convention steps (step accuracy)", "",
+             "| day | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for day in report["days"]:
+        cells = []
+        for a in arms.values():
+            d = a["per_day"].get(str(day)) or {}
+            cells.append(f"{_fmt(d.get('affected_accuracy'))} / {_fmt(d.get('unaffected_accuracy'))}")
+        lines.append(f"| {day} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def window_table(report: dict[str, Any]) -> list[str]:
     """Markdown rows: the rl arms' idle windows (bench/rl_arm.py), what they cost and decided."""
     rows = [(name, w) for name, a in report["arms"].items() for w in a.get("windows") or []]
@@ -102,7 +117,26 @@ def window_table(report: dict[str, Any]) -> list[str]:
             f"{_num(w.get('train_cpu_min'), '.1f')} | {_num(w.get('window_cpu_min'), '.1f')} "
             f"({_num(w.get('window_wall_min'), '.1f')}) | {gate.get('status', w.get('status', '-'))} | "
             f"{_fmt(ref.get('accuracy'))} -> {_fmt(cand.get('accuracy'))} |")
-    return lines
+    return lines + agreement_table(rows)
+
+
+def agreement_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """How good each PRM source is: the share of steps whose reward sign matches the verifier's."""
+    out = ["", "### Step rewards' agreement with the verifier (the report's check, never training's)",
+           "", "| arm | after day | source | steps | agreement |", "|---|---|---|---|---|"]
+    for name, w in rows:
+        agreement = w.get("agreement_with_verifier") or {}
+        for source, a in sorted((agreement.get("recorded") or {}).items()):
+            out.append(f"| {name} | {w.get('after_day')} | {source} (recorded) | {a['steps']} | "
+                       f"{_fmt(a['agreement'])} |")
+        learned = agreement.get("learned_prm") or {}
+        if "agreement" in learned:
+            out.append(f"| {name} | {w.get('after_day')} | learned PRM (held-out, fitted on "
+                       f"{learned['labels']} labels) | {learned['heldout_steps']} | "
+                       f"{_fmt(learned['agreement'])} |")
+        elif learned:
+            out.append(f"| {name} | {w.get('after_day')} | learned PRM | - | {learned.get('status')} |")
+    return out if len(out) > 5 else []
 
 
 def plot(report: dict[str, Any], path: Path, metric: str, title: str) -> None:

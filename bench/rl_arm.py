@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.toolworld import Task, Verifier, calls_from_messages
-from trainer.types import Step
+from trainer.types import Split, Step
 
 TENANT_NAME = "default"  # the open-mode tenant the driver's requests run as
 BASE_NAME = "tiny"
@@ -41,6 +41,9 @@ class RLPlan:
         "stop_at_reward": 0.9, "stop_patience": 3,
         "save_steps": 10_000, "kl_samples": 8})
     focus: bool = True  # train only on the steps the evidence flags (see `flagged`)
+    # skill-conditioned distillation (RLConfig.distill_coef): steps served with skills are
+    # trained too, the model with the skills in context as teacher, so skills move into weights
+    distill: float = 0.0
 
     def windows_after(self, days: Sequence[int]) -> set[int]:
         """One window, after the first half of the days (days of traffic, window, more days)."""
@@ -53,13 +56,15 @@ def cpu_seconds() -> float:
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
-def flagged(steps: Sequence[Step]) -> list[Step]:
-    """Steps the evidence flags: a hindsight fix or a negative step reward.
+def flagged(steps: Sequence[Step], *, served_skills: bool = False) -> list[Step]:
+    """Steps the evidence flags: a hindsight fix or a negative step reward; with
+    `served_skills`, also the steps molt served with skills (distillation's teacher context).
 
     The others are contexts the policy already handles; their groups are constant and
     GRPO skips them, so they only cost sampling.
     """
-    return [s for s in steps if s.hindsight or any(r is not None and r < 0 for r in s.step_rewards)]
+    return [s for s in steps if s.hindsight or any(r is not None and r < 0 for r in s.step_rewards)
+            or (served_skills and s.served_messages is not None)]
 
 
 class VerifierCheck:
@@ -79,6 +84,32 @@ class VerifierCheck:
         fn = calls[0].get("function") or {}
         verdict = Verifier(task).score_step(history, str(fn.get("name")), fn.get("arguments") or "{}")
         return 1.0 if verdict.ok else -1.0
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def learned_prm_agreement(checkpoint: Path, split: Split) -> dict[str, Any]:
+    """How good a learned PRM is: fitted on the train steps' evidence labels, it scores the
+    held-out steps' recorded answers; the share whose sign matches the verifier's (report only).
+    """
+    from modeling.loading import load_base
+    from trainer.advantages import message_steps
+    from trainer.prm import fit_or_none
+
+    prm, fitted = fit_or_none(load_base(checkpoint), split.train)
+    if prm is None or fitted is None:
+        return {"status": "not enough labels (the evidence needs good and bad steps)"}
+    n = agree = 0
+    for step in split.heldout:
+        comp = message_steps(step.completion)
+        for scores, value in zip(step.step_scores, prm.score(step, comp), strict=False):
+            if "verifier" in scores and value is not None:
+                n += 1
+                agree += int(_sign(value) == _sign(scores["verifier"]))
+    return {"labels": fitted.examples, "train_accuracy": fitted.train_accuracy,
+            "heldout_steps": n, "agreement": agree / n if n else None}
 
 
 async def _load(store_url: str, prm: str) -> tuple[str, Any, Any]:
@@ -112,7 +143,7 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
     from store.registry_check import base_fingerprint
     from trainer.gate import EvalGate, register_candidate
     from trainer.gate_config import GateConfig
-    from trainer.rewards import RewardWeights, StepRewards
+    from trainer.rewards import RewardWeights, StepRewards, source_agreement
     from trainer.rl import train
     from trainer.rl_config import RLConfig
 
@@ -126,15 +157,20 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
         weights, check = RewardWeights(), evidence
         checks = {"evidence": evidence}
     n_train = len(split.train)
+    report_agreement = {
+        "recorded": source_agreement(split.train + split.heldout),  # each source vs the verifier
+        "learned_prm": learned_prm_agreement(checkpoint, split)}
     if plan.focus:
-        split.train = flagged(split.train)
+        split.train = flagged(split.train, served_skills=plan.distill > 0)
     report: dict[str, Any] = {"prm": plan.prm, "steps_recorded": n_train,
                               "steps_trained_on": len(split.train),
-                              "heldout": len(split.heldout), "retention": len(split.retention)}
+                              "heldout": len(split.heldout), "retention": len(split.retention),
+                              "agreement_with_verifier": report_agreement}
     if not split.train:
         return {**report, "status": "no flagged steps: nothing to train"}
     budget = plan.cpu_minutes * 60
-    result = train(split, checkpoint, out, RLConfig(**dict(plan.rl)), StepRewards(weights, checks=checks),
+    rl_fields = {**dict(plan.rl), **({"distill_coef": plan.distill} if plan.distill else {})}
+    result = train(split, checkpoint, out, RLConfig(**rl_fields), StepRewards(weights, checks=checks),
                    should_stop=lambda: cpu_seconds() - t_cpu > budget)
     train_cpu = cpu_seconds() - t_cpu
     report.update(steps=result.steps, mean_reward=result.mean_reward, kl=result.kl,
@@ -143,7 +179,7 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
     registry = Registry(registry_root)
     meta = register_candidate(registry, TENANT_NAME, BASE_NAME, result.adapter_dir or out, kind="lora",
                               base_model=BASE_NAME, base_hash=base_fingerprint(checkpoint),
-                              config={**dict(plan.rl), "prm": plan.prm, "focus": plan.focus},
+                              config={**rl_fields, "prm": plan.prm, "focus": plan.focus},
                               metrics={"steps": result.steps, "mean_reward": result.mean_reward,
                                        "kl": result.kl, "train_cpu_min": train_cpu / 60})
     gen = HTTPGenerate(url + "/v1", None, tenant=TENANT_NAME, max_tokens=96)

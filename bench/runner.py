@@ -47,6 +47,7 @@ def day_tasks(day: int, n: int, seed: int) -> list[Any]:
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     n = max(1, len(results))
     affected = sum(r.affected_steps for r in results)
+    unaffected = sum(r.steps for r in results) - affected
     return {
         "episodes": len(results),
         "success": sum(r.success for r in results) / n,
@@ -56,6 +57,8 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "tool_errors": sum(r.tool_errors for r in results),
         "affected_steps": affected,
         "affected_accuracy": (sum(r.affected_ok for r in results) / affected) if affected else None,
+        # the calls a drift leaves as on a base day: what RL must not forget
+        "unaffected_accuracy": (sum(r.unaffected_ok for r in results) / unaffected) if unaffected else None,
         "errors": sum(1 for r in results if r.error),
     }
 
