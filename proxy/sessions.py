@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.protocol import SessionHeaders
-from store.assemble import assemble_stream
+from proxy.sse_assembly import assemble_stream
 from store.ids import new_id
 from store.records import TurnRecord
 from store.trajectories import TrajectoryStore
