@@ -37,6 +37,7 @@ from proxy.replay import Replay
 from proxy.skills_candidates import CandidateLibraries
 from proxy.skills_serving import Selection, SkillServing
 from proxy.state import ProxyState
+from store.chat_shapes import offered_tools
 from store.errors import StoreError
 from store.keys import DEFAULT_TENANT
 from store.settings import MoltSettings
@@ -184,14 +185,6 @@ class SkillsService:
         except (StoreError, OSError) as exc:
             raise replay.unavailable("skills", exc) from exc
         return _apply(ctx, body, sel)
-
-
-def offered_tools(body: dict[str, Any]) -> frozenset[str]:
-    """The names of the tools (or legacy functions) a request offers the model."""
-    names = [((t or {}).get("function") or {}).get("name") for t in body.get("tools") or []
-             if isinstance(t, dict)]
-    names += [(f or {}).get("name") for f in body.get("functions") or [] if isinstance(f, dict)]
-    return frozenset(n for n in names if isinstance(n, str) and n)
 
 
 def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection) -> dict[str, Any]:

@@ -50,13 +50,14 @@ from proxy.errors import ProxyError, UpstreamError
 from proxy.hooks import TurnContext
 from proxy.protocol import session_headers
 from proxy.replay import Replay
-from proxy.sessions import SessionRef, answer_message
+from proxy.sessions import SessionRef
 from proxy.state import ProxyState
 from proxy.streaming import ClientGone, StreamStatus, TurnStream, unless_client_leaves
 from proxy.tafc import strip_completion, tafc_record
 from proxy.tafc_stream import StreamStripper, strip_sse
 from proxy.turn_record import CLIENT_CLOSED, TurnFinish, open_record, status_of
 from proxy.upstream.base import UpstreamCall
+from store.chat_shapes import answer_message
 from store.ids import new_id
 
 __all__ = ["CLIENT_CLOSED", "ClientLeft", "Completed", "TurnInput", "TurnOutcome", "TurnStream",
