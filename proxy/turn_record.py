@@ -3,7 +3,7 @@
 `open_record` builds the TurnRecord once the hooks have run; `TurnFinish`
 completes it, whatever the ending (answered, failed, client gone, stream
 ended), and hands it to the recorder with the request metrics. Every ending
-goes through `TurnFinish.__call__`, so a status, a latency or a metric is set
+goes through `TurnFinish.__call__`, so a status, a latency or a counter is set
 in one place for every protocol's route.
 """
 
