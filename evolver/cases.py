@@ -20,6 +20,7 @@ from typing import Any
 
 from evolver.complaints import Wish, read_complaint
 from evolver.reading import ToolFailure, read_error, read_message
+from store.chat_shapes import tool_calls
 
 Call = tuple[str, dict[str, Any]]
 
@@ -76,23 +77,9 @@ def group_key(kind: str, message: str) -> str:
     return f"{kind}:{text}"
 
 
-def _args(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    try:
-        value = json.loads(raw or "{}")
-    except (json.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def turn_calls(turn: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(call id, name, arguments) of the tool calls a turn answered with."""
-    out = []
-    for c in turn.get("tool_calls") or []:
-        fn = c.get("function") or {}
-        out.append((str(c.get("id") or ""), str(fn.get("name") or ""), _args(fn.get("arguments"))))
-    return out
+    return [(c.id, c.name, c.args()) for c in tool_calls(turn)]
 
 
 def is_error(result: str, tool: str = "", args: Mapping[str, Any] | None = None) -> bool:

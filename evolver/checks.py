@@ -36,6 +36,7 @@ from typing import Any
 from evolver.cases import Case
 from evolver.complaints import Wish
 from evolver.reading import Constraint, placeholder_regex
+from store.chat_shapes import tool_calls
 
 Calls = list[tuple[str, dict[str, Any]]]
 
@@ -268,6 +269,6 @@ def supersede(keep: Check, fixes: Sequence[Check]) -> Check:
 
 def _called(request: Mapping[str, Any], tool: str) -> bool:
     """Whether the conversation so far already has a call to ``tool``."""
-    return any(((c.get("function") or {}).get("name") == tool)
+    return any(c.name == tool
                for m in request.get("messages") or [] if isinstance(m, dict) and m.get("role") == "assistant"
-               for c in m.get("tool_calls") or [] if isinstance(c, dict))
+               for c in tool_calls(m))

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from store.chat_shapes import tool_schemas
+
 Call = tuple[str, dict[str, Any]]
 
 _STOP = {"the", "and", "for", "you", "your", "that", "this", "with", "from", "when", "what", "want",
@@ -85,16 +87,6 @@ def _match(word: str, vocab: str) -> bool:
 
 def _hits(words: Sequence[str], vocab: Sequence[str]) -> int:
     return sum(1 for v in set(vocab) if any(_match(w, v) for w in words))
-
-
-def schemas_of(request: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """name -> the OpenAI function schema of each tool the request offered."""
-    out: dict[str, dict[str, Any]] = {}
-    for t in request.get("tools") or []:
-        fn = t.get("function") if isinstance(t, dict) else None
-        if isinstance(fn, dict) and fn.get("name"):
-            out[str(fn["name"])] = fn
-    return out
 
 
 def _split_direction(text: str) -> tuple[str, list[str]]:
@@ -224,7 +216,7 @@ def _order_wish(text: str, calls: Sequence[Call], schemas: Mapping[str, Mapping[
 
 def read_complaint(text: str, calls: Sequence[Call], request: Mapping[str, Any]) -> Wish | None:
     """The wish a complaint states about `calls` (made with `request`'s tools), or None."""
-    schemas = schemas_of(request)
+    schemas = tool_schemas(request)
     found = [w for call in calls if call[0] in schemas
              if (w := _set_wish(text, call, schemas[call[0]])) is not None]
     order = _order_wish(text, calls, schemas)

@@ -18,6 +18,7 @@ from typing import Any
 
 from evolver.errors import ModelCallFailed
 from evolver.llm import ChatModel
+from store.chat_shapes import tool_calls
 from store.feedback import FeedbackStore
 
 SYSTEM = (
@@ -35,9 +36,8 @@ def _compact(messages: Sequence[Mapping[str, Any]], limit: int = 6000) -> str:
     for m in messages:
         content = m.get("content")
         text = content if isinstance(content, str) else json.dumps(content)
-        for c in m.get("tool_calls") or []:
-            fn = c.get("function") or {}
-            text = f"{text or ''} -> {fn.get('name')}({fn.get('arguments')})"
+        for c in tool_calls(m):
+            text = f"{text or ''} -> {c.call_text()}"
         lines.append(f"{m.get('role')}: {text}")
     out = "\n".join(lines)
     return out[-limit:]

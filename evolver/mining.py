@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolver.cases import Case, cases_from_session, is_error, turn_calls
+from store.chat_shapes import tool_calls
 from store.feedback import FeedbackStore
 from store.trajectories import TrajectoryStore
 
@@ -97,8 +98,7 @@ def render_case(c: Case, *, tail: int = 3, head_chars: int = 400) -> str:
     for m in msgs:
         content = m.get("content")
         text = content if isinstance(content, str) else json.dumps(content)
-        calls = ", ".join(f"{(tc.get('function') or {}).get('name')}({(tc.get('function') or {}).get('arguments')})"
-                          for tc in m.get("tool_calls") or [])
+        calls = ", ".join(c.call_text() for c in tool_calls(m))
         lines.append(f"  {m.get('role')}: {(text or '')[:head_chars]}{' -> ' + calls if calls else ''}")
     answer = "; ".join(f"{n}({json.dumps(a)})" for n, a in c.calls)[:head_chars]
     lines.append(f"  assistant answered: {answer or '(text)'}")

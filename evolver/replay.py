@@ -10,12 +10,12 @@ by the library.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 import httpx
 
 from evolver.errors import ReplayFailed
+from store.chat_shapes import answer_calls
 
 Calls = list[tuple[str, dict[str, Any]]]
 
@@ -26,16 +26,8 @@ class Replayer(Protocol):
 
 
 def calls_of(completion: dict[str, Any]) -> Calls:
-    out: Calls = []
-    for choice in completion.get("choices") or []:
-        for c in (choice.get("message") or {}).get("tool_calls") or []:
-            fn = c.get("function") or {}
-            try:
-                args = json.loads(fn.get("arguments") or "{}")
-            except json.JSONDecodeError:
-                args = {}
-            out.append((str(fn.get("name") or ""), args if isinstance(args, dict) else {}))
-    return out
+    """(name, arguments) of every tool call the replayed completion answered with."""
+    return [(c.name, c.args()) for c in answer_calls(completion)]
 
 
 class HTTPReplayer:

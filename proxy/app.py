@@ -46,8 +46,7 @@ class Service(Protocol):
 
 
 def _error_response(exc: ProxyError) -> JSONResponse:
-    headers = getattr(exc, "headers", None)
-    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=exc.headers or None)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -5,7 +5,8 @@ context optimizer). On a main turn it goes in as one delimited system message
 (`modeling.blocks.render_context_block`) after the agent's system prompt and
 molt's skills block; the turn records the version. The active version is
 re-read at most every `ttl_s`, so a new one serves within a second or two in
-every process. A replay may name a candidate version (`X-Molt-Context`).
+every process. A replay may name a candidate version, or none
+(`X-Molt-Context`, parsed into `ctx.replay`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from modeling.blocks import CONTEXT_OPEN, render_context_block
 from proxy.hooks import TurnContext
+from proxy.replay import NO_CONTEXT
 from proxy.state import ProxyState
 from store.errors import NotFound, StoreError
 from store.evolution import ContextVersion, EvolutionStore
@@ -39,7 +41,7 @@ class ContextService:
         self.ttl_s = ttl_s
         self._store: EvolutionStore | None = None
         self._active: dict[str, tuple[ContextVersion | None, float]] = {}
-        self._by_id: dict[str, ContextVersion] = {}
+        self._by_id: dict[tuple[str, str], ContextVersion] = {}
 
     async def start(self, state: ProxyState) -> None:
         self._store = EvolutionStore(state.db)
@@ -63,24 +65,29 @@ class ContextService:
 
     async def _version(self, tenant_id: str, cid: str) -> ContextVersion | None:
         assert self._store is not None
-        cv = self._by_id.get(cid)
+        cv = self._by_id.get((tenant_id, cid))
         if cv is None:
             cv = next((c for c in await self._store.contexts(tenant_id) if c.id == cid), None)
             if cv is None:
                 raise NotFound(f"no context version {cid!r}")
-            self._by_id[cid] = cv
+            self._by_id[(tenant_id, cid)] = cv
         return cv
 
     async def hook(self, ctx: TurnContext, body: dict[str, Any]) -> dict[str, Any]:
-        if self._store is None or ctx.session.turn_type not in ("main", "replay"):
+        """The `RequestHook`. An agent's turn whose context cannot be read goes up without
+        it; a replay that cannot get the context it names fails (`Replay.unavailable`)."""
+        replay = ctx.replay
+        if self._store is None or (replay is None and ctx.session.turn_type != "main"):
             return body
         tenant_id = ctx.principal.tenant_id
+        wanted = replay.context if replay is not None else None
+        if wanted == NO_CONTEXT:
+            return body
         try:
-            wanted = ctx.notes.get("context")
-            if wanted == "none":
-                return body
             cv = await self._version(tenant_id, wanted) if wanted else await self.active(tenant_id)
-        except StoreError:
+        except StoreError as exc:
+            if replay is not None:
+                raise replay.unavailable("context", exc) from exc
             return body
         if cv is None or not cv.text.strip():
             return body

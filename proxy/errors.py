@@ -1,5 +1,8 @@
 """Errors of the proxy, each rendered as the OpenAI error envelope.
 
+`headers` go out with the error response (the turn and session ids of a
+turn that failed after it was recorded).
+
 ProxyError
 ├── InvalidRequest        400 invalid_request_error
 ├── AuthenticationFailed  401 authentication_error
@@ -30,10 +33,12 @@ class ProxyError(Exception):
         code: str | None = None,
         status: int | None = None,
         type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = dict(headers) if headers else {}
         if code is not None:
             self.code = code
         if status is not None:

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from proxy.metrics import Metrics
 from proxy.spool import LocalFiles
-from store.assemble import finalize_turn
+from proxy.sse_assembly import finalize_turn
 from store.dead_letters import DeadLetterStore
 from store.errors import InvalidInput, StoreUnavailable
 from store.records import TurnRecord

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.protocol import SessionHeaders
-from store.assemble import assemble_stream
+from proxy.sse_assembly import assemble_stream
+from store.chat_shapes import answer_message, tool_calls
 from store.ids import new_id
 from store.records import TurnRecord
 from store.trajectories import TrajectoryStore
@@ -69,12 +70,8 @@ def _canonical_args(args: Any) -> str:
 def message_key(msg: Mapping[str, Any]) -> bytes:
     """A canonical form of one message: what makes two messages the same turn."""
     parts = [str(msg.get("role", "")), _content_text(msg.get("content"))]
-    calls = msg.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        fn = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(fn, Mapping):
-            continue
-        parts.append(f"{fn.get('name', '')}({_canonical_args(fn.get('arguments', ''))})")
+    if msg.get("tool_calls"):
+        parts += [f"{c.name}({_canonical_args(c.arguments)})" for c in tool_calls(msg)]
     if msg.get("tool_call_id"):
         parts.append(str(msg["tool_call_id"]))
     return "\x1f".join(parts).encode("utf-8", "surrogatepass")
@@ -97,14 +94,6 @@ def continuation_key(request_hash: str, answer: Mapping[str, Any]) -> str:
     h.update(b"\x1d")
     h.update(message_key({**answer, "role": "assistant"}))
     return h.hexdigest()
-
-
-def answer_message(completion: Any) -> Mapping[str, Any] | None:
-    """The assistant message of a chat completion (its first choice), if it has one."""
-    choices = completion.get("choices") if isinstance(completion, Mapping) else None
-    first = choices[0] if isinstance(choices, list) and choices else None
-    msg = first.get("message") if isinstance(first, Mapping) else None
-    return msg if isinstance(msg, Mapping) else None
 
 
 def _ended(chunks: list[bytes]) -> bool:

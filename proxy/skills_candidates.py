@@ -1,7 +1,7 @@
 """Candidate libraries for the evolver's replays: the current skills with a proposal laid over them.
 
 The evolver replays a recorded turn through the proxy with `X-Molt-Replay:
-<proposal id>`; the chat route puts that id in `ctx.notes["replay"]`. The
+<proposal id>`, parsed once into `TurnContext.replay` (`proxy.replay`). The
 candidate library is the tenant's active skills at the served generation,
 with the proposal's edits applied (`store.skills.overlay`: added and changed
 skills in, retired and merged-away skills out). Nothing is written: the

@@ -15,10 +15,10 @@ agent's own messages are never changed, so its prompt prefix stays cacheable.
 Side turns (`X-Turn-Type: side`) get nothing. The context records the
 generation and the injected skills (name, revision id, content hash).
 
-An evolver replay (`turn_type == "replay"`, `X-Molt-Replay` in
-`ctx.notes["replay"]`) gets the current library, or with a proposal id the
-candidate library (`proxy.skills_candidates`); a replay that cannot get its
-library fails rather than silently running without skills.
+An evolver replay (`ctx.replay`, parsed from `X-Molt-Replay`) gets the
+current library, or with a proposal id the candidate library
+(`proxy.skills_candidates`); a replay that cannot get its library fails
+(`Replay.unavailable`) rather than silently running without skills.
 
 A failure of the index or the model never fails an agent's request: the turn goes up
 without skills, and the error is logged and counted once per kind.
@@ -32,12 +32,13 @@ import logging
 from typing import Any
 
 from modeling.blocks import SKILLS_OPEN, render_skills_block
-from proxy.errors import InvalidRequest, NotFoundError, ProxyError
 from proxy.hooks import TurnContext
+from proxy.replay import Replay
 from proxy.skills_candidates import CandidateLibraries
 from proxy.skills_serving import Selection, SkillServing
 from proxy.state import ProxyState
-from store.errors import InvalidInput, NotFound, StoreError
+from store.chat_shapes import offered_tools
+from store.errors import StoreError
 from store.keys import DEFAULT_TENANT
 from store.settings import MoltSettings
 from store.skills.embedding import MiniLMEmbedder, load_model
@@ -139,10 +140,9 @@ class SkillsService:
         """The `RequestHook`: returns a new body with the skills block, or `body` unchanged."""
         if self._serving is None:
             return body
-        turn_type = ctx.session.turn_type
-        if turn_type == "replay":
-            return await self._replay(ctx, body)
-        if turn_type != "main":
+        if ctx.replay is not None:
+            return await self._replay(ctx, ctx.replay, body)
+        if ctx.session.turn_type != "main":
             loaded = self._serving.cached(ctx.principal.tenant_id)
             if loaded is not None:
                 ctx.skill_generation = loaded.generation
@@ -162,7 +162,8 @@ class SkillsService:
             return body
         return _apply(ctx, body, sel)
 
-    async def _replay(self, ctx: TurnContext, body: dict[str, Any]) -> dict[str, Any]:
+    async def _replay(self, ctx: TurnContext, replay: Replay,
+                      body: dict[str, Any]) -> dict[str, Any]:
         """An evolver replay: the current library, or a proposal's candidate library.
 
         Unlike a served turn, a replay that cannot get its library fails: a
@@ -170,33 +171,20 @@ class SkillsService:
         """
         assert self._serving is not None
         tenant = ctx.principal.tenant
-        which = str(ctx.notes.get("replay") or "current")
         try:
             snap = await self._serving.snapshot(tenant)
             ctx.skill_generation = snap.generation
             query = self._query(body)
             offered = offered_tools(body)
-            if which == "current":
+            if replay.proposal is None:
                 sel = await self._serving.retrieve(tenant, query, offered=offered)
             else:
                 if self._candidates is None:
                     self._candidates = CandidateLibraries(self._serving)
-                sel = await self._candidates.retrieve(tenant, query, which, offered)
-        except NotFound as exc:
-            raise NotFoundError(str(exc), param="x-molt-replay") from exc
-        except InvalidInput as exc:
-            raise InvalidRequest(f"proposal {which}: {exc}", param="x-molt-replay") from exc
+                sel = await self._candidates.retrieve(tenant, query, replay.proposal, offered)
         except (StoreError, OSError) as exc:
-            raise ProxyError(f"skills for replay unavailable: {exc}", code="skills_unavailable") from exc
+            raise replay.unavailable("skills", exc) from exc
         return _apply(ctx, body, sel)
-
-
-def offered_tools(body: dict[str, Any]) -> frozenset[str]:
-    """The names of the tools (or legacy functions) a request offers the model."""
-    names = [((t or {}).get("function") or {}).get("name") for t in body.get("tools") or []
-             if isinstance(t, dict)]
-    names += [(f or {}).get("name") for f in body.get("functions") or [] if isinstance(f, dict)]
-    return frozenset(n for n in names if isinstance(n, str) and n)
 
 
 def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection) -> dict[str, Any]:

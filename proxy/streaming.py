@@ -1,6 +1,8 @@
 """A pure ASGI response that passes upstream SSE bytes through as they arrive.
 
-No re-chunking, no buffering. A task watches for the client's disconnect and
+No re-chunking, no buffering (with a `StreamEncoder`, a route of another
+protocol sends its translation of each chunk instead; the turn still keeps
+the upstream's chunks). A task watches for the client's disconnect and
 cancels the copy at once (even while waiting for the next upstream chunk); the
 upstream response is then closed, shielded from the cancellation. An upstream
 failure after the first byte becomes an error event and `data: [DONE]`.
@@ -15,7 +17,8 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -23,7 +26,9 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import ProxyError, UpstreamError
 
-FinishCallback = Callable[[str, list[bytes], float | None, ProxyError | None], None]
+StreamStatus = Literal["ok", "upstream_error", "client_disconnected"]
+# (status, chunks kept, time to first chunk in s, upstream failure after the first byte)
+FinishCallback = Callable[[StreamStatus, list[bytes], float | None, ProxyError | None], None]
 T = TypeVar("T")
 
 
@@ -81,30 +86,63 @@ def error_event(exc: ProxyError) -> bytes:
     return b"data: " + json.dumps(exc.envelope()).encode() + b"\n\ndata: [DONE]\n\n"
 
 
+@dataclass(slots=True)
+class TurnStream:
+    """A streamed turn as the shared core (`proxy.turn_flow`) hands it to a route.
+
+    `chunks` are OpenAI `chat.completion.chunk` SSE bytes, as the upstream cut
+    them (less what TAFC added). `on_finish` records the turn; the response
+    calls it exactly once, before the client sees the end of the body (or
+    after a disconnect). `kept` fills with every chunk as it is sent.
+    """
+
+    chunks: AsyncIterator[bytes]
+    aclose: Callable[[], Awaitable[None]]
+    headers: dict[str, str]
+    on_finish: FinishCallback
+    started: float  # perf_counter at the request's start (for time to first token)
+    kept: list[bytes] = field(default_factory=list)
+
+
+class StreamEncoder(Protocol):
+    """What a client of another protocol is sent for the internal SSE stream.
+
+    One instance per response (it may keep state across chunks). Each method
+    returns the bytes to send, b"" for nothing.
+    """
+
+    def chunk(self, piece: bytes) -> bytes:
+        """One upstream chunk (may hold several SSE events, or part of one)."""
+        ...
+
+    def error(self, exc: ProxyError) -> bytes:
+        """The upstream failed after the first byte: the last bytes the client gets."""
+        ...
+
+    def end(self) -> bytes:
+        """The upstream stream ended in order: the last bytes the client gets."""
+        ...
+
+
 class PassThroughStream(Response):
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        aclose: Callable[[], Awaitable[None]],
-        headers: dict[str, str],
-        on_finish: FinishCallback,
-        started: float,
-        kept: list[bytes] | None = None,
-    ) -> None:
+    """Sends `turn.chunks` as they come: unchanged, or through `encoder`."""
+
+    def __init__(self, turn: TurnStream, encoder: StreamEncoder | None = None) -> None:
         self.status_code = 200
         self.background: BackgroundTask | None = None
-        self.chunks = chunks
-        self.aclose = aclose
-        self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        self.on_finish = on_finish
-        self.started = started
-        # Every chunk sent, appended as it goes out (the caller may hold the list).
-        self.kept: list[bytes] = [] if kept is None else kept
+        self.chunks = turn.chunks
+        self.aclose = turn.aclose
+        self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in turn.headers.items()]
+        self.on_finish = turn.on_finish
+        self.started = turn.started
+        self.encoder = encoder
+        self.kept: list[bytes] = turn.kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kept = self.kept
+        encoder = self.encoder
         ttft: float | None = None
-        status = "ok"
+        status: StreamStatus = "ok"
         error: ProxyError | None = None
         client_gone = False
         finished = False
@@ -139,10 +177,14 @@ class PassThroughStream(Response):
                     if ttft is None:
                         ttft = time.perf_counter() - self.started
                     kept.append(piece)
-                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    out = piece if encoder is None else encoder.chunk(piece)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                tail = b"" if encoder is None else encoder.end()
             except UpstreamError as exc:
                 status, error = "upstream_error", exc
-                tail = error_event(exc)
+                tail = error_event(exc) if encoder is None else encoder.error(exc)
+            if tail:
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
             # Recorded before the client can see the end of the response: a turn whose
             # response a client received is always in the recorder (and its spool).

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from store.chat_shapes import tool_calls
 from store.records import SessionDetail
 
 
@@ -63,16 +64,8 @@ def _messages(body: object) -> list[Any]:
 
 
 def tool_call_views(calls: object) -> list[dict[str, str]]:
-    out = []
-    for c in calls if isinstance(calls, list) else []:
-        if not isinstance(c, dict):
-            continue
-        raw = c.get("function")
-        fn: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        args = fn.get("arguments", "")
-        out.append({"id": str(c.get("id", "")), "name": str(fn.get("name", "")),
-                    "arguments": args if isinstance(args, str) else str(args)})
-    return out
+    return [{"id": c.id, "name": c.name, "arguments": c.arguments}
+            for c in tool_calls({"tool_calls": calls})]
 
 
 def _tail_start(messages: list[Any]) -> int:

@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from store.chat_shapes import tool_names
+
 MAX_TASK_CHARS = 600
 MAX_TOOLS = 24
 
@@ -73,16 +75,8 @@ def latest_user_text(messages: Sequence[Any]) -> str:
     return ""
 
 
-def tool_names(tools: Any) -> list[str]:
-    names: list[str] = []
-    for tool in tools or ():
-        if not isinstance(tool, Mapping):
-            continue
-        fn = tool.get("function") if isinstance(tool.get("function"), Mapping) else tool
-        name = fn.get("name") if isinstance(fn, Mapping) else None
-        if isinstance(name, str) and name:
-            names.append(name)
-    return names[:MAX_TOOLS]
+def _tool_names(tools: Any) -> list[str]:
+    return tool_names(tools)[:MAX_TOOLS]
 
 
 def _build(raw: str, tools: list[str]) -> str:
@@ -96,7 +90,7 @@ def task_query(body: Mapping[str, Any]) -> str:
     """The query text for a chat request: cleaned latest user text, then the tool names."""
     # Cleaning is linear in the text: look at the head of a huge message only.
     raw = latest_user_text(body.get("messages") or ())[: MAX_TASK_CHARS * 8]
-    return _build(raw, tool_names(body.get("tools")))
+    return _build(raw, _tool_names(body.get("tools")))
 
 
 class QueryCache:
@@ -112,7 +106,7 @@ class QueryCache:
 
     def __call__(self, body: Mapping[str, Any]) -> str:
         raw = latest_user_text(body.get("messages") or ())[: MAX_TASK_CHARS * 8]
-        tools = tool_names(body.get("tools"))
+        tools = _tool_names(body.get("tools"))
         h = hashlib.blake2b(raw.encode("utf-8", "replace"), digest_size=16)
         h.update("\x00".join(tools).encode("utf-8", "replace"))
         key = h.digest()

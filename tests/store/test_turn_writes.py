@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from store.assemble import finalize_turn
+from proxy.sse_assembly import finalize_turn
 from store.database import Database
 from store.ids import new_id
 from store.normalize import session_key

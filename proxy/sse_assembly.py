@@ -1,24 +1,32 @@
-"""Rebuild a chat completion from the SSE chunks of an OpenAI-format stream.
+"""OpenAI-format SSE read back: the events of a byte stream, and the chat completion they make.
 
-The proxy passes chunks through untouched and keeps the raw bytes; this runs
-in the recorder, off the request path.
+The proxy passes chunks through untouched and keeps the raw bytes;
+`finalize_turn` runs in the recorder, off the request path, and rebuilds the
+completion. `SSEEvents` is the incremental reader under it, for code that
+reads a stream as it goes (a route translating it to another protocol).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from store.records import TurnRecord
+from store.records import TurnRecord
 
 
-def iter_sse_data(raw: Iterable[bytes]) -> Iterable[str]:
-    """The `data:` payloads of an SSE byte stream, whatever the chunk boundaries."""
-    buf = b""
-    for piece in raw:
-        buf += piece
+class SSEEvents:
+    """The `data:` payloads of an SSE byte stream, fed piece by piece, whatever the cuts."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, piece: bytes) -> list[str]:
+        """The payloads completed by `piece` (an event's `data:` lines joined by newlines)."""
+        buf = self._buf + piece
+        out: list[str] = []
         while True:
             cut = _event_end(buf)
             if cut is None:
@@ -30,9 +38,22 @@ def iter_sse_data(raw: Iterable[bytes]) -> Iterable[str]:
             ]
             payload = b"\n".join(d for d in data if d is not None)
             if payload:
-                yield payload.decode("utf-8", "replace")
-    if buf.strip().startswith(b"data:"):
-        yield buf.strip()[5:].lstrip().decode("utf-8", "replace")
+                out.append(payload.decode("utf-8", "replace"))
+        self._buf = buf
+        return out
+
+    def close(self) -> list[str]:
+        """What is left once the stream ended: a last event without its blank line."""
+        rest, self._buf = self._buf.strip(), b""
+        return [rest[5:].lstrip().decode("utf-8", "replace")] if rest.startswith(b"data:") else []
+
+
+def iter_sse_data(raw: Iterable[bytes]) -> Iterable[str]:
+    """The `data:` payloads of an SSE byte stream, whatever the chunk boundaries."""
+    events = SSEEvents()
+    for piece in raw:
+        yield from events.feed(piece)
+    yield from events.close()
 
 
 def _event_end(buf: bytes) -> tuple[int, int] | None:
