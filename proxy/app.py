@@ -8,10 +8,11 @@ closes, so an orderly shutdown loses no turn.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +34,9 @@ from store.feedback import FeedbackStore
 from store.keys import KeyStore
 from store.settings import MoltSettings
 from store.trajectories import TrajectoryStore
+
+if TYPE_CHECKING:
+    from proxy.otel_sink import OtelSink
 
 log = logging.getLogger("molt.proxy")
 
@@ -74,6 +78,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def _sinks(settings: MoltSettings, metrics: Metrics) -> list[OtelSink]:
+    """What hears of stored turns: the OTLP export when `[otel] endpoint` is set (the SDK
+    is imported only then)."""
+    if settings.otel.endpoint is None:
+        return []
+    from proxy.otel_sink import OtelSink
+
+    return [OtelSink(settings.otel, metrics)]
+
+
 def create_app(
     settings: MoltSettings,
     *,
@@ -97,7 +111,9 @@ def create_app(
         auth = Authenticator(keys, settings.server)
         await auth.start()
         upstreams = Upstreams.from_routes(routes, factories=backend_factories)
-        recorder = Recorder(trajectories, settings.recorder, metrics, data_dir=settings.data_dir)
+        sinks = _sinks(settings, metrics) if serve_api else []
+        recorder = Recorder(trajectories, settings.recorder, metrics, data_dir=settings.data_dir,
+                            sinks=sinks)
         state = ProxyState(
             settings=settings, db=db, trajectories=trajectories, feedback=FeedbackStore(db),
             keys=keys, auth=auth, sessions=SessionTracker(trajectories), recorder=recorder,
@@ -105,6 +121,8 @@ def create_app(
             response_hooks=list(response_hooks),
         )
         app.state.molt = state
+        for sink in sinks:
+            sink.start()
         recorder.start()
         started: list[Service] = []
         try:
@@ -116,6 +134,8 @@ def create_app(
             for svc in reversed(started):
                 await svc.stop()
             await recorder.stop()
+            for sink in sinks:
+                await asyncio.to_thread(sink.stop)
             await upstreams.aclose()
             await db.close()
 

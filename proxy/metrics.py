@@ -77,6 +77,15 @@ class Metrics:
             registry=r,
         )
 
+        self.recorder_sink_errors = Counter(
+            "molt_recorder_sink_errors", "Stored batches a sink (the OTLP export) failed to take",
+            registry=r,
+        )
+        self.otel_spans = Counter(
+            "molt_otel_spans", "Turns sent as OTLP spans, by outcome (exported, failed, dropped)",
+            ["outcome"], registry=r,
+        )
+
     def watch_recorder(self, depth: Callable[[], int], oldest_age: Callable[[], float]) -> None:
         self.recorder_queue_depth.set_function(depth)
         self.recorder_oldest_age.set_function(oldest_age)

@@ -27,6 +27,9 @@ Invariants:
 7. `health()` says whether the writer is alive and keeping up: /healthz
    reports "degraded" when it is dead or a queued turn has waited longer than
    `stuck_after_s`.
+8. Sinks (`TurnSink`, e.g. the OTLP export) get each batch once it is stored,
+   in the writer; a sink must not block, and one that raises is logged and
+   counted, never retried: a sink cannot stop or slow recording.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ import logging
 import time
 import traceback
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from proxy.metrics import Metrics
 from proxy.spool import LocalFiles
@@ -56,6 +60,14 @@ WriterState = Literal[
     "not_started", "replaying", "idle", "writing", "retrying", "restarting", "stopped"
 ]
 _CRASHES_PER_BATCH = 3
+
+
+class TurnSink(Protocol):
+    """Something told about the turns the recorder has stored (they are final by then)."""
+
+    def turns_written(self, batch: Sequence[TurnRecord]) -> None:
+        """Must return at once (queue the work elsewhere) and should not raise."""
+        ...
 
 
 @dataclass(slots=True)
@@ -116,8 +128,10 @@ class Recorder:
         metrics: Metrics,
         *,
         data_dir: Path | None = None,
+        sinks: Sequence[TurnSink] = (),
     ) -> None:
         self.store = store
+        self.sinks = tuple(sinks)
         self.dead_letters = DeadLetterStore(store.db)
         self.settings = settings
         self.metrics = metrics
@@ -407,7 +421,7 @@ class Recorder:
         while True:
             try:
                 await self.store.write_turns(batch)
-                self._wrote(len(batch))
+                self._wrote(batch)
                 return
             except StoreUnavailable as exc:
                 delay = await self._backoff(delay, exc, len(batch))
@@ -421,9 +435,16 @@ class Recorder:
         for rec in batch:
             await self._write([rec])
 
-    def _wrote(self, n: int) -> None:
-        self.metrics.recorder_written.inc(n)
+    def _wrote(self, batch: Sequence[TurnRecord]) -> None:
+        self.metrics.recorder_written.inc(len(batch))
         self._last_write_at = time.time()
+        for sink in self.sinks:
+            try:
+                sink.turns_written(batch)
+            except Exception as exc:  # noqa: BLE001 - a sink never stops recording
+                self.metrics.recorder_sink_errors.inc()
+                log.error("recorder: sink %s failed (%s at %s)", type(sink).__name__,
+                          type(exc).__name__, _where(exc))
 
     async def _dead_letter(self, rec: TurnRecord, why: str) -> None:
         log.error("recorder: the store refused turn %s (%s); kept in dead_letters", rec.id, why)
@@ -445,7 +466,7 @@ class Recorder:
         while True:
             try:
                 await self.store.write_turns([minimal])
-                self._wrote(1)
+                self._wrote([minimal])
                 return
             except StoreUnavailable as exc:
                 delay = await self._backoff(delay, exc, 1)

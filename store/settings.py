@@ -267,6 +267,29 @@ class TafcSettings(BaseModel):
     tools: list[str] = Field(default_factory=list)
 
 
+class OtelSettings(BaseModel):
+    """Each recorded turn as an OTLP span with the OpenTelemetry GenAI attributes (store/otel.py).
+
+    Sent after the recorder has written the turn, from a thread of its own: a slow
+    or absent collector never slows or fails a request or a recording. Prompts and
+    answers are attributes only with `capture_content` (they are what users typed).
+    Collector headers (an API key) come from the standard `OTEL_EXPORTER_OTLP_HEADERS`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # An OTLP/HTTP (protobuf) collector: "http://host:4318" (`/v1/traces` is appended) or
+    # the full traces URL. None: no spans.
+    endpoint: str | None = None
+    capture_content: bool = False
+    service_name: str = "molt"
+    # Turns waiting to become spans; past this they are dropped and counted.
+    queue_size: int = Field(default=4096, ge=1)
+    # An export to the collector (the exporter's own retries included) gives up after this
+    # long; the spans of a failed export are dropped and counted.
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class MoltSettings(BaseSettings):
     """Everything molt can be told. Built by `molt.config.load_settings`."""
 
@@ -288,6 +311,7 @@ class MoltSettings(BaseSettings):
     evolver: EvolverSettings = Field(default_factory=EvolverSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     tafc: TafcSettings = Field(default_factory=TafcSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> MoltSettings:

@@ -8,6 +8,7 @@ from molt.cli import (
     bench,
     doctor,
     evolve,
+    export,
     feedback,
     keys,
     serve,
@@ -29,7 +30,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train,
-               tenants):
+               tenants, export):
     module.register(cli)
 
 

@@ -13,7 +13,8 @@ import click
 
 from molt.config import ConfigError, load_settings
 from store.database import Database
-from store.errors import StoreError
+from store.errors import NotFound, StoreError
+from store.keys import KeyStore
 from store.settings import MoltSettings
 
 T = TypeVar("T")
@@ -40,6 +41,16 @@ def with_db(settings: MoltSettings, fn: Callable[[Database], Awaitable[T]]) -> T
         return asyncio.run(run())
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+async def tenant_id_of(db: Database, name: str | None) -> str | None:
+    """The id of the tenant named `name` (None for None); NotFound when there is none."""
+    if name is None:
+        return None
+    found = await KeyStore(db).tenant_by_name(name)
+    if found is None:
+        raise NotFound(f"no tenant {name!r}")
+    return found.id
 
 
 def echo_json(data: Any) -> None:

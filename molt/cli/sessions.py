@@ -7,10 +7,8 @@ from typing import Any
 
 import click
 
-from molt.cli.common import echo_json, settings_from, ts, with_db
+from molt.cli.common import echo_json, settings_from, tenant_id_of, ts, with_db
 from store.database import Database
-from store.errors import NotFound
-from store.keys import KeyStore
 from store.records import SessionDetail
 from store.trajectories import TrajectoryStore
 
@@ -107,12 +105,7 @@ def register(cli: click.Group) -> None:
         """One session as a transcript (tool calls and feedback included)."""
 
         async def run(db: Database) -> SessionDetail:
-            tenant_id = None
-            if tenant is not None:
-                ten = await KeyStore(db).tenant_by_name(tenant)
-                if ten is None:
-                    raise NotFound(f"no tenant {tenant!r}")
-                tenant_id = ten.id
+            tenant_id = await tenant_id_of(db, tenant)
             return await TrajectoryStore(db).get_session(session_id, tenant_id=tenant_id)
 
         d = with_db(settings_from(ctx), run)
