@@ -226,6 +226,8 @@ class Limiter:
         self.metrics = metrics
         self.clock = clock
         self._buckets: dict[str, _Bucket] = {}
+        # A key's own limits -> the limits in force (few distinct values; the defaults are fixed).
+        self._effective: dict[KeyLimits, Limits] = {}
 
     def admit(self, principal: Principal, body: dict[str, Any],
               scope: MutableMapping[str, Any] | None = None) -> Ticket:
@@ -233,7 +235,9 @@ class Limiter:
         released when that exchange's response ends (ReleaseTickets); without, by its owner."""
         if principal.key_id is None:
             return UNLIMITED
-        limits = effective(principal.limits, self.defaults)
+        limits = self._effective.get(principal.limits)
+        if limits is None:
+            limits = self._effective[principal.limits] = effective(principal.limits, self.defaults)
         if not limits.any:
             return UNLIMITED
         now = self.clock()
