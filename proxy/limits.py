@@ -240,24 +240,26 @@ class Limiter:
             limits = self._effective[principal.limits] = effective(principal.limits, self.defaults)
         if not limits.any:
             return UNLIMITED
+        held: list[Ticket] | None = None
+        if scope is not None:
+            held = scope.get(SCOPE_KEY)
+            if held is None:
+                raise RuntimeError("Limiter.admit with a scope needs the ReleaseTickets middleware")
         now = self.clock()
         bucket = self._bucket(principal.key_id)
         bucket.expire(now)
         prompt = estimate_prompt_tokens(body) if limits.tpm is not None else 0
         estimate = prompt + completion_allowance(body) if limits.tpm is not None else 0
         self._check(limits, bucket, estimate, now)
-        bucket.requests.append(now)
+        if limits.rpm is not None:
+            bucket.requests.append(now)
         bucket.in_flight += 1
         use = None
         if limits.tpm is not None:
             use = _Use(now, estimate)
             bucket.add(use)
         ticket = Ticket(self, bucket, use, prompt)
-        if scope is not None:
-            held: list[Ticket] | None = scope.get(SCOPE_KEY)
-            if held is None:
-                ticket.release()
-                raise RuntimeError("Limiter.admit with a scope needs the ReleaseTickets middleware")
+        if held is not None:
             held.append(ticket)
         return ticket
 

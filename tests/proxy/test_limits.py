@@ -148,10 +148,10 @@ def test_recorded_usage_replaces_the_estimate() -> None:
 
 
 def test_a_scope_without_the_middleware_is_a_wiring_error() -> None:
-    limiter = Limiter(LimitsSettings(concurrency=1), clock=Clock())
+    limiter = Limiter(LimitsSettings(rpm=1, concurrency=1), clock=Clock())
     with pytest.raises(RuntimeError, match="ReleaseTickets"):
         limiter.admit(_key(), _body(), {"type": "http"})
-    limiter.admit(_key(), _body())  # the refused wiring took no slot
+    limiter.admit(_key(), _body())  # the refused wiring counted nothing
 
 
 # -- through molt -----------------------------------------------------------------------
