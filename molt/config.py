@@ -68,4 +68,16 @@ def load_settings(path: str | None = None, overrides: dict[str, Any] | None = No
         return MoltSettings.model_validate(_merge(built.model_dump(), overrides or {}))
     except ValidationError as exc:
         where = f" in {cfg}" if cfg else ""
-        raise ConfigError(f"invalid settings{where}:\n{exc}") from exc
+        raise ConfigError(f"invalid settings{where}:\n{_describe(exc)}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, `where: what`, without the offending values (they may be secrets)."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting molt reads)"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)

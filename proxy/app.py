@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from proxy.auth import Authenticator
 from proxy.errors import ProxyError, error_envelope
 from proxy.hooks import RequestHook, ResponseHook
+from proxy.limits import Limiter, ReleaseTickets
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.routes import chat, feedback, health, models
@@ -117,7 +118,8 @@ def create_app(
         state = ProxyState(
             settings=settings, db=db, trajectories=trajectories, feedback=FeedbackStore(db),
             keys=keys, auth=auth, sessions=SessionTracker(trajectories), recorder=recorder,
-            upstreams=upstreams, metrics=metrics, request_hooks=list(request_hooks),
+            upstreams=upstreams, metrics=metrics, limiter=Limiter(settings.limits, metrics),
+            request_hooks=list(request_hooks),
             response_hooks=list(response_hooks),
         )
         app.state.molt = state
@@ -145,6 +147,7 @@ def create_app(
     )
     _install_error_handlers(app)
     app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
+    app.add_middleware(ReleaseTickets)  # a rate-limit ticket lasts as long as its exchange
     api = (chat.router, models.router, feedback.router) if serve_api else ()
     for r in (*api, health.router, *routers):
         app.include_router(r)

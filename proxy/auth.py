@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.errors import AuthenticationFailed, PermissionDenied
-from store.keys import DEFAULT_TENANT, GLOBAL_ADMIN, TENANT_ADMIN, KeyStore, hash_key
+from store.keys import (
+    DEFAULT_TENANT,
+    GLOBAL_ADMIN,
+    NO_KEY_LIMITS,
+    TENANT_ADMIN,
+    KeyLimits,
+    KeyStore,
+    hash_key,
+)
 from store.settings import ServerSettings
 
 log = logging.getLogger("molt.proxy.auth")
@@ -41,6 +49,8 @@ class Principal:
     tenant: str
     role: str
     key_id: str | None
+    # The key's own rate limits (proxy/limits.py applies them over `[limits]`).
+    limits: KeyLimits = NO_KEY_LIMITS
 
     @property
     def is_admin(self) -> bool:
@@ -148,7 +158,8 @@ class Authenticator:
             principal = hit[0]
         else:
             info = await self.keys.lookup(token)
-            principal = Principal(info.tenant_id, info.tenant, info.role, info.id) if info else None
+            principal = (Principal(info.tenant_id, info.tenant, info.role, info.id, info.limits)
+                         if info else None)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (principal, now + self.settings.key_cache_ttl_s)
@@ -175,4 +186,4 @@ class Authenticator:
         ten = await self.keys.tenant_by_name(name)
         if ten is None:
             raise PermissionDenied(f"unknown tenant {name!r}", code="unknown_tenant")
-        return Principal(ten.id, ten.name, principal.role, principal.key_id)
+        return Principal(ten.id, ten.name, principal.role, principal.key_id, principal.limits)

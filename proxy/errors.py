@@ -82,8 +82,15 @@ class PayloadTooLarge(ProxyError):
 
 
 class RateLimited(ProxyError):
+    """Over a rate limit; `retry-after` says in how many whole seconds to try again."""
+
     status = 429
     type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after_s)})
+        self.retry_after_s = retry_after_s
 
 
 class UpstreamError(ProxyError):

@@ -32,6 +32,10 @@ class Metrics:
             "molt_upstream_errors", "Upstream failures by model alias and kind", ["model", "kind"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "molt_rate_limited", "Requests refused with 429 by a key's limit", ["limit"],
+            registry=r,
+        )
         self.recorder_dropped = Counter(
             "molt_recorder_dropped", "Turns dropped because the recorder queue was full",
             registry=r,

@@ -405,6 +405,13 @@ class Recorder:
             rec.stream_chunks = rec.response_bytes = None
             rec.response = None
             rec.error = {"type": "recorder_error", "message": "molt could not read this response"}
+        if rec.on_recorded is not None:
+            notify, rec.on_recorded = rec.on_recorded, None
+            try:
+                notify(rec)
+            except Exception as exc:  # noqa: BLE001 - a watcher's bug must not lose the turn
+                log.error("recorder: the usage watcher of turn %s failed (%s at %s)",
+                          rec.id, type(exc).__name__, _where(exc))
 
     async def _backoff(self, delay: float, exc: StoreUnavailable, n: int) -> float:
         self._state = "retrying"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from proxy.auth import Authenticator
 from proxy.hooks import RequestHook, ResponseHook
+from proxy.limits import Limiter
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
 from proxy.sessions import SessionTracker
@@ -29,5 +30,6 @@ class ProxyState:
     recorder: Recorder
     upstreams: Upstreams
     metrics: Metrics
+    limiter: Limiter
     request_hooks: list[RequestHook] = field(default_factory=list)
     response_hooks: list[ResponseHook] = field(default_factory=list)

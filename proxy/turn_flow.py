@@ -3,10 +3,13 @@
 Every protocol's route (Chat Completions, Anthropic Messages, OpenAI
 Responses) is a thin adapter over `run_turn`. The route authenticates,
 reads its body, translates it to molt's one internal form (an OpenAI chat
-completions body, checked by `proxy.protocol.validate_chat`) and calls:
+completions body, checked by `proxy.protocol.validate_chat`), admits it
+under the caller's rate limits (`proxy.limits`: a 429 `RateLimited` when
+over) and calls:
 
+    ticket = state.limiter.admit(principal, body, request.scope)
     outcome = await run_turn(state, TurnInput(body, principal, request.headers,
-                                              request.receive, started))
+                                              request.receive, started, ticket))
 
 `run_turn` does everything else, the same for every protocol: the model
 route, `X-Molt-Tenant` and an evolver replay (`X-Molt-Replay`, parsed once
@@ -48,6 +51,7 @@ from starlette.types import Receive
 from proxy.auth import Principal
 from proxy.errors import ProxyError, UpstreamError
 from proxy.hooks import TurnContext
+from proxy.limits import UNLIMITED, Ticket
 from proxy.protocol import session_headers
 from proxy.replay import Replay
 from proxy.sessions import SessionRef
@@ -73,6 +77,8 @@ class TurnInput:
     headers: Mapping[str, str]  # the request's headers (session, tenant, replay)
     receive: Receive  # the ASGI receive channel: a disconnect cancels the upstream call
     started: float  # time.perf_counter() when the request arrived
+    # The caller's rate-limit ticket (`state.limiter.admit`), told the turn's recorded usage.
+    ticket: Ticket = UNLIMITED
 
 
 @dataclass(slots=True)
@@ -137,6 +143,7 @@ async def run_turn(state: ProxyState, turn: TurnInput) -> TurnOutcome:
         upstream_body = await hook(ctx, upstream_body)
     stream = bool(body.get("stream"))
     rec = open_record(ctx, body, upstream_body, stream)
+    rec.on_recorded = turn.ticket.recorded
     rec.upstream = getattr(backend, "name", None)
     session, tenant_id = ctx.session, ctx.principal.tenant_id
     headers = {"x-molt-turn-id": ctx.turn_id, "x-molt-session-id": session.id}

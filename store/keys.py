@@ -4,10 +4,14 @@ A key belongs to one tenant and has one role:
 - `agent`: calls the model routes as its tenant;
 - `admin`: a tenant admin, who may also use the admin routes, for its own tenant only;
 - `global_admin`: may act on every tenant (as the server's `admin_key` does).
+
+A key may carry its own rate limits (`KeyLimits`); each one left unset
+(None) falls back to the server's `[limits]` default, and 0 means no limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import tables as t
 from store.database import Database
@@ -33,6 +38,27 @@ def hash_key(key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """Requests per minute, tokens per minute, requests in flight; None: the default, 0: none."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "concurrency"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise InvalidInput(f"{name} must be a whole number >= 0 (0: no limit)")
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"rpm": self.rpm, "tpm": self.tpm, "concurrency": self.concurrency}
+
+
+NO_KEY_LIMITS = KeyLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class KeyInfo:
     id: str
     tenant_id: str
@@ -42,6 +68,7 @@ class KeyInfo:
     prefix: str
     created_at: float
     revoked_at: float | None
+    limits: KeyLimits = NO_KEY_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +78,9 @@ class Tenant:
 
 
 def _info(row: Any) -> KeyInfo:
-    kid, tenant_id, tenant, name, role, prefix, created, revoked = tuple(row)
+    kid, tenant_id, tenant, name, role, prefix, created, revoked, rpm, tpm, conc = tuple(row)
     return KeyInfo(str(kid), str(tenant_id), str(tenant), name, str(role), str(prefix),
-                   float(created), revoked)
+                   float(created), revoked, KeyLimits(rpm, tpm, conc))
 
 
 class KeyStore:
@@ -83,7 +110,8 @@ class KeyStore:
         return Tenant(row[0], name) if row else None
 
     async def create_key(
-        self, tenant: str, *, name: str | None = None, role: str = AGENT
+        self, tenant: str, *, name: str | None = None, role: str = AGENT,
+        limits: KeyLimits = NO_KEY_LIMITS,
     ) -> tuple[str, KeyInfo]:
         """Create a key; the clear key is returned once and never stored."""
         if role not in ROLES:
@@ -103,15 +131,16 @@ class KeyStore:
                     prefix=prefix,
                     key_hash=hash_key(key),
                     created_at=now,
+                    **limits.as_dict(),
                 )
             )
-        return key, KeyInfo(kid, ten.id, ten.name, name, role, prefix, now, None)
+        return key, KeyInfo(kid, ten.id, ten.name, name, role, prefix, now, None, limits)
 
     def _select(self) -> sa.Select[tuple[object, ...]]:
         k = t.api_keys.c
         return sa.select(
             k.id, k.tenant_id, t.tenants.c.name, k.name, k.role, k.prefix, k.created_at,
-            k.revoked_at,
+            k.revoked_at, k.rpm, k.tpm, k.concurrency,
         ).join(t.tenants, t.tenants.c.id == k.tenant_id)
 
     async def list_keys(self) -> list[KeyInfo]:
@@ -128,29 +157,39 @@ class KeyStore:
             row = (await conn.execute(stmt)).first()
         return _info(row) if row else None
 
-    async def revoke(self, key_id_or_prefix: str) -> KeyInfo:
+    async def _find(self, conn: AsyncConnection, key_id_or_prefix: str) -> KeyInfo:
         k = t.api_keys.c
+        rows = (
+            await conn.execute(
+                self._select().where(sa.or_(k.id == key_id_or_prefix, k.prefix == key_id_or_prefix))
+            )
+        ).all()
+        if not rows:
+            raise NotFound(f"no key {key_id_or_prefix!r}")
+        if len(rows) > 1:
+            raise InvalidInput(f"{key_id_or_prefix!r} matches several keys; use the key id")
+        return _info(rows[0])
+
+    async def revoke(self, key_id_or_prefix: str) -> KeyInfo:
         async with self.db.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    self._select().where(
-                        sa.or_(k.id == key_id_or_prefix, k.prefix == key_id_or_prefix)
-                    )
-                )
-            ).all()
-            if not rows:
-                raise NotFound(f"no key {key_id_or_prefix!r}")
-            if len(rows) > 1:
-                raise InvalidInput(f"{key_id_or_prefix!r} matches several keys; use the key id")
-            info = _info(rows[0])
+            info = await self._find(conn, key_id_or_prefix)
             now = time.time()
             await conn.execute(
-                t.api_keys.update().where(k.id == info.id).values(revoked_at=now)
+                t.api_keys.update().where(t.api_keys.c.id == info.id).values(revoked_at=now)
             )
-        return KeyInfo(
-            info.id, info.tenant_id, info.tenant, info.name, info.role, info.prefix,
-            info.created_at, now,
-        )
+        return dataclasses.replace(info, revoked_at=now)
+
+    async def set_limits(self, key_id_or_prefix: str, limits: KeyLimits) -> KeyInfo:
+        """Replace a key's own limits (a None field: the server's default again).
+
+        Serving processes see the change once their key cache expires (`key_cache_ttl_s`).
+        """
+        async with self.db.engine.begin() as conn:
+            info = await self._find(conn, key_id_or_prefix)
+            await conn.execute(
+                t.api_keys.update().where(t.api_keys.c.id == info.id).values(**limits.as_dict())
+            )
+        return dataclasses.replace(info, limits=limits)
 
     async def any_live_keys(self) -> bool:
         async with self.db.engine.connect() as conn:

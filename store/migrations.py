@@ -301,6 +301,12 @@ async def m007_training(conn: AsyncConnection) -> None:
     await _create(conn, jobs, leases, events)
 
 
+async def m008_key_limits(conn: AsyncConnection) -> None:
+    """Per-key rate limits: requests and tokens per minute, requests in flight."""
+    for column in ("rpm", "tpm", "concurrency"):
+        await conn.execute(sa.text(f"ALTER TABLE api_keys ADD COLUMN {column} INTEGER"))
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
@@ -310,6 +316,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m005_dead_letters", m005_dead_letters),
     ("m006_open_session_unique", m006_open_session_unique),
     ("m007_training", m007_training),
+    ("m008_key_limits", m008_key_limits),
 ]
 
 

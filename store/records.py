@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -59,9 +60,12 @@ class TurnRecord:
     # queued (monotonic clock) and the spool segment that holds it, if any.
     queued_at: float | None = None
     spool_segment: str | None = None
+    # Called once by the recorder when the response has been read (usage filled in):
+    # the rate limiter's count of the tokens the turn used.
+    on_recorded: Callable[[TurnRecord], None] | None = None
 
 
-_BOOKKEEPING = ("queued_at", "spool_segment")
+_BOOKKEEPING = ("queued_at", "spool_segment", "on_recorded")
 _BYTES_FIELDS = ("response_bytes",)
 
 

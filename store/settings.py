@@ -7,6 +7,7 @@ passes it down. Nothing reads settings at import time.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
@@ -69,13 +70,23 @@ class RecorderSettings(BaseModel):
         return self.dir if self.dir is not None else data_dir / "recorder"
 
 
+# litellm parameters that a [[models]] entry sets by its own keys (or, for the key itself,
+# by the name of an environment variable, so that no secret is written in molt.toml).
+_OWN_KEYS = {"model": "litellm", "api_base": "api_base", "base_url": "api_base",
+             "api_key": "api_key_env", "timeout": "timeout_s", "num_retries": "num_retries",
+             "fallbacks": "fallbacks"}
+
+
 class ModelRoute(BaseModel):
     """One model alias a client can ask for, and where it is served.
 
     Exactly one of `base_url` (any OpenAI-compatible server: the byte-stream
     fast path), `litellm` (any litellm model string) or `local` (a local
-    model folder served by molt itself) is set.
+    model folder served by molt itself) is set. Unknown keys are refused, so
+    that a misspelt one is not silently ignored.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     alias: str
     base_url: str | None = None
@@ -83,10 +94,16 @@ class ModelRoute(BaseModel):
     local: str | None = None
     # Model name sent upstream; defaults to the alias (base_url) or the litellm string.
     upstream_model: str | None = None
+    # The environment variable holding the upstream's API key (base_url and litellm routes).
     api_key_env: str | None = None
+    # litellm only: the provider's URL (an OpenAI-compatible server, an Azure resource...).
+    api_base: str | None = None
+    # litellm only: more parameters for litellm's completion call (api_version, extra_headers...).
+    litellm_params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
-    num_retries: int = 2
+    num_retries: int = Field(default=2, ge=0)
+    # Other aliases tried in order when this route fails before answering (any kind).
     fallbacks: list[str] = Field(default_factory=list)
     # A vLLM server with runtime LoRA updating behind base_url.
     vllm: bool = False
@@ -96,6 +113,17 @@ class ModelRoute(BaseModel):
     # short pause of generation while one is attached); "auto": merged up to 1B params.
     lora_mode: Literal["auto", "merged", "shared"] = "auto"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        unknown = [k for k in data if k not in cls.model_fields]
+        if unknown:
+            raise ValueError(_unknown_keys_message(data.get("alias"), unknown,
+                                                   list(cls.model_fields)))
+        return data
+
     @model_validator(mode="after")
     def _one_target(self) -> ModelRoute:
         targets = [t for t in (self.base_url, self.litellm, self.local) if t]
@@ -103,6 +131,20 @@ class ModelRoute(BaseModel):
             raise ValueError(
                 f"model alias {self.alias!r} needs exactly one of base_url, litellm or local"
             )
+        if self.kind != "litellm":
+            given = [k for k in ("api_base", "litellm_params") if getattr(self, k)]
+            if given:
+                hint = " (use base_url)" if self.kind == "http" and "api_base" in given else ""
+                verb = "apply" if len(given) > 1 else "applies"
+                raise ValueError(f"model alias {self.alias!r}: {' and '.join(given)} "
+                                 f"{verb} only to a litellm route{hint}")
+        for key in self.litellm_params:
+            if key in _OWN_KEYS:
+                raise ValueError(
+                    f"model alias {self.alias!r}: litellm_params.{key} is set by the entry's own "
+                    f"key {_OWN_KEYS[key]!r}, not in litellm_params")
+        if self.alias in self.fallbacks:
+            raise ValueError(f"model alias {self.alias!r} lists itself as a fallback")
         return self
 
     @property
@@ -112,6 +154,32 @@ class ModelRoute(BaseModel):
         if self.litellm:
             return "litellm"
         return "local"
+
+
+def _unknown_keys_message(alias: Any, unknown: list[str], known: list[str]) -> str:
+    """Which keys of a [[models]] entry are not ours, the closest known ones, and the rest."""
+    parts = []
+    for key in unknown:
+        near = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    who = f"model alias {alias!r}" if isinstance(alias, str) else "a [[models]] entry"
+    return (f"{who}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(parts)}; "
+            f"a [[models]] entry takes {', '.join(known)} (more litellm parameters go in "
+            "litellm_params = { ... })")
+
+
+class LimitsSettings(BaseModel):
+    """The default rate limits of every API key (a key's own limits replace them).
+
+    None: no limit. Requests and tokens are counted over the last 60 seconds;
+    `concurrency` is the most requests of one key in flight at once.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
 
 
 class SkillsSettings(BaseModel):
@@ -312,6 +380,7 @@ class MoltSettings(BaseSettings):
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     tafc: TafcSettings = Field(default_factory=TafcSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> MoltSettings:
@@ -320,6 +389,11 @@ class MoltSettings(BaseSettings):
             if route.alias in seen:
                 raise ValueError(f"model alias {route.alias!r} is configured twice")
             seen.add(route.alias)
+        for route in self.models:
+            missing = [f for f in route.fallbacks if f not in seen]
+            if missing:
+                raise ValueError(f"model alias {route.alias!r} falls back to unknown alias(es) "
+                                 f"{', '.join(map(repr, missing))}; known: {', '.join(sorted(seen))}")
         if self.environment == "production" and self.server.admin_key is not None:
             secret = self.server.admin_key.get_secret_value()
             if len(secret) < 16 or secret.lower() in {"changeme", "secret", "admin", "password"}:

@@ -40,6 +40,10 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    # Rate limits of this key (m008); NULL: the server's `[limits]` default, 0: none.
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("concurrency", sa.Integer, nullable=True),
 )
 
 sessions = sa.Table(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import click
@@ -41,6 +42,11 @@ async def _checks(settings: MoltSettings) -> list[tuple[str, bool, str]]:
         return out
     for alias in ups.aliases():
         _, _, backend = ups.resolve(alias)
+        route = settings.route(alias)
+        if route is not None and route.api_key_env and not os.environ.get(route.api_key_env):
+            out.append((f"model {alias}", False,
+                        f"api_key_env names {route.api_key_env}, which is not set"))
+            continue
         try:
             out.append((f"model {alias}", True, await backend.check()))
         except Exception as exc:  # noqa: BLE001

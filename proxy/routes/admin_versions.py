@@ -56,7 +56,7 @@ async def _sync(state: ProxyState, tenant: str, base: str) -> dict[str, str]:
         if b.base_name == base:
             version = await b.sync_versions(tenant)
             for alias in state.upstreams.aliases():
-                if state.upstreams.resolve(alias)[2] is b:
+                if state.upstreams.backend_of(alias) is b:
                     served[alias] = version
     return served
 

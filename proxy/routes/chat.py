@@ -29,8 +29,9 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     principal = await state.auth.authenticate(request.headers)
     body = validate_chat(await read_json(request, state.settings.server.max_body_bytes))
+    ticket = state.limiter.admit(principal, body, request.scope)  # 429 over the key's limits
     outcome = await run_turn(state, TurnInput(body, principal, request.headers, request.receive,
-                                              started))
+                                              started, ticket))
     if isinstance(outcome, Completed):
         payload = outcome.raw if outcome.raw is not None else json.dumps(outcome.data).encode()
         return Response(payload, media_type="application/json", headers=outcome.headers)

@@ -37,7 +37,7 @@ def engine_problems(state: ProxyState) -> dict[str, str]:
     """alias -> what is wrong with the backend serving it, for every unhealthy one."""
     out: dict[str, str] = {}
     for alias in state.upstreams.aliases():
-        backend = state.upstreams.resolve(alias)[2]
+        backend = state.upstreams.backend_of(alias)
         if isinstance(backend, _ReportsHealth):
             problem = backend.health()
             if problem is not None:

@@ -1,4 +1,10 @@
-"""Any litellm model string, through litellm's Router (retries and fallbacks).
+"""Any litellm model string, through litellm's Router (retries per route).
+
+Each route becomes one Router deployment whose litellm parameters are the
+route's `litellm` model, `api_base`, key (read from `api_key_env`), timeout,
+retries and its `litellm_params` table. Fallbacks are molt's own
+(proxy/upstream/fallback.py), so they cross route kinds and the turn records
+which upstream answered.
 
 litellm is imported on first use: it is slow to import and most deployments
 route only OpenAI-compatible URLs. Its exceptions are translated here, once.
@@ -28,8 +34,19 @@ def _translate(exc: Exception, name: str) -> UpstreamError:
     return UpstreamError(message)
 
 
+def deployment_params(route: ModelRoute) -> dict[str, Any]:
+    """The litellm parameters of a route's deployment (passed to litellm's completion call)."""
+    params: dict[str, Any] = dict(route.litellm_params)
+    params.update(model=route.litellm, timeout=route.timeout_s, num_retries=route.num_retries)
+    if route.api_base:
+        params["api_base"] = route.api_base
+    if route.api_key_env and os.environ.get(route.api_key_env):
+        params["api_key"] = os.environ[route.api_key_env]
+    return params
+
+
 class LiteLLMBackend:
-    """One Router for all litellm aliases, so fallbacks can cross them."""
+    """One Router for all litellm aliases."""
 
     def __init__(self, routes: Sequence[ModelRoute]) -> None:
         self.routes = {r.alias: r for r in routes}
@@ -41,17 +58,9 @@ class LiteLLMBackend:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             from litellm.router import Router
 
-            model_list = []
-            for r in self.routes.values():
-                params: dict[str, Any] = {"model": r.litellm, "timeout": r.timeout_s}
-                if r.api_key_env and os.environ.get(r.api_key_env):
-                    params["api_key"] = os.environ[r.api_key_env]
-                model_list.append({"model_name": r.alias, "litellm_params": params})
-            fallbacks = [{r.alias: r.fallbacks} for r in self.routes.values() if r.fallbacks]
-            retries = max((r.num_retries for r in self.routes.values()), default=0)
-            self._router = Router(
-                model_list=model_list, num_retries=retries, fallbacks=fallbacks
-            )
+            model_list = [{"model_name": r.alias, "litellm_params": deployment_params(r)}
+                          for r in self.routes.values()]
+            self._router = Router(model_list=model_list)
         return self._router
 
     async def send(self, call: UpstreamCall) -> UpstreamResponse:

@@ -2,6 +2,8 @@
 
 A client asks for `<alias>` (the active weight version), `<alias>@v7` (a
 pinned version) or `<alias>@base`; the part after '@' goes to the backend.
+An alias with fallbacks is sent through a FallbackBackend over the others'
+own backends; `backend_of` and `backends` name the serving backends themselves.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from proxy.errors import NotFoundError
 from proxy.upstream.base import Backend
+from proxy.upstream.fallback import FallbackBackend
 from proxy.upstream.http import HTTPBackend
 from proxy.upstream.litellm_backend import LiteLLMBackend
 from store.settings import ModelRoute
@@ -24,6 +27,12 @@ class Upstreams:
     def __init__(self, backends: dict[str, Backend], routes: Sequence[ModelRoute]) -> None:
         self._backends = backends
         self.routes = {r.alias: r for r in routes}
+        # What a request for an alias is sent to: its backend, or its fallback chain.
+        self._senders: dict[str, Backend] = dict(backends)
+        for r in routes:
+            chain = [(f, backends[f]) for f in r.fallbacks if f in backends]
+            if chain and r.alias in backends:
+                self._senders[r.alias] = FallbackBackend(r.alias, backends[r.alias], chain)
 
     @classmethod
     def from_routes(
@@ -61,7 +70,7 @@ class Upstreams:
 
     def resolve(self, model: str) -> tuple[str, str | None, Backend]:
         alias, _, version = model.partition("@")
-        backend = self._backends.get(alias)
+        backend = self._senders.get(alias)
         if backend is None:
             raise NotFoundError(
                 f"The model '{model}' does not exist or is not served here; "
@@ -70,6 +79,10 @@ class Upstreams:
                 code="model_not_found",
             )
         return alias, (version or None), backend
+
+    def backend_of(self, alias: str) -> Backend | None:
+        """The backend serving `alias` itself (not its fallback chain)."""
+        return self._backends.get(alias)
 
     def backends(self) -> list[Backend]:
         unique: dict[int, Backend] = {id(b): b for b in self._backends.values()}

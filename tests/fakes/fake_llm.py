@@ -36,6 +36,9 @@ class Reply:
     completion_tokens: int = 7
     # Non-streamed only: send these bytes as the HTTP 200 body instead of a completion.
     raw_body: bytes | None = None
+    # Hold the reply until the test sets this event (a stream: after its first chunk),
+    # so that a test knows the request is in flight without sleeping.
+    gate: threading.Event | None = None
 
 
 def _last_user(messages: list[dict[str, Any]]) -> str:
@@ -165,6 +168,8 @@ class FakeLLM:
                 {"error": {"message": reply.error, "type": "server_error", "param": None,
                            "code": None}}, status_code=reply.status)
         if not body.get("stream"):
+            if reply.gate is not None:
+                await asyncio.to_thread(reply.gate.wait, 30)
             if reply.raw_body is not None:
                 return Response(reply.raw_body, media_type="application/json")
             return JSONResponse(self.completion(body, reply))
@@ -176,6 +181,8 @@ class FakeLLM:
                     if reply.cut_after is not None and n >= reply.cut_after:
                         raise ConnectionAbortedError("scripted cut")
                     yield f"data: {json.dumps(c)}\n\n".encode()
+                    if n == 0 and reply.gate is not None:
+                        await asyncio.to_thread(reply.gate.wait, 30)
                     if reply.chunk_delay_s:
                         await asyncio.sleep(reply.chunk_delay_s)
                 yield b"data: [DONE]\n\n"

@@ -56,3 +56,38 @@ async def test_sessions_reopen_keeps_rows_and_allows_a_reused_external_id(store_
         assert [(r[0], bool(r[1]), r[2]) for r in rows] == [("ses_old", True, 1), ("ses_new", False, 1)]
     finally:
         await engine.dispose()
+
+
+async def test_key_limits_keep_existing_keys_on_the_default(store_url: str) -> None:
+    """m008 on a database that already holds a key: the key still works, on the default limits."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from store.keys import KeyLimits, KeyStore, hash_key
+    from store.settings import StoreSettings
+
+    engine = create_async_engine(store_url)
+    upto = [n for n, _ in MIGRATIONS].index("m008_key_limits")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(
+                "CREATE TABLE schema_migrations (name VARCHAR(128) PRIMARY KEY, applied_at FLOAT NOT NULL)"))
+            for name, fn in MIGRATIONS[:upto]:
+                await fn(conn)
+                await conn.execute(sa.text("INSERT INTO schema_migrations VALUES (:n, 0)"), {"n": name})
+            await conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES ('ten_a', 'acme', 0)"))
+            await conn.execute(sa.text(
+                "INSERT INTO api_keys (id, tenant_id, role, prefix, key_hash, created_at) "
+                "VALUES ('key_old', 'ten_a', 'agent', 'molt-old', :h, 0)"), {"h": hash_key("molt-old-key")})
+        assert "m008_key_limits" in await migrate(engine)
+    finally:
+        await engine.dispose()
+    db = await Database.open(StoreSettings(url=store_url))
+    try:
+        keys = KeyStore(db)
+        old = await keys.lookup("molt-old-key")
+        assert old is not None and old.limits == KeyLimits()
+        changed = await keys.set_limits("key_old", KeyLimits(rpm=10, concurrency=0))
+        assert changed.limits == KeyLimits(rpm=10, tpm=None, concurrency=0)
+        assert (await keys.list_keys())[0].limits == changed.limits
+    finally:
+        await db.close()
