@@ -157,7 +157,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        index = SkillIndex(open_client(Path(tmp), None), embedder)
+        index = SkillIndex(lambda: open_client(Path(tmp), None), embedder)
         for size in sizes:
             skills = everything[:size]
             tenant = f"bench{size}"

@@ -141,6 +141,9 @@ class SkillsSettings(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0)
     # Torch intra-op threads for the embedding model; None leaves torch's default.
     embed_threads: int | None = None
+    # Open the index and load the embedding model at start (seconds, ~600 MB) rather than
+    # on the first request that retrieves skills; off, a proxy starts in about a second.
+    preload: bool = False
 
     def library_dir(self, data_dir: Path) -> Path:
         return self.dir if self.dir is not None else data_dir / "skills"

@@ -5,6 +5,9 @@ download; `HF_HUB_OFFLINE=1` is set before sentence-transformers loads). It
 is loaded once per process and shared (`load_model`), since loading costs
 seconds and every proxy, test and benchmark in the process uses the same
 weights. Vectors are L2-normalized, so a dot product is the cosine.
+
+Nothing heavy is imported with this module: numpy comes with the first call
+and torch with the model, so a proxy that never retrieves never loads them.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol
 
 from store.skills.errors import SkillIndexError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 DIM = 384
 _lock = threading.Lock()
@@ -57,6 +61,8 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """(len(texts), DIM) float32, each row of unit length."""
+        import numpy as np
+
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
         model = load_model(self.threads)
