@@ -3,10 +3,10 @@
 `SkillsService` lives as long as the app: it opens the library, seeds the
 default tenant and runs the watcher (every `poll_interval_s`: edits on disk
 become revisions, a generation moved by another process reloads that tenant).
-The index (Chroma) and the embedding model (torch, sentence-transformers) are
-opened by the first retrieval that needs them, in a thread, so a proxy starts
-in about a second and small; that first request pays the load instead (see
-dev/LOG.md). `skills.preload` loads both at start instead.
+The index (Chroma) and the embedding model (`skills.embedder`: numpy by
+default, torch on request) are opened by the first retrieval that needs them,
+in a thread, so a proxy starts fast and small; that first request pays the load
+instead (see dev/LOG.md). `skills.preload` loads both at start.
 
 `SkillInjector` is the request hook. On a main turn it builds the task query
 (the latest user request and the tool names, cleaned of channel noise),
@@ -44,7 +44,7 @@ from proxy.state import ProxyState
 from store.errors import InvalidInput, NotFound, StoreError
 from store.keys import DEFAULT_TENANT
 from store.settings import MoltSettings
-from store.skills.embedding import MiniLMEmbedder, load_model
+from store.skills.embedding import make_embedder
 from store.skills.index import SkillIndex, open_client
 from store.skills.library import SkillLibrary
 from store.skills.query import QueryCache
@@ -102,13 +102,13 @@ class SkillsService:
             return
         path = cfg.index_path(self.settings.data_dir)
         index = SkillIndex(functools.partial(open_client, path, cfg.chroma_url),
-                           MiniLMEmbedder(threads=cfg.embed_threads))
+                           make_embedder(cfg.embedder, threads=cfg.embed_threads))
         self._serving = SkillServing(self._library, index)
         try:  # the default tenant's first request should not pay for seeding
             snap = await self._serving.snapshot(DEFAULT_TENANT)
             if cfg.preload:  # ...nor, when asked, for the index and the model
                 await self._serving.indexed(snap)
-                await asyncio.to_thread(load_model, cfg.embed_threads)
+                await asyncio.to_thread(index.embedder.embed, ["load the model"])
         except (StoreError, OSError) as exc:
             self._report("startup", exc)
         self._task = asyncio.create_task(self._watch(), name="molt-skills-watcher")
