@@ -142,7 +142,8 @@ class SkillsSettings(BaseModel):
     # The embedding model's runtime: "numpy" (no torch, ~100 MB) or "torch"
     # (sentence-transformers, ~600 MB); the same vectors either way.
     embedder: Literal["numpy", "torch"] = "numpy"
-    # Torch intra-op threads for the "torch" embedder; None leaves torch's default.
+    # The embedding model's threads: BLAS threads for "numpy" (None: 1, see
+    # store/skills/minilm_numpy.py), torch intra-op threads for "torch" (None: torch's default).
     embed_threads: int | None = None
     # Open the index and load the embedding model at start rather than on the first
     # request that retrieves skills (which then pays for them).

