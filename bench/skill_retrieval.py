@@ -1,6 +1,7 @@
 """Skill retrieval at 100 / 1,000 / 10,000 skills: latency and recall@k.
 
     python -m bench.skill_retrieval [--sizes 100,1000,10000] [--queries 200] [--k 3]
+                                    [--embedder numpy|torch]
 
 Skills are synthetic but distinct: an action on an object through a channel
 ("export invoices from the command line"), each with its own description,
@@ -33,7 +34,7 @@ import numpy.typing as npt
 
 from proxy.skills_serving import TenantSnapshot, search
 from store.settings import SkillsSettings
-from store.skills.embedding import MiniLMEmbedder, load_model
+from store.skills.embedding import Embedder, make_embedder
 from store.skills.index import SkillIndex, open_client
 from store.skills.library import LibrarySkill
 from store.skills.query import clean_task_text
@@ -116,7 +117,7 @@ def query_for(skill: Skill, rng: random.Random) -> str:
 class CachedEmbedder:
     """Embeds each distinct text once; counts the time spent on new texts."""
 
-    def __init__(self, inner: MiniLMEmbedder) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.cache: dict[str, npt.NDArray[np.float32]] = {}
 
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--embedder", choices=("numpy", "torch"), default="numpy",
+                    help="the model's runtime (skills.embedder)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rng = random.Random(7)
@@ -146,10 +149,10 @@ def main() -> None:
     settings = TenantSkillSettings(True, args.k, defaults.min_similarity, defaults.token_budget, False)
 
     t0 = time.perf_counter()
-    load_model(args.threads)
-    print(f"model loaded in {time.perf_counter() - t0:.1f} s")
+    make_embedder(args.embedder, threads=args.threads).embed(["load the model"])
+    print(f"{args.embedder} model loaded in {time.perf_counter() - t0:.1f} s")
     everything = build_skills(max(sizes), rng)
-    embedder = CachedEmbedder(MiniLMEmbedder(threads=args.threads, batch_size=128))
+    embedder = CachedEmbedder(make_embedder(args.embedder, threads=args.threads))
     t0 = time.perf_counter()
     embedder.embed([s.embedding_text() for s in everything])
     spent = time.perf_counter() - t0
@@ -157,7 +160,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        index = SkillIndex(open_client(Path(tmp), None), embedder)
+        index = SkillIndex(lambda: open_client(Path(tmp), None), embedder)
         for size in sizes:
             skills = everything[:size]
             tenant = f"bench{size}"
@@ -169,7 +172,7 @@ def main() -> None:
                 n: LibrarySkill(s, "rev", h, 1) for n, (s, h) in pairs.items()}, settings)
             targets = [rng.choice(skills) for _ in range(args.queries)]
             queries = [clean_task_text(query_for(s, rng)) for s in targets]
-            fresh = MiniLMEmbedder(threads=args.threads)
+            fresh = make_embedder(args.embedder, threads=args.threads)
             search(index, snap, "warm up the path")
             embed_ms, total_ms, hits, hits1 = [], [], 0, 0
             index.embedder = fresh  # queries are new text: embed them for real, every time

@@ -2,18 +2,21 @@
 
 Point it at a provider, at a vLLM server, or at molt's own proxy (then any
 configured route works, litellm ones included). Calls and tokens are counted
-so that each evolution records its cost.
+so that each evolution records its cost. The `openai` SDK (about a second to
+import) is loaded by the first call, so a process that never calls the model
+(a `molt proxy`) does not pay for it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import openai
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evolver.errors import ModelCallFailed
+
+if TYPE_CHECKING:
+    import openai
 
 
 @dataclass
@@ -46,8 +49,16 @@ class OpenAICompatModel:
 
     def __post_init__(self) -> None:
         self.name = self.model
-        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "none",
-                                          timeout=self.timeout_s, max_retries=2)
+        self._client: openai.AsyncOpenAI | None = None
+
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client, made (and `openai` imported) on first use."""
+        if self._client is None:
+            import openai
+
+            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "none",
+                                              timeout=self.timeout_s, max_retries=2)
+        return self._client
 
     @classmethod
     def from_settings(cls, base_url: str, model: str, api_key_env: str | None) -> OpenAICompatModel:
@@ -58,17 +69,20 @@ class OpenAICompatModel:
         """The model's answer; with `response_format` (structured output, e.g. a JSON schema) when
         the provider takes it, else, on a 400 for it, the same call without (the prompt asks for
         the same JSON)."""
+        import openai
+
+        client = self.client()
         extra: dict[str, Any] = {"response_format": response_format} if response_format else {}
         try:
             try:
-                r = await self._client.chat.completions.create(
+                r = await client.chat.completions.create(
                     model=self.model, messages=messages, temperature=temperature,  # type: ignore[arg-type]
                     max_tokens=max_tokens, extra_headers={"X-Turn-Type": "side"}, **extra)
             except openai.BadRequestError:
                 if not extra:
                     raise
                 self.structured_fallbacks += 1
-                r = await self._client.chat.completions.create(
+                r = await client.chat.completions.create(
                     model=self.model, messages=messages, temperature=temperature,  # type: ignore[arg-type]
                     max_tokens=max_tokens, extra_headers={"X-Turn-Type": "side"})
         except openai.APIError as exc:
@@ -80,4 +94,5 @@ class OpenAICompatModel:
         return r.choices[0].message.content or ""
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()

@@ -10,12 +10,13 @@ by the library.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evolver.errors import ReplayFailed
 from store.chat_shapes import answer_calls
+
+if TYPE_CHECKING:  # httpx (with httpcore, h2, trio) comes with the first replay
+    import httpx
 
 Calls = list[tuple[str, dict[str, Any]]]
 
@@ -32,8 +33,19 @@ def calls_of(completion: dict[str, Any]) -> Calls:
 
 class HTTPReplayer:
     def __init__(self, base_url: str, api_key: str | None, *, timeout_s: float = 120.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout_s = timeout_s
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client, made on the first replay (a `molt proxy` never replays)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
+                                             timeout=self.timeout_s)
+        return self._client
 
     async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None,
                      context: str | None = None) -> Calls:
@@ -42,8 +54,10 @@ class HTTPReplayer:
         headers = {"X-Molt-Tenant": tenant, "X-Molt-Replay": candidate or "current"}
         if context:
             headers["X-Molt-Context"] = context
+        import httpx
+
         try:
-            r = await self._client.post("/chat/completions", json=body, headers=headers)
+            r = await self.client().post("/chat/completions", json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise ReplayFailed(f"replay failed: {type(exc).__name__}") from exc
         if r.status_code != 200:
@@ -51,4 +65,5 @@ class HTTPReplayer:
         return calls_of(r.json())
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()

@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from proxy.skills_serving import Selection, SkillServing, TenantSnapshot, pinned_for, select
 from store.evolution import EvolutionStore
@@ -27,6 +25,10 @@ from store.skills.index import SkillIndex
 from store.skills.library import LibrarySkill
 from store.skills.overlay import overlay
 from store.skills.skillfile import content_hash, render_skill_file
+
+if TYPE_CHECKING:  # numpy itself comes with the first candidate (store/skills/embedding.py)
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def search_candidate(index: SkillIndex, snap: TenantSnapshot, cand: Candidate, q
             pool.append((s, h.similarity))
     for row, s in zip(cand.vectors, cand.changed.values()):
         if s.skill.serving:
-            pool.append((s, float(np.dot(row, vector))))
+            pool.append((s, float(row @ vector)))
     pool.sort(key=lambda p: -p[1])
     return Selection(snap.generation, tuple(select(pool, settings, pinned)))
 
@@ -95,5 +97,7 @@ class CandidateLibraries:
     async def retrieve(self, tenant: str, query: str, proposal_id: str,
                        offered: frozenset[str] = frozenset()) -> Selection:
         snap = await self.serving.refresh(tenant)
+        if query and snap.settings.top_k > 0:  # the current skills are ranked from the index
+            snap = await self.serving.indexed(snap)
         cand = await self.candidate(tenant, snap, proposal_id)
         return await asyncio.to_thread(search_candidate, self.serving.index, snap, cand, query, offered)

@@ -1,9 +1,12 @@
 """Skills into requests: the request hook and the service that keeps the library live.
 
-`SkillsService` lives as long as the app: it opens the library and the index,
-loads the embedding model (in a thread, at start, so the first request does
-not pay for it) and runs the watcher (every `poll_interval_s`: edits on disk
+`SkillsService` lives as long as the app: it opens the library, seeds the
+default tenant and runs the watcher (every `poll_interval_s`: edits on disk
 become revisions, a generation moved by another process reloads that tenant).
+The index (Chroma) and the embedding model (`skills.embedder`: numpy by
+default, torch on request) are opened by the first retrieval that needs them,
+in a thread, so a proxy starts fast and small; that first request pays the load
+instead (see dev/LOG.md). `skills.preload` loads both at start.
 
 `SkillInjector` is the request hook. On a main turn it builds the task query
 (the latest user request and the tool names, cleaned of channel noise),
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -41,7 +45,7 @@ from store.chat_shapes import offered_tools
 from store.errors import StoreError
 from store.keys import DEFAULT_TENANT
 from store.settings import MoltSettings
-from store.skills.embedding import MiniLMEmbedder, load_model
+from store.skills.embedding import make_embedder
 from store.skills.index import SkillIndex, open_client
 from store.skills.library import SkillLibrary
 from store.skills.query import QueryCache
@@ -97,14 +101,15 @@ class SkillsService:
         self._library = SkillLibrary(state.db, cfg, self.settings.data_dir)
         if not cfg.enabled or not self.serve:
             return
-        client = await asyncio.to_thread(
-            open_client, cfg.index_path(self.settings.data_dir), cfg.chroma_url
-        )
-        await asyncio.to_thread(load_model, cfg.embed_threads)
-        index = SkillIndex(client, MiniLMEmbedder(threads=cfg.embed_threads))
+        path = cfg.index_path(self.settings.data_dir)
+        index = SkillIndex(functools.partial(open_client, path, cfg.chroma_url),
+                           make_embedder(cfg.embedder, threads=cfg.embed_threads))
         self._serving = SkillServing(self._library, index)
-        try:  # the default tenant's first request should not pay for seeding and indexing
-            await self._serving.snapshot(DEFAULT_TENANT)
+        try:  # the default tenant's first request should not pay for seeding
+            snap = await self._serving.snapshot(DEFAULT_TENANT)
+            if cfg.preload:  # ...nor, when asked, for the index and the model
+                await self._serving.indexed(snap)
+                await asyncio.to_thread(index.embedder.embed, ["load the model"])
         except (StoreError, OSError) as exc:
             self._report("startup", exc)
         self._task = asyncio.create_task(self._watch(), name="molt-skills-watcher")

@@ -1,11 +1,15 @@
 """What a serving process holds of each tenant's library, and retrieval over it.
 
 `SkillServing` keeps, per tenant, a snapshot (the generation, the active
-skills at their newest revision, the tenant's skill settings) and keeps the
-index in step with it. `refresh` compares the snapshot's generation with the
+skills at their newest revision, the tenant's skill settings) and, once a
+retrieval needs it, the index in step with it. `refresh` compares the snapshot's generation with the
 database (one indexed read) and reloads when another process (the CLI, the
 evolver, another replica) changed the library; `poll` also turns edits made
-on disk into revisions. Both are cheap when nothing changed.
+on disk into revisions. Both are cheap when nothing changed, and neither
+touches the index: a snapshot is brought into the index (`indexed`: its
+changed skills embedded) by the first retrieval that needs vectors. So a
+process that never retrieves never opens Chroma or loads the embedding model,
+and the first retrieval pays for both (see dev/LOG.md, 2026-12-02).
 
 Retrieval, our instantiation of MetaClaw's "embedding cosine top-k": ask the
 index for the nearest `top_k * 3` skills, drop those under the similarity
@@ -74,6 +78,8 @@ class TenantSnapshot:
     settings: TenantSkillSettings
     cache: OrderedDict[tuple[str, TenantSkillSettings, frozenset[str]], Selection] = field(
         default_factory=OrderedDict)
+    # whether the index holds exactly `active` (set by `SkillServing.indexed`)
+    indexed: bool = False
     # the standing rules (`scope: tools`) among `active`, found once per snapshot
     standing: tuple[LibrarySkill, ...] = field(init=False)
 
@@ -150,15 +156,31 @@ class SkillServing:
                 return snap
             current = await self.library.current(tenant)
             active = {n: s for n, s in current.items() if s.skill.serving}
-            pairs = {n: (s.skill, s.content_hash) for n, s in active.items()}
-            result = await asyncio.to_thread(self.index.sync, ten.id, pairs)
-            if result.embedded or result.deleted:
-                log.info("skills index for tenant %s: %d embedded, %d removed (generation %d)",
-                         ten.name, result.embedded, result.deleted, generation)
             snap = TenantSnapshot(ten.id, generation, active, settings)
             self._snapshots[ten.id] = snap
             self._names[ten.id] = ten.name
             return snap
+
+    async def indexed(self, snap: TenantSnapshot) -> TenantSnapshot:
+        """The tenant's newest snapshot with the index in step with it (its changed skills embedded).
+
+        The first call in a process opens the index and loads the embedding model. Syncs
+        run under the tenant's lock, newest snapshot only, so the index never goes back
+        to an older generation.
+        """
+        if snap.indexed:
+            return snap
+        async with self._locks.setdefault(snap.tenant_id, asyncio.Lock()):
+            cur = self._snapshots.get(snap.tenant_id, snap)
+            if not cur.indexed:
+                pairs = {n: (s.skill, s.content_hash) for n, s in cur.active.items()}
+                result = await asyncio.to_thread(self.index.sync, cur.tenant_id, pairs)
+                if result.embedded or result.deleted:
+                    log.info("skills index for tenant %s: %d embedded, %d removed (generation %d)",
+                             self._names.get(cur.tenant_id, cur.tenant_id), result.embedded,
+                             result.deleted, cur.generation)
+                cur.indexed = True
+            return cur
 
     async def poll(self) -> None:
         """One watcher round: disk edits -> revisions, then reload tenants whose generation moved."""
@@ -191,6 +213,9 @@ class SkillServing:
             hit = snap.cache.get(key)
             if hit is not None:
                 return hit
+        if needs_vectors(snap, query) and not snap.indexed:
+            snap = await self.indexed(snap)  # may be a newer snapshot
+            key = (query_key(query), snap.settings, offered)
         sel = await asyncio.to_thread(search, self.index, snap, query, offered)
         snap.cache[key] = sel
         if len(snap.cache) > self.cache_size:
@@ -198,12 +223,17 @@ class SkillServing:
         return sel
 
 
+def needs_vectors(snap: TenantSnapshot, query: str) -> bool:
+    """Whether retrieving for `query` asks the index (a task, a top-k, skills to rank)."""
+    return bool(query) and snap.settings.top_k > 0 and bool(snap.active)
+
+
 def search(index: SkillIndex, snap: TenantSnapshot, query: str,
            offered: frozenset[str] = frozenset()) -> Selection:
     """One uncached retrieval: standing rules for the offered tools, then floor, top-k and budget."""
     settings = snap.settings
     pinned = pinned_for(snap.standing, offered)
-    if not query or settings.top_k == 0 or not snap.active:
+    if not needs_vectors(snap, query):
         return Selection(snap.generation, tuple(select([], settings, pinned)))
     vector = index.embed_query(query)
     hits = index.query(snap.tenant_id, vector, settings.top_k * 3)

@@ -207,8 +207,15 @@ class SkillsSettings(BaseModel):
     export_dir: Path | None = None
     # How often a proxy rescans the library files and the generation counter.
     poll_interval_s: float = Field(default=1.0, gt=0)
-    # Torch intra-op threads for the embedding model; None leaves torch's default.
+    # The embedding model's runtime: "numpy" (no torch, ~100 MB) or "torch"
+    # (sentence-transformers, ~600 MB); the same vectors either way.
+    embedder: Literal["numpy", "torch"] = "numpy"
+    # The embedding model's threads: BLAS threads for "numpy" (None: 1, see
+    # store/skills/minilm_numpy.py), torch intra-op threads for "torch" (None: torch's default).
     embed_threads: int | None = None
+    # Open the index and load the embedding model at start rather than on the first
+    # request that retrieves skills (which then pays for them).
+    preload: bool = False
 
     def library_dir(self, data_dir: Path) -> Path:
         return self.dir if self.dir is not None else data_dir / "skills"

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
 
 from molt.cli.common import echo_json, settings_from, ts, with_db
 from molt.trainer_service import PartsFactory, cancel_job, status_of
@@ -27,6 +26,9 @@ from store.errors import NotFound
 from store.settings import MoltSettings
 from store.training import OPEN_STATUSES, TrainingStore
 from trainer.schedule import Scheduler
+
+if TYPE_CHECKING:  # imported by the command that calls a server: `molt proxy` never does
+    import httpx
 
 WAITING = ("queued", "running")
 
@@ -160,6 +162,8 @@ def now(ctx: click.Context, tenant: str, minutes: float | None, steps: int | Non
     settings = settings_from(ctx)
     base, headers = _server(settings)
     body = {"tenant": tenant, "minutes": minutes, "steps": steps}
+    import httpx
+
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
         try:
             r = client.post("/admin/train", json=body)

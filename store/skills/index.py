@@ -9,25 +9,30 @@ changed, and a replica that finds the index already current does nothing.
 Only `active` skills are in the index: retired and quarantined skills can
 never come back from a query.
 
+The client is opened on first use (`SkillIndex` takes an opener, not a client):
+importing chromadb costs seconds and tens of MB, which a proxy that never
+retrieves should not pay.
+
 All methods block (Chroma, the model): the proxy calls them from a thread.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import numpy as np
-import numpy.typing as npt
 
 from store.skills.embedding import Embedder
 from store.skills.errors import SkillIndexError
 from store.skills.index_lock import claim
 from store.skills.skillfile import Skill
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +70,27 @@ def open_client(path: Path | None, url: str | None) -> Any:
 
 
 class SkillIndex:
-    def __init__(self, client: Any, embedder: Embedder, *, batch: int = 512) -> None:
-        self.client = client
+    """`opener` gives the Chroma client (`open_client`); it is called once, on first use."""
+
+    def __init__(self, opener: Callable[[], Any], embedder: Embedder, *, batch: int = 512) -> None:
+        self.opener = opener
         self.embedder = embedder
         self.batch = batch
         self._lock = threading.Lock()
+        self._client: Any = None
         self._collections: dict[str, Any] = {}
+
+    def _opened(self) -> Any:
+        """The client, opened now if this is the first use (call under `_lock`)."""
+        if self._client is None:
+            self._client = self.opener()
+        return self._client
 
     def _collection(self, tenant_id: str) -> Any:
         col = self._collections.get(tenant_id)
         if col is None:
             name = f"molt_skills_{tenant_id}"[:500]
-            col = self.client.get_or_create_collection(
+            col = self._opened().get_or_create_collection(
                 name, embedding_function=None, metadata={"hnsw:space": "cosine"}
             )
             self._collections[tenant_id] = col
@@ -110,6 +124,8 @@ class SkillIndex:
         return IndexSync(len(todo), len(stale))
 
     def embed_query(self, text: str) -> npt.NDArray[np.float32]:
+        import numpy as np
+
         vectors: npt.NDArray[np.float32] = self.embedder.embed([text])
         return np.ascontiguousarray(vectors[0])
 
@@ -127,6 +143,8 @@ class SkillIndex:
                     query_embeddings=[vector], n_results=min(n, count),
                     include=["distances", "metadatas"],
                 )
+            except SkillIndexError:
+                raise
             except Exception as exc:  # chromadb raises many unrelated types
                 raise SkillIndexError(f"skill index query failed: {exc}") from exc
         ids = res["ids"][0]
@@ -141,6 +159,8 @@ class SkillIndex:
         with self._lock:
             self._collections.pop(tenant_id, None)
             try:
-                self.client.delete_collection(f"molt_skills_{tenant_id}"[:500])
+                self._opened().delete_collection(f"molt_skills_{tenant_id}"[:500])
+            except SkillIndexError:
+                raise
             except Exception as exc:  # chromadb raises many unrelated types
                 raise SkillIndexError(f"cannot drop the skill index: {exc}") from exc
