@@ -167,10 +167,13 @@ local = "{policy}"
     return config
 
 
-def start_replicas(procs: Procs) -> tuple[Proc, Proc, Proc]:
-    """Proxies `a` and `b` and a worker replaying through `a`, started side by side."""
+def start_replicas(procs: Procs, meanwhile: Callable[[], object] = lambda: None
+                   ) -> tuple[Proc, Proc, Proc]:
+    """Proxies `a` and `b` and a worker replaying through `a`, started side by side
+    (`meanwhile` runs while they come up)."""
     a = procs.launch("a", "proxy")
     b = procs.launch("b", "proxy")
     w = procs.launch("w", "worker", "--replay-url", f"{a.url}/v1")
+    meanwhile()
     procs.wait_up(a, b, w)
     return a, b, w
