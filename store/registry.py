@@ -118,7 +118,10 @@ class Registry:
     def path(self, tenant: str, base: str, version: str) -> Path:
         """A local folder with the version's files (a URL registry's cached copy)."""
         meta = self.get(tenant, base, version)
-        return self.files.local_dir(self._rel(tenant, base, meta.version), repr(meta.created))
+        try:
+            return self.files.local_dir(self._rel(tenant, base, meta.version), repr(meta.created))
+        except FileNotFoundError as exc:
+            raise NotFound(f"the files of {meta.version} of {tenant}/{base} are missing") from exc
 
     def pointer_signature(self, tenant: str, base: str) -> object:
         """Changes whenever the `active` pointer does (what serving polls)."""

@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from store.errors import Conflict, InvalidInput
+
+_CREATE = threading.Lock()
 
 
 def is_url(root: str | Path) -> bool:
@@ -235,14 +238,15 @@ class FsspecFiles:
 
     def _create_exclusive(self, path: str, data: bytes) -> None:
         """Create `path`, or raise FileExistsError; fsspec's "xb" mode where the store has it."""
-        try:
-            with self.fs.open(path, "xb") as f:
-                f.write(data)
-        except (NotImplementedError, ValueError):
-            # no exclusive create on this store: check, then write (a narrow race; see RUNBOOK)
-            if self.fs.exists(path):
-                raise FileExistsError(path) from None
-            self.fs.pipe_file(path, data)
+        with _CREATE:  # some stores (memory://) check, then create: not atomic across threads
+            try:
+                with self.fs.open(path, "xb") as f:
+                    f.write(data)
+            except (NotImplementedError, ValueError):
+                # no exclusive create on this store: check, then write (a narrow race; see RUNBOOK)
+                if self.fs.exists(path):
+                    raise FileExistsError(path) from None
+                self.fs.pipe_file(path, data)
 
     @contextlib.contextmanager
     def lock(self, rel: str) -> Iterator[None]:
@@ -269,12 +273,16 @@ class FsspecFiles:
 
     def _break_if_stale(self, path: str) -> None:
         try:
-            held = json.loads(self.fs.cat_file(path))
-            at = float(held["at"])
+            at = float(json.loads(self.fs.cat_file(path))["at"])
         except FileNotFoundError:
             return
         except (ValueError, KeyError, TypeError):
-            at = 0.0  # unreadable (a writer died mid-write): as old as can be
+            # not written yet (a writer between create and write), or its writer died there:
+            # judge by the object's own time where the store tells it
+            try:
+                at = self.fs.modified(path).timestamp()
+            except (NotImplementedError, OSError, AttributeError):
+                return
         if time.time() - at > self.lock_ttl_s:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(path)
@@ -301,7 +309,9 @@ class FsspecFiles:
             dest = stage / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(remote, str(dest))
-        stage.mkdir(parents=True, exist_ok=True)
+        if not (stage / "meta.json").is_file():  # listed before its files (eventual consistency)
+            shutil.rmtree(stage, ignore_errors=True)
+            raise FileNotFoundError(f"{self.location}/{rel}: no files")
         try:
             os.rename(stage, target)
         except OSError:  # another thread or process cached it first

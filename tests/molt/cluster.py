@@ -48,11 +48,18 @@ class Procs:
         cfg.write_text(self.config(name))
         return cfg
 
+    @staticmethod
+    def _env() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLT_")}
+        env["PYTHONPATH"] = str(ROOT)
+        # several processes share the machine's cores: one torch thread each, not one per core
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
     def launch(self, name: str, *args: str) -> Proc:
         """Start one process; it is not up yet (see `wait_up`)."""
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLT_")}
-        env["PYTHONPATH"] = str(ROOT)
+        env = self._env()
         log = self.tmp / f"{name}.log"
         with open(log, "ab") as f:  # the child keeps its own copy
             popen = subprocess.Popen(
@@ -87,11 +94,9 @@ class Procs:
 
     def cli(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         """A `molt` command with process `name`'s settings, as an operator would run it."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLT_")}
-        env["PYTHONPATH"] = str(ROOT)
         return subprocess.run([sys.executable, "-m", "molt", "--config", str(self.config_path(name)),
-                               *args], env=env, capture_output=True, text=True, timeout=120,
-                              check=False)
+                               *args], env=self._env(), capture_output=True, text=True,
+                              timeout=START_TIMEOUT_S, check=False)
 
     def stop_all(self) -> None:
         for p in reversed(self.running):

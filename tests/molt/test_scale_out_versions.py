@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 NEW = "v0001"
 # A liveness bound, not a speed target: the figures seen are in the failure message.
 SWITCH_DEADLINE_S = 60.0
+PAUSE_S = 0.1  # between one client's requests: steady traffic that leaves the CLI some CPU
 
 
 @dataclass
@@ -73,16 +74,17 @@ class Traffic:
         for i in itertools.count():
             if self.stop.is_set():
                 return
-            sent = time.monotonic()
+            sent = time.time()  # wall clock: compared with the registry history's times
             try:
                 raw = client.chat.completions.with_raw_response.create(
                     model="tiny", max_tokens=8, temperature=0,
                     messages=[{"role": "user", "content": f"Say hello ({i})."}])
                 raw.parse()
-                self.answers.append(Answer(name, sent, time.monotonic(),
+                self.answers.append(Answer(name, sent, time.time(),
                                            raw.headers.get("x-molt-weight-version"), None))
             except openai.APIError as exc:
-                self.answers.append(Answer(name, sent, time.monotonic(), None, repr(exc)))
+                self.answers.append(Answer(name, sent, time.time(), None, repr(exc)))
+            time.sleep(PAUSE_S)
 
     def _agent(self, name: str) -> None:
         driver = AgentDriver(self._client(name), "tiny", system_prompt=DEFAULT_SYSTEM_PROMPT,
@@ -92,6 +94,7 @@ class Traffic:
                 if self.stop.is_set():
                     return
                 self.episodes.append(driver.run(task))
+                time.sleep(PAUSE_S)
         finally:
             driver.close()
 
@@ -156,9 +159,9 @@ def test_a_promotion_reaches_both_replicas_with_no_failed_request(
         _wait(lambda: all(len(traffic.seen(r, "base")) >= 3 for r in "ab"),
               f"no traffic on the base weights: {traffic.answers[-4:]}", 120)
         out = policy_procs.cli("a", "versions", "promote", NEW, "--reason", "scale-out test")
-        flipped = time.monotonic()
         assert out.returncode == 0, out.stderr
         assert f"default/tiny: base weights -> {NEW}" in out.stdout
+        flipped = float(registry.history("default", "tiny")[-1]["at"])  # the pointer's flip
         _wait(lambda: all(traffic.seen(r, NEW) for r in "ab"),
               f"a replica never served {NEW}", SWITCH_DEADLINE_S)
         switched = {r: min(x.done for x in traffic.seen(r, NEW)) for r in "ab"}

@@ -33,8 +33,11 @@ def _lora(tmp_path: Path) -> Path:
     return d
 
 
-def test_two_writers_on_one_url_number_versions_without_a_gap_or_a_clash(tmp_path: Path) -> None:
-    url = f"file://{tmp_path}/shared-registry"
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_two_writers_on_one_url_number_versions_without_a_gap_or_a_clash(
+        tmp_path: Path, scheme: str) -> None:
+    url = (f"file://{tmp_path}/shared-registry" if scheme == "file"
+           else f"memory://shared-{uuid.uuid4().hex}")
     a, b = (Registry(url, cache_dir=tmp_path / f"cache-{n}") for n in "ab")
     art = _lora(tmp_path)
     made: list[str] = []
@@ -51,7 +54,8 @@ def test_two_writers_on_one_url_number_versions_without_a_gap_or_a_clash(tmp_pat
         t.join()
     assert sorted(made) == [f"v{i:04d}" for i in range(1, 13)]
     assert [m.version for m in b.versions("acme", "tiny")] == sorted(made)[-10:]  # retention
-    assert not (tmp_path / "shared-registry" / "acme" / "tiny" / ".lock").exists()
+    fs, root = fsspec.core.url_to_fs(url)
+    assert not fs.exists(f"{root}/acme/tiny/.lock")
 
 
 def test_promotion_through_one_writer_is_seen_by_another(tmp_path: Path) -> None:
@@ -100,6 +104,9 @@ def test_a_lock_left_by_a_dead_writer_is_taken_over_and_a_live_one_waited_on(tmp
 
     files.lock_wait_s = 0.3
     fs.pipe_file(lock, json.dumps({"owner": "alive:2", "at": time.time()}).encode())
+    with pytest.raises(Conflict, match="registry lock .* is held"):
+        reg.promote("acme", "tiny", v, base_dir=None)
+    fs.pipe_file(lock, b"")  # a writer between create and write: fresh, not stale
     with pytest.raises(Conflict, match="registry lock .* is held"):
         reg.promote("acme", "tiny", v, base_dir=None)
     assert reg.active("acme", "tiny") is None
