@@ -78,8 +78,7 @@ class TrainingParts:
         self.route = training_route(settings)
         self.base_dir = Path(self.route.local or "")
         self.base = base_id(self.route.upstream_model or self.route.alias)
-        self.registry = Registry(settings.registry_root(),
-                                 keep_candidates=settings.registry_keep_candidates)
+        self.registry = Registry.from_settings(settings)
         self._tenant_ids: dict[str, str] = {}
 
     def parts(self) -> JobParts:

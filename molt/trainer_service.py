@@ -133,7 +133,7 @@ def _rollback_watch(settings: MoltSettings, db: Any) -> RollbackWatch:
     from molt.wiring import with_default_model
 
     routes = with_default_model(settings).models
-    return RollbackWatch(db, Registry(settings.registry_root()),
+    return RollbackWatch(db, Registry.from_settings(settings),
                          WatchConfig(**settings.trainer.watch), aliases=aliases_by_base(routes),
                          base_dirs=served_base_dirs(routes))
 

@@ -43,7 +43,7 @@ def backend_factories(settings: MoltSettings) -> dict[str, BackendFactory]:
 
     Model code (torch, transformers) is imported only when a route needs it.
     """
-    registry = Registry(settings.registry_root(), keep_candidates=settings.registry_keep_candidates)
+    registry = Registry.from_settings(settings)
 
     def local(route: ModelRoute) -> Backend:
         from proxy.local.backend import LocalBackend

@@ -96,11 +96,16 @@ class KeyStore:
             ).first()
             if row is not None:
                 return Tenant(row[0], name)
-            tid = new_id("ten")
+            # another process (a replica starting beside this one) may create it meanwhile
             await conn.execute(
-                t.tenants.insert().values(id=tid, name=name, created_at=time.time())
+                self.db.insert(t.tenants)
+                .values(id=new_id("ten"), name=name, created_at=time.time())
+                .on_conflict_do_nothing(index_elements=["name"])
             )
-            return Tenant(tid, name)
+            tid = (
+                await conn.execute(sa.select(t.tenants.c.id).where(t.tenants.c.name == name))
+            ).scalar_one()
+            return Tenant(str(tid), name)
 
     async def tenant_by_name(self, name: str) -> Tenant | None:
         async with self.db.engine.connect() as conn:

@@ -2,6 +2,10 @@
 
 Each `mNNN_*` function runs once, in order, and is recorded in
 `schema_migrations`. Never edit a migration that has shipped: append a new one.
+
+Several processes may open one PostgreSQL store at the same instant (replicas
+started together): every migration transaction first takes one advisory lock,
+so one process applies a migration while the others wait, then find it recorded.
 """
 
 from __future__ import annotations
@@ -320,10 +324,22 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 ]
 
 
+# pg_advisory_xact_lock key of molt's migrations ("molt" in ASCII)
+_PG_MIGRATION_LOCK = 0x6D6F6C74
+
+
+async def _serialised(conn: AsyncConnection) -> None:
+    """Hold the migration lock until this transaction ends (PostgreSQL; SQLite has one writer)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+
+
 async def migrate(engine: AsyncEngine) -> list[str]:
     """Bring the database to the head; return the names applied now."""
     applied_now: list[str] = []
     async with engine.begin() as conn:
+        await _serialised(conn)
+
         def ensure(sync_conn: sa.Connection) -> None:
             md = sa.MetaData()
             sa.Table(
@@ -336,6 +352,7 @@ async def migrate(engine: AsyncEngine) -> list[str]:
         await conn.run_sync(ensure)
     for name, fn in MIGRATIONS:
         async with engine.begin() as conn:
+            await _serialised(conn)
             row = await conn.execute(
                 sa.text("SELECT name FROM schema_migrations WHERE name = :n"), {"n": name}
             )

@@ -1,6 +1,7 @@
-"""The weight-version registry: versioned adapters and deltas on disk.
+"""The weight-version registry: versioned adapters and deltas, on disk or an object store.
 
-Layout, under the registry root (settings `registry_root()`)::
+Layout, under the registry root (settings `registry_root()`: a path, or a URL
+read through fsspec, `store.registry_files`)::
 
     <tenant>/<base>/
         active          the active version ("v0007\\n"), replaced atomically
@@ -10,34 +11,33 @@ Layout, under the registry root (settings `registry_root()`)::
                         ttt_delta: delta.safetensors (added to the base weights)
                         full:      model.safetensors
 
-Versions are written to a staging folder and renamed into place, so a reader
-never sees half a version. Promotion validates the artifact against the base
-it will serve on, then flips `active` (temp file + `os.replace`); serving
-processes poll that file and hot-swap, so a trainer in another process
-promotes simply by calling `promote`. A version that passed validation but
-that serving still cannot load is handed back with `refuse`, which points
-`active` at the version it replaced (see `proxy.upstream.versions`). Writers
-on one tenant+base are serialised with a file lock.
+A version's number is claimed under the lock, its files are copied in, and its
+`meta.json` is written last: a version exists for readers once that file does,
+so a reader never sees half a version. Promotion validates the artifact against
+the base it will serve on, then flips `active` (written whole); serving
+processes poll that file and hot-swap, so a trainer in another process, or on
+another machine sharing the registry, promotes simply by calling `promote`. A
+version that passed validation but that serving still cannot load is handed
+back with `refuse`, which points `active` at the version it replaced (see
+`proxy.upstream.versions`). Writers on one tenant+base are serialised with the
+registry files' lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
-import shutil
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from store.errors import Conflict, InvalidInput, NotFound
 from store.registry_check import ARTIFACT_FILES, KINDS, check_artifact
-from store.settings import ModelRoute
+from store.registry_files import RegistryFiles, open_files
+from store.settings import ModelRoute, MoltSettings
 
 STATUSES = ("candidate", "active", "retired", "rolled_back")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -98,84 +98,74 @@ class Promotion:
     action: str
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Registry:
-    def __init__(self, root: str | Path, *, keep_candidates: int = 10) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, *, keep_candidates: int = 10,
+                 cache_dir: Path | None = None) -> None:
+        self.files: RegistryFiles = open_files(root, cache_dir)
+        self.root = self.files.location  # for messages
         self.keep_candidates = keep_candidates
 
+    @classmethod
+    def from_settings(cls, settings: MoltSettings) -> Registry:
+        """The registry a process's settings name (a URL one caches versions in `data_dir`)."""
+        return cls(settings.registry_root(), keep_candidates=settings.registry_keep_candidates,
+                   cache_dir=settings.data_dir / "registry-cache")
+
     # -- paths -------------------------------------------------------------
-    def base_dir(self, tenant: str, base: str) -> Path:
-        return self.root / _check_name(tenant, "tenant") / _check_name(base, "base")
+    def _rel(self, tenant: str, base: str, *parts: str) -> str:
+        return "/".join((_check_name(tenant, "tenant"), _check_name(base, "base"), *parts))
 
     def path(self, tenant: str, base: str, version: str) -> Path:
-        return self.base_dir(tenant, base) / version_name(version)
+        """A local folder with the version's files (a URL registry's cached copy)."""
+        meta = self.get(tenant, base, version)
+        try:
+            return self.files.local_dir(self._rel(tenant, base, meta.version), repr(meta.created))
+        except FileNotFoundError as exc:
+            raise NotFound(f"the files of {meta.version} of {tenant}/{base} are missing") from exc
 
-    def pointer_path(self, tenant: str, base: str) -> Path:
-        return self.base_dir(tenant, base) / "active"
+    def pointer_signature(self, tenant: str, base: str) -> object:
+        """Changes whenever the `active` pointer does (what serving polls)."""
+        return self.files.signature(self._rel(tenant, base, "active"))
 
-    @contextlib.contextmanager
-    def _locked(self, tenant: str, base: str) -> Iterator[Path]:
-        d = self.base_dir(tenant, base)
-        d.mkdir(parents=True, exist_ok=True)
-        with (d / ".lock").open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield d
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _locked(self, tenant: str, base: str) -> contextlib.AbstractContextManager[None]:
+        return self.files.lock(self._rel(tenant, base))
 
     # -- reading -----------------------------------------------------------
     def tenants(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return [n for n in self.files.dirs("") if _NAME.match(n)]
 
     def bases(self, tenant: str) -> list[str]:
-        d = self.root / _check_name(tenant, "tenant")
-        if not d.is_dir():
-            return []
-        return sorted(p.name for p in d.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return [n for n in self.files.dirs(_check_name(tenant, "tenant")) if _NAME.match(n)]
 
     def get(self, tenant: str, base: str, version: str) -> VersionMeta:
-        p = self.path(tenant, base, version) / "meta.json"
+        rel = self._rel(tenant, base, version_name(version), "meta.json")
         try:
-            return VersionMeta.from_dict(json.loads(p.read_text()))
+            return VersionMeta.from_dict(json.loads(self.files.read_text(rel)))
         except FileNotFoundError as exc:
             raise NotFound(f"no version {version_name(version)} of {tenant}/{base}") from exc
         except (json.JSONDecodeError, TypeError) as exc:
-            raise InvalidInput(f"{p} is not a valid meta.json") from exc
+            raise InvalidInput(f"{self.root}/{rel} is not a valid meta.json") from exc
 
     def versions(self, tenant: str, base: str) -> list[VersionMeta]:
-        d = self.base_dir(tenant, base)
-        if not d.is_dir():
-            return []
         out = []
-        for p in sorted(d.iterdir()):
-            if _VERSION.match(p.name) and (p / "meta.json").is_file():
-                out.append(self.get(tenant, base, p.name))
+        for name in self.files.dirs(self._rel(tenant, base)):
+            if _VERSION.match(name) and self.files.is_file(self._rel(tenant, base, name, "meta.json")):
+                out.append(self.get(tenant, base, name))
         return out
 
     def active(self, tenant: str, base: str) -> str | None:
         try:
-            text = self.pointer_path(tenant, base).read_text().strip()
+            text = self.files.read_text(self._rel(tenant, base, "active")).strip()
         except FileNotFoundError:
             return None
         return version_name(text) if text else None
 
     def history(self, tenant: str, base: str) -> list[dict[str, Any]]:
-        p = self.base_dir(tenant, base) / "history.jsonl"
-        if not p.is_file():
+        try:
+            text = self.files.read_text(self._rel(tenant, base, "history.jsonl"))
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     # -- writing -----------------------------------------------------------
     def create(
@@ -201,26 +191,38 @@ class Registry:
         missing = [n for n in ARTIFACT_FILES[kind] if not (src / n).is_file()]
         if missing:
             raise InvalidInput(f"{kind} artifact {src} is missing {', '.join(missing)}")
-        with self._locked(tenant, base) as d:
-            stage = d / f".staging-{uuid.uuid4().hex}"
-            shutil.copytree(src, stage)
-            numbers = [int(p.name[1:]) for p in d.iterdir() if _VERSION.match(p.name)]
+        with self._locked(tenant, base):
+            numbers = [int(n[1:]) for n in self.files.dirs(self._rel(tenant, base))
+                       if _VERSION.match(n)]
             version = version_name((max(numbers) if numbers else 0) + 1)
-            meta = VersionMeta(
-                tenant=tenant, base=base, version=version, kind=kind, base_model=base_model,
-                base_hash=base_hash, created=time.time(),
-                parent=version_name(parent) if parent else None, data_window=data_window,
-                skill_generation=skill_generation, config=config or {}, metrics=metrics or {},
-                eval_gate=eval_gate,
-            )
-            _write_atomic(stage / "meta.json", json.dumps(meta.to_dict(), indent=2))
-            os.rename(stage, d / version)
+            self.files.reserve(self._rel(tenant, base, version))
+        # the copy runs outside the lock (an artifact can be large); meta.json comes last
+        self.files.put_tree(src, self._rel(tenant, base, version))
+        meta = VersionMeta(
+            tenant=tenant, base=base, version=version, kind=kind, base_model=base_model,
+            base_hash=base_hash, created=time.time(),
+            parent=version_name(parent) if parent else None, data_window=data_window,
+            skill_generation=skill_generation, config=config or {}, metrics=metrics or {},
+            eval_gate=eval_gate,
+        )
+        self._save(meta)
+        with self._locked(tenant, base):
             self._prune(tenant, base)
         return meta
 
     def _save(self, meta: VersionMeta) -> None:
-        p = self.path(meta.tenant, meta.base, meta.version) / "meta.json"
-        _write_atomic(p, json.dumps(meta.to_dict(), indent=2))
+        rel = self._rel(meta.tenant, meta.base, meta.version, "meta.json")
+        self.files.write_text(rel, json.dumps(meta.to_dict(), indent=2))
+
+    def _log(self, tenant: str, base: str, entry: dict[str, Any]) -> None:
+        self.files.append_text(self._rel(tenant, base, "history.jsonl"), json.dumps(entry) + "\n")
+
+    def _point(self, tenant: str, base: str, version: str | None) -> None:
+        rel = self._rel(tenant, base, "active")
+        if version is None:
+            self.files.remove(rel)
+        else:
+            self.files.write_text(rel, version + "\n")
 
     def update_eval_gate(
         self, tenant: str, base: str, version: str, fields: dict[str, Any]
@@ -244,7 +246,7 @@ class Registry:
     ) -> Promotion:
         """Validate `version` and make it the active one (atomic pointer flip)."""
         target = version_name(version)
-        with self._locked(tenant, base) as d:
+        with self._locked(tenant, base):
             meta = self.validate(tenant, base, target, Path(base_dir) if base_dir else None)
             previous = self.active(tenant, base)
             if previous and previous != target:
@@ -253,11 +255,9 @@ class Registry:
                 self._save(old)
             meta.status = "active"
             self._save(meta)
-            _write_atomic(d / "active", target + "\n")
-            entry = {"at": time.time(), "action": action, "from": previous, "to": target,
-                     "reason": reason}
-            with (d / "history.jsonl").open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            self._point(tenant, base, target)
+            self._log(tenant, base, {"at": time.time(), "action": action, "from": previous,
+                                     "to": target, "reason": reason})
         return Promotion(tenant, base, previous, target, action)
 
     def refuse(self, tenant: str, base: str, version: str, *, reason: str,
@@ -270,7 +270,7 @@ class Registry:
         None when the pointer has moved on meanwhile (nothing is changed then).
         """
         target = version_name(version)
-        with self._locked(tenant, base) as d:
+        with self._locked(tenant, base):
             if self.active(tenant, base) != target:
                 return None
             restore = fallback
@@ -290,15 +290,11 @@ class Registry:
                 meta = self.get(tenant, base, target)
                 meta.status = "rolled_back"
                 self._save(meta)
-            if restore is None or restore == "base":
+            if restore == "base":
                 restore = None
-                os.remove(d / "active")
-            else:
-                _write_atomic(d / "active", restore + "\n")
-            entry = {"at": time.time(), "action": "refused", "from": target, "to": restore,
-                     "reason": reason}
-            with (d / "history.jsonl").open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            self._point(tenant, base, restore)
+            self._log(tenant, base, {"at": time.time(), "action": "refused", "from": target,
+                                     "to": restore, "reason": reason})
         return Promotion(tenant, base, target, restore or "base", "refused")
 
     def rollback_target(self, tenant: str, base: str) -> str:
@@ -327,36 +323,32 @@ class Registry:
 
     def _clear(self, tenant: str, base: str, reason: str | None) -> Promotion:
         """Serve the base weights again: the active version is rolled back, the pointer removed."""
-        with self._locked(tenant, base) as d:
+        with self._locked(tenant, base):
             previous = self.active(tenant, base)
             if previous is None:
                 raise Conflict(f"{tenant}/{base} already serves the base weights")
             old = self.get(tenant, base, previous)
             old.status = "rolled_back"
             self._save(old)
-            os.remove(d / "active")
-            entry = {"at": time.time(), "action": "rollback", "from": previous, "to": None,
-                     "reason": reason}
-            with (d / "history.jsonl").open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            self._point(tenant, base, None)
+            self._log(tenant, base, {"at": time.time(), "action": "rollback", "from": previous,
+                                     "to": None, "reason": reason})
         return Promotion(tenant, base, previous, "base", "rollback")
 
     def remove(self, tenant: str, base: str, version: str) -> None:
         target = version_name(version)
         with self._locked(tenant, base):
-            p = self.path(tenant, base, target)
-            if not p.is_dir():
-                raise NotFound(f"no version {target} of {tenant}/{base}")
-            if self.active(tenant, base) == target or self.get(tenant, base, target).status == "active":
+            meta = self.get(tenant, base, target)  # NotFound when there is no such version
+            if self.active(tenant, base) == target or meta.status == "active":
                 raise Conflict(f"{target} is the active version of {tenant}/{base}; promote another first")
-            shutil.rmtree(p)
+            self.files.remove_tree(self._rel(tenant, base, target))
 
     def _prune(self, tenant: str, base: str) -> list[str]:
         """Retention: keep the newest `keep_candidates` candidates (caller holds the lock)."""
         candidates = [m for m in self.versions(tenant, base) if m.status == "candidate"]
         doomed = candidates[: max(0, len(candidates) - self.keep_candidates)]
         for m in doomed:
-            shutil.rmtree(self.path(tenant, base, m.version))
+            self.files.remove_tree(self._rel(tenant, base, m.version))
         return [m.version for m in doomed]
 
 

@@ -378,8 +378,10 @@ class MoltSettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
     models: list[ModelRoute] = Field(default_factory=list)
-    # The weight-version registry; None means `data_dir / "registry"`.
-    registry_dir: Path | None = None
+    # The weight-version registry: a folder (a shared mount for several processes), or a
+    # URL read through fsspec (`s3://bucket/molt-registry`, `file:///srv/registry`);
+    # None means `data_dir / "registry"`.
+    registry_dir: str | Path | None = None
     # Retention: candidates kept per tenant and base (older ones are removed).
     registry_keep_candidates: int = 10
     skills: SkillsSettings = Field(default_factory=SkillsSettings)
@@ -407,8 +409,12 @@ class MoltSettings(BaseSettings):
                 raise ValueError("server.admin_key is a placeholder; set a real secret")
         return self
 
-    def registry_root(self) -> Path:
-        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
+    def registry_root(self) -> str | Path:
+        """The registry's folder, or its URL as written (one with `://`)."""
+        if self.registry_dir is None:
+            return self.data_dir / "registry"
+        d = self.registry_dir
+        return d if isinstance(d, str) and "://" in d else Path(d)
 
     def route(self, alias: str) -> ModelRoute | None:
         for r in self.models:

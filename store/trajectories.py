@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import tables as t
@@ -18,12 +17,6 @@ from store.records import SessionDetail, SessionSummary, TurnRecord
 from store.write_errors import classify
 
 _TURN_COLUMNS = {c.name for c in t.turns.columns}
-
-
-def _insert(db: Database, table: sa.Table) -> Any:
-    if db.dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 _ROW_FIELDS = tuple(f for f in TurnRecord.__slots__ if f in _TURN_COLUMNS)
@@ -72,7 +65,7 @@ class TrajectoryStore:
             # A session that ends in this batch frees its external id before any new session
             # of the same id is inserted (at most one *open* session per tenant and external id).
             await conn.execute(t.sessions.update().where(s.id.in_(list(ending))).values(done=True))
-        ins = _insert(self.db, t.sessions).values(
+        ins = self.db.insert(t.sessions).values(
             [
                 {
                     "id": rec.session_id,
@@ -92,7 +85,7 @@ class TrajectoryStore:
         await self._free_indexes(conn, batch)
         inserted = (
             await conn.execute(
-                _insert(self.db, t.turns).on_conflict_do_nothing().returning(t.turns.c.session_id),
+                self.db.insert(t.turns).on_conflict_do_nothing().returning(t.turns.c.session_id),
                 [turn_row(r) for r in batch],
             )
         ).scalars().all()

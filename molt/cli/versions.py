@@ -25,7 +25,7 @@ from store.settings import MoltSettings
 
 
 def _registry(settings: MoltSettings) -> Registry:
-    return Registry(settings.registry_root(), keep_candidates=settings.registry_keep_candidates)
+    return Registry.from_settings(settings)
 
 
 def _base(reg: Registry, tenant: str, base: str | None) -> str:

@@ -38,7 +38,7 @@ class PromoteIn(BaseModel):
 
 def _registry(state: ProxyState) -> Registry:
     s = state.settings
-    return Registry(s.registry_root(), keep_candidates=s.registry_keep_candidates)
+    return Registry.from_settings(s)
 
 
 def _translate(exc: StoreError) -> ProxyError:

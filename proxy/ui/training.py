@@ -61,7 +61,7 @@ def build_router(jobs: TrainingJobs | None = None) -> APIRouter:
     @router.get("")
     async def training(request: Request, state: State, user: User) -> Response:
         s = state.settings
-        reg = Registry(s.registry_root(), keep_candidates=s.registry_keep_candidates)
+        reg = Registry.from_settings(s)
 
         def trained() -> list[VersionMeta]:
             t = user.tenant

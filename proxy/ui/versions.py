@@ -41,7 +41,7 @@ def _collect(reg: Registry, tenant: str) -> list[BaseView]:
 @router.get("")
 async def versions(request: Request, state: State, user: User) -> Response:
     s = state.settings
-    reg = Registry(s.registry_root(), keep_candidates=s.registry_keep_candidates)
+    reg = Registry.from_settings(s)
     bases = await asyncio.to_thread(_collect, reg, user.tenant)
     done = {k: request.query_params.get(k) for k in ("action", "base", "active", "previous")}
     return page(request, "versions.jinja", {

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -80,14 +79,6 @@ def _definitive(exc: ProxyError) -> bool:
     return exc.code == "version_load_failed" or exc.status < 500
 
 
-def _pointer_sig(path: os.PathLike[str]) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
 class VersionTracker(Generic[H]):
     def __init__(
         self, loader: Loader[H], registry: Registry | None, base_name: str,
@@ -103,7 +94,7 @@ class VersionTracker(Generic[H]):
         self.loaded: dict[tuple[str, str], Slot[H]] = {}
         self.refused: dict[str, str] = {}
         self._retry: set[str] = set()
-        self._seen: dict[str, tuple[int, int, int] | None] = {}
+        self._seen: dict[str, object] = {}  # tenant -> the pointer's signature at the last look
         self._loading: dict[tuple[str, str], asyncio.Task[Slot[H]]] = {}
         self._swap_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -194,12 +185,9 @@ class VersionTracker(Generic[H]):
             return BASE
         lock = self._swap_locks.setdefault(tenant, asyncio.Lock())
         async with lock:
-            pointer = self.registry.pointer_path(tenant, self.base_name)
-            self._seen[tenant] = _pointer_sig(pointer)
-            try:
-                want = self.registry.active(tenant, self.base_name)
-            except (InvalidInput, OSError) as exc:
-                self.refused[tenant] = f"unreadable active pointer: {exc}"
+            self._seen[tenant], want = await asyncio.to_thread(self._look, tenant)
+            if isinstance(want, Exception):
+                self.refused[tenant] = f"unreadable active pointer: {want}"
                 log.error("tenant %s: %s", tenant, self.refused[tenant])
                 return self.served(tenant)
             target = want or BASE
@@ -245,26 +233,38 @@ class VersionTracker(Generic[H]):
             log.error("tenant %s: refused %s, and could not reset the active pointer: %s",
                       tenant, target, err)
             return served
-        self._seen[tenant] = _pointer_sig(self.registry.pointer_path(tenant, self.base_name))
+        with contextlib.suppress(OSError):
+            self._seen[tenant] = await asyncio.to_thread(
+                self.registry.pointer_signature, tenant, self.base_name)
         restored = f"; the active pointer is back on {back.active}" if back else ""
         log.error("tenant %s: refused %s, still serving %s%s: %s",
                   tenant, target, served, restored, exc.message)
         return served
 
-    def _tenants(self) -> set[str]:
+    def _look(self, tenant: str) -> tuple[object, str | None | Exception]:
+        """The pointer's signature, then the version it names or why it cannot be read
+        (blocking: a thread runs it; the registry may be remote)."""
+        assert self.registry is not None
+        sig = self.registry.pointer_signature(tenant, self.base_name)
+        try:
+            return sig, self.registry.active(tenant, self.base_name)
+        except (InvalidInput, OSError) as exc:
+            return sig, exc
+
+    def _signatures(self) -> dict[str, object]:
+        """Each known tenant's pointer signature (blocking: the registry may be remote)."""
+        assert self.registry is not None
         names = set(self._seen)
-        if self.registry is not None:
-            with contextlib.suppress(OSError):
-                for t in self.registry.tenants():
-                    if (self.registry.root / t / self.base_name).is_dir():
-                        names.add(t)
-        return names
+        with contextlib.suppress(OSError):
+            for t in self.registry.tenants():
+                if self.base_name in self.registry.bases(t):
+                    names.add(t)
+        return {t: self.registry.pointer_signature(t, self.base_name) for t in sorted(names)}
 
     async def poll_once(self) -> None:
         if self.registry is None:
             return
-        for tenant in sorted(self._tenants()):
-            sig = _pointer_sig(self.registry.pointer_path(tenant, self.base_name))
+        for tenant, sig in (await asyncio.to_thread(self._signatures)).items():
             if tenant not in self._seen or sig != self._seen[tenant] or tenant in self._retry:
                 await self.refresh(tenant)
 

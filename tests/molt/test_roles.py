@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from store.skills.index_lock import claim
 from tests.conftest import make_settings
 from tests.fakes.fake_llm import FakeLLM
 from tests.fakes.server import ServerThread, free_port
+from tests.molt.cluster import chroma_server as run_chroma
 from trainer.jobs import JobParts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,26 +49,8 @@ def _config(tmp_path: Path, body: str = "") -> Path:
 @pytest.fixture
 def chroma_server(tmp_path: Path) -> Iterator[str]:
     """A real Chroma server (`chroma run`, from the installed chromadb) on loopback."""
-    port = free_port()
-    chroma = Path(sys.executable).with_name("chroma")
-    proc = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "chroma-server"),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:  # wait on the server's own heartbeat
-            assert proc.poll() is None, "chroma run exited"
-            try:
-                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "chroma run did not come up"
-                time.sleep(0.2)
+    with run_chroma(tmp_path / "chroma-server") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _never_parts(settings: MoltSettings, db: Database) -> JobParts:

@@ -6,8 +6,8 @@ via httpx, the scripted fake upstream. Shows: one session across replicas (the s
 them with no model routes; kill -9 of a replica with the spool on loses no completed turn
 (a proxy restarted on its folder writes them).
 
-Not covered here (see the report): skills learned through a Chroma server and a
-promotion reaching both replicas (those need the embedding model and a trained version).
+Skills learned through a Chroma server: test_scale_out_skills.py; a promotion reaching
+both replicas: test_scale_out_versions.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -31,10 +29,9 @@ from store.errors import NotFound
 from store.settings import StoreSettings
 from store.trajectories import TrajectoryStore
 from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.server import free_port
+from tests.molt.cluster import Procs
 from tests.store.conftest import _reset_pg
 
-ROOT = Path(__file__).resolve().parents[2]
 PG = os.environ.get("MOLT_TEST_PG_URL")
 
 pytestmark = [
@@ -43,48 +40,13 @@ pytestmark = [
 ]
 
 
-class Procs:
-    def __init__(self, tmp: Path, upstream: str) -> None:
-        self.tmp = tmp
-        self.upstream = upstream
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def config(self, name: str) -> Path:
-        cfg = self.tmp / f"{name}.toml"
-        cfg.write_text(
-            f'data_dir = "{self.tmp / name}"\n[store]\nurl = "{PG}"\n'
-            "[recorder]\nspool = true\n[skills]\nenabled = false\n"
-            "[trainer]\nenabled = false\n"
-            f'[[models]]\nalias = "gpt-fake"\nbase_url = "{self.upstream}/v1"\ntimeout_s = 5\n')
-        return cfg
-
-    def start(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLT_")}
-        env["PYTHONPATH"] = str(ROOT)
-        with open(self.tmp / f"{name}.log", "ab") as log:  # the child keeps its own copy
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "molt", "--config", str(self.config(name)), *args,
-                 "--port", str(port), "--log-level", "warning"],
-                env=env, stdout=subprocess.DEVNULL, stderr=log)
-        self.running.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:  # wait on the process's own /healthz
-            assert proc.poll() is None, (self.tmp / f"{name}.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return proc, url
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{name} did not come up"
-            time.sleep(0.2)
-
-    def stop_all(self) -> None:
-        for p in reversed(self.running):
-            if p.poll() is None:
-                p.terminate()
-                p.wait(timeout=60)
+def _config(tmp: Path, upstream: str) -> Callable[[str], str]:
+    def config(name: str) -> str:
+        return (f'data_dir = "{tmp / name}"\n[store]\nurl = "{PG}"\n'
+                "[recorder]\nspool = true\n[skills]\nenabled = false\n"
+                "[trainer]\nenabled = false\n"
+                f'[[models]]\nalias = "gpt-fake"\nbase_url = "{upstream}/v1"\ntimeout_s = 5\n')
+    return config
 
 
 @pytest.fixture
@@ -92,7 +54,7 @@ def procs(tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Procs]:
     # a blank database: keys other tests left there would close the proxies (no open mode)
     assert PG is not None
     asyncio.run(_reset_pg(PG))
-    p = Procs(tmp_path, fake_llm.url)  # type: ignore[attr-defined]
+    p = Procs(tmp_path, _config(tmp_path, fake_llm.url))  # type: ignore[attr-defined]
     yield p
     p.stop_all()
 
@@ -139,9 +101,9 @@ def _wait(check: object, want: object, timeout_s: float = 30) -> object:
 
 
 def test_two_proxies_and_a_worker_share_one_store(procs: Procs) -> None:
-    proxy_a, a = procs.start("a", "proxy")
-    _, b = procs.start("b", "proxy")
-    _, w = procs.start("w", "worker", "--replay-url", f"{a}/v1")
+    proxy_a = procs.start("a", "proxy")
+    a, b = proxy_a.url, procs.start("b", "proxy").url
+    w = procs.start("w", "worker", "--replay-url", f"{a}/v1").url
     assert httpx.get(f"{w}/v1/models").status_code == 404  # the worker serves no models
 
     # one agent episode, its turns spread over both replicas
@@ -155,7 +117,7 @@ def test_two_proxies_and_a_worker_share_one_store(procs: Procs) -> None:
     # completed turns on A, then kill -9: none of them is lost
     done = [_chat(a, f"k-{uuid.uuid4().hex}", f"kill {i}").headers["x-molt-turn-id"]
             for i in range(20)]
-    os.kill(proxy_a.pid, signal.SIGKILL)
-    proxy_a.wait(timeout=30)
+    os.kill(proxy_a.popen.pid, signal.SIGKILL)
+    proxy_a.popen.wait(timeout=30)
     procs.start("a", "proxy")  # a new replica on A's folder replays the dead one's spool
     assert _wait(lambda: _turns_present(done), len(done)) == len(done)

@@ -157,7 +157,7 @@ def test_bad_versions_are_refused_and_serving_stays(
 
     # A pointer flipped behind the registry's back to a bad version is refused by serving,
     # which points it back at the version it serves: the pointer never names a refused one.
-    (reg.pointer_path("default", "tiny")).write_text(wrong_shapes + "\n")
+    (Path(reg.root) / "default" / "tiny" / "active").write_text(wrong_shapes + "\n")
     deadline = time.monotonic() + 5
     while reg.active("default", "tiny") != good:
         assert time.monotonic() < deadline

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 import sqlalchemy as sa
 
 from store import tables
 from store.database import Database
+from store.db import create_engine
 from store.migrations import MIGRATIONS, migrate
+from store.settings import StoreSettings
+from tests.store.conftest import _pg_url, _reset_pg
 
 
 async def test_blank_database_migrates_to_tables(db: Database) -> None:
@@ -91,3 +97,26 @@ async def test_key_limits_keep_existing_keys_on_the_default(store_url: str) -> N
         assert (await keys.list_keys())[0].limits == changed.limits
     finally:
         await db.close()
+
+
+async def test_replicas_opening_a_blank_postgresql_together_all_start() -> None:
+    """Found starting two proxies and a worker at once: one process's CREATE TABLE met the
+    other's ("relation ... already exists") and it refused to start. Migrations now take a
+    lock; each process opens the store, and every migration is applied once."""
+    url = _pg_url()
+    if not url:
+        pytest.skip("PostgreSQL skipped: MOLT_TEST_PG_URL is not set (.ci/run starts a server)")
+    try:
+        await _reset_pg(url)  # a blank database
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip with the reason
+        pytest.skip(f"PostgreSQL skipped: cannot reach {url.split('@')[-1]}: {exc}")
+    engines = [create_engine(StoreSettings(url=url)) for _ in range(4)]
+    try:
+        applied = await asyncio.gather(*(migrate(e) for e in engines))
+        async with engines[0].connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT name FROM schema_migrations"))).scalars().all()
+    finally:
+        for e in engines:
+            await e.dispose()
+    assert sorted(n for names in applied for n in names) == sorted(n for n, _ in MIGRATIONS)
+    assert sorted(rows) == sorted(n for n, _ in MIGRATIONS)

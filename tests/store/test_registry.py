@@ -1,21 +1,43 @@
-"""The weight-version registry: layout, promotion, rollback, retention, validation."""
+"""The weight-version registry: layout, promotion, rollback, retention, validation.
+
+Every test runs on the three ways a registry is reached: a local folder, a `file://`
+URL and fsspec's in-memory filesystem (`memory://`, an object store's stand-in):
+the last two go through fsspec (store/registry_files.py).
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from store.errors import Conflict, InvalidInput, NotFound
 from store.registry import Registry, base_id, version_name
 from store.registry_check import base_fingerprint
 
+ROOTS = ("local", "file", "memory")
 
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry", keep_candidates=3)
+
+def _root(kind: str, tmp_path: Path) -> str | Path:
+    if kind == "local":
+        return tmp_path / "registry"
+    if kind == "file":
+        return f"file://{tmp_path}/registry"
+    return f"memory://registry-{uuid.uuid4().hex}"  # one process-wide store: a fresh prefix
+
+
+@pytest.fixture(params=ROOTS)
+def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
+    return Registry(_root(request.param, tmp_path), keep_candidates=3, cache_dir=tmp_path / "cache")
+
+
+def _stored(reg: Registry, *parts: str) -> str:
+    """A file of the registry as fsspec names it (a plain folder works as well)."""
+    return "/".join((str(reg.root), *parts))
 
 
 def _add(reg: Registry, base_dir: Path, art: Path, kind: str = "lora", **kw: object) -> str:
@@ -38,7 +60,6 @@ def test_layout_meta_and_pointer(reg: Registry, tiny_base: Path, tiny_artifacts:
     v2 = _add(reg, tiny_base, tiny_artifacts["delta"], kind="ttt_delta", parent=v1)
     assert (v1, v2) == ("v0001", "v0002")
     d = reg.path("acme", "tiny", v1)
-    assert d == reg.root / "acme" / "tiny" / "v0001"
     assert (d / "adapter_model.safetensors").is_file()
     meta = json.loads((d / "meta.json").read_text())
     assert meta["kind"] == "lora" and meta["status"] == "candidate"
@@ -46,11 +67,11 @@ def test_layout_meta_and_pointer(reg: Registry, tiny_base: Path, tiny_artifacts:
     assert meta["skill_generation"] == 3 and meta["eval_gate"]["passed"] is True
     assert reg.get("acme", "tiny", "2").parent == "v0001"
     assert reg.active("acme", "tiny") is None
-    assert not list((reg.root / "acme" / "tiny").glob(".staging-*"))
 
     p = reg.promote("acme", "tiny", v1, base_dir=tiny_base)
     assert (p.previous, p.active) == (None, "v0001")
-    assert (reg.root / "acme" / "tiny" / "active").read_text() == "v0001\n"
+    with fsspec.open(_stored(reg, "acme", "tiny", "active"), "r") as f:
+        assert f.read() == "v0001\n"
     reg.promote("acme", "tiny", v2, base_dir=tiny_base)
     assert reg.get("acme", "tiny", v1).status == "retired"
     assert reg.get("acme", "tiny", v2).status == "active"
@@ -104,12 +125,13 @@ def test_incompatible_artifacts_are_refused(
     _refused(reg, shapes, tiny_base, "does not fit base weight")
 
     missing = _add(reg, tiny_base, tiny_artifacts["lora2"])
-    (reg.path("acme", "tiny", missing) / "adapter_model.safetensors").unlink()
+    fs, path = fsspec.core.url_to_fs(_stored(reg, "acme", "tiny", missing, "adapter_model.safetensors"))
+    fs.rm_file(path)
     _refused(reg, missing, tiny_base, "missing adapter_model.safetensors")
 
     truncated = _add(reg, tiny_base, tiny_artifacts["lora3"])
-    f = reg.path("acme", "tiny", truncated) / "adapter_model.safetensors"
-    f.write_bytes(f.read_bytes()[:200])
+    fs, path = fsspec.core.url_to_fs(_stored(reg, "acme", "tiny", truncated, "adapter_model.safetensors"))
+    fs.pipe_file(path, fs.cat_file(path)[:200])
     _refused(reg, truncated, tiny_base, "corrupt|truncated")
 
     delta = tmp_path / "bad-delta"
@@ -130,4 +152,4 @@ def test_creating_refuses_an_incomplete_folder(reg: Registry, tmp_path: Path) ->
     with pytest.raises(InvalidInput, match="kind"):
         reg.create("acme", "tiny", kind="bogus", files_from=tmp_path, base_model="t", base_hash=None)
     with pytest.raises(InvalidInput, match="tenant"):
-        reg.base_dir("../etc", "tiny")
+        reg.versions("../etc", "tiny")

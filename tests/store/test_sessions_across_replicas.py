@@ -7,11 +7,14 @@ and gives a colliding turn the next free index, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from store.database import Database
 from store.ids import new_id
+from store.keys import KeyStore
 from store.records import TurnRecord
+from store.settings import StoreSettings
 from store.trajectories import TrajectoryStore
 
 
@@ -36,3 +39,16 @@ async def test_two_replicas_numbering_one_session_from_zero_keep_it_whole(db: Da
     assert await ts.write_turns([a0, b1]) == 0
     again = await ts.get_session("ep-1")
     assert [(t["id"], t["idx"]) for t in again.turns] == [(t["id"], t["idx"]) for t in detail.turns]
+
+
+async def test_replicas_starting_together_make_one_tenant(store_url: str) -> None:
+    """Found starting two proxies and a worker at once: each created the `default` tenant on
+    its first look, and the one that lost died at startup (`tenants_name_key`). Now
+    every replica gets the one tenant."""
+    dbs = [await Database.open(StoreSettings(url=store_url)) for _ in range(4)]
+    try:
+        got = await asyncio.gather(*(KeyStore(d).ensure_tenant("default") for d in dbs))
+    finally:
+        for d in dbs:
+            await d.close()
+    assert len({tenant.id for tenant in got}) == 1
