@@ -15,7 +15,8 @@ time. Text is streamed live; so is a tool call's arguments while its block is
 open. A tool call that starts while another call's block is open waits
 (buffered) until that block may close, which is when its arguments so far
 are a complete JSON object (nothing more can follow then), or at the finish;
-text that arrives meanwhile waits likewise. An upstream that sends parallel
+text that arrives meanwhile waits likewise. Waiting blocks open in the order
+they first appeared. An upstream that sends parallel
 calls one after another (OpenAI, vLLM) is therefore streamed live, and one
 that interleaves their fragments still gets each call whole and in order.
 Only the first choice is translated (Messages has no `n`).
@@ -147,15 +148,18 @@ class MessageStream:
     def _can_switch(self) -> bool:
         return self._open is None or self._open == TEXT or self._calls[self._open].complete()
 
-    def _switch_to(self, key: int) -> None:
-        """Close the open block, send the blocks waiting before `key` whole, open `key` live."""
-        self._close_block()
-        for k in self._pending:
-            if k != key:
-                self._open_with_held(k)
-                self._close_block()
-        self._pending.clear()
-        self._open_with_held(key)
+    def _advance(self) -> None:
+        """Open the waiting blocks in order while the open one may close; the last stays open.
+
+        A waiting call whose name is not known yet cannot start its block: it stops the line.
+        """
+        while self._pending and self._can_switch():
+            key = self._pending[0]
+            if key != TEXT and not self._calls[key].name:
+                return
+            self._close_block()
+            self._pending.pop(0)
+            self._open_with_held(key)
 
     def _flush_all(self) -> None:
         self._close_block()
@@ -171,8 +175,7 @@ class MessageStream:
         self._held_text.append(piece)
         if TEXT not in self._pending:
             self._pending.append(TEXT)
-        if self._can_switch():
-            self._switch_to(TEXT)
+        self._advance()
 
     def _call_index(self, tc: JSON) -> int:
         i = tc.get("index")
@@ -198,6 +201,8 @@ class MessageStream:
         if call.state == "open":
             call.args.append(piece)
             self._delta(key, piece)
+            if self._pending and piece.rstrip().endswith("}"):
+                self._advance()
             return
         if call.state == "closed":
             if piece.strip():
@@ -207,8 +212,7 @@ class MessageStream:
         if call.state == "new":
             call.state = "pending"
             self._pending.append(key)
-        if call.name and self._can_switch():
-            self._switch_to(key)
+        self._advance()
 
     # -- the upstream's chunks ----------------------------------------------------------------
 

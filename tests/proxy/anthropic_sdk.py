@@ -20,7 +20,7 @@ _OK = {"id": "msg_x", "type": "message", "role": "assistant", "model": "m", "con
        "usage": {"input_tokens": 1, "output_tokens": 1}}
 
 
-def _client(handler: Callable[[httpx.Request], httpx.Response]) -> anthropic.Anthropic:
+def sdk_client(handler: Callable[[httpx.Request], httpx.Response]) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key="k", base_url="http://sdk.test", max_retries=0,
                                http_client=httpx.Client(transport=httpx.MockTransport(handler)))
 
@@ -33,14 +33,14 @@ def sdk_body(**params: Any) -> dict[str, Any]:
         seen.append(json.loads(request.content))
         return httpx.Response(200, json=_OK)
 
-    with _client(handler) as client:
+    with sdk_client(handler) as client:
         client.messages.create(**params)
     return seen[0]
 
 
 def sdk_message(body: dict[str, Any]) -> anthropic.types.Message:
     """A non-streamed response body as the SDK returns it."""
-    with _client(lambda _r: httpx.Response(200, json=body)) as client:
+    with sdk_client(lambda _r: httpx.Response(200, json=body)) as client:
         return client.messages.create(model="m", max_tokens=10,
                                       messages=[{"role": "user", "content": "hi"}])
 
@@ -52,13 +52,13 @@ def _sse(events: bytes) -> Callable[[httpx.Request], httpx.Response]:
 
 def sdk_final(events: bytes) -> anthropic.types.Message:
     """The SDK's own accumulation of an event stream (`messages.stream(...).get_final_message()`)."""
-    with _client(_sse(events)) as client, client.messages.stream(
+    with sdk_client(_sse(events)) as client, client.messages.stream(
             model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as stream:
         return stream.get_final_message()
 
 
 def sdk_events(events: bytes) -> list[Any]:
     """The SDK's parsed raw events (`messages.create(stream=True)`)."""
-    with _client(_sse(events)) as client:
+    with sdk_client(_sse(events)) as client:
         return list(client.messages.create(model="m", max_tokens=10, stream=True,
                                            messages=[{"role": "user", "content": "hi"}]))

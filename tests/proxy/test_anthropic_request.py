@@ -61,6 +61,7 @@ def test_tool_use_round_trip_becomes_tool_calls_and_tool_messages() -> None:
         "parameters": WEATHER["input_schema"]}}]
     assert chat["tool_choice"] == "auto" and chat["parallel_tool_calls"] is False
     user, assistant, r1, r2, follow = chat["messages"]
+    assert user == {"role": "user", "content": "Weather in Oslo and Rome?"}
     assert assistant == {"role": "assistant", "content": "Checking.", "tool_calls": [
         {"id": "toolu_1", "type": "function",
          "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
