@@ -25,7 +25,7 @@ from proxy.hooks import RequestHook, ResponseHook
 from proxy.limits import Limiter, ReleaseTickets
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
-from proxy.routes import chat, feedback, health, models
+from proxy.routes import chat, feedback, health, messages, models
 from proxy.sessions import SessionTracker
 from proxy.state import ProxyState
 from proxy.unhandled import UnhandledErrors
@@ -148,7 +148,7 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
     app.add_middleware(ReleaseTickets)  # a rate-limit ticket lasts as long as its exchange
-    api = (chat.router, models.router, feedback.router) if serve_api else ()
+    api = (chat.router, messages.router, models.router, feedback.router) if serve_api else ()
     for r in (*api, health.router, *routers):
         app.include_router(r)
     return app

@@ -23,7 +23,7 @@ JSON = dict[str, Any]
 def molt_blocks(chat_body: Mapping[str, Any]) -> list[str]:
     """The texts of molt's own system messages in a (hooked) chat body."""
     messages = chat_body.get("messages")
-    return [m["content"] for m in messages if isinstance(messages, list) else ()
+    return [m["content"] for m in (messages if isinstance(messages, list) else ())
             if isinstance(m, Mapping) and m.get("role") == "system" and is_molt_block(m.get("content"))]
 
 

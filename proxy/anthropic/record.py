@@ -103,7 +103,7 @@ class ChunkTap:
             msg = _dict(event.get("message"))
             self._base.update(id=msg.get("id"), model=msg.get("model"))
             self._usage.update(_dict(msg.get("usage")))
-            return self._chunk({"role": "assistant", "content": ""})
+            return self._chunk({"role": "assistant"})
         if kind == "content_block_start":
             block = _dict(event.get("content_block"))
             if block.get("type") != "tool_use":

@@ -1,14 +1,15 @@
 """An OpenAI chat.completion.chunk stream as a Messages event stream, incrementally.
 
-`translate_sse` reads the upstream's SSE bytes, split anywhere, and yields
-Anthropic's events as soon as each upstream event is complete:
+`MessagesEncoder` (a `proxy.streaming.StreamEncoder`) reads the upstream's
+SSE bytes, cut anywhere, and answers Anthropic's events as soon as each
+upstream event is complete (`MessageStream` does the translation):
 `message_start` and one `ping` (with the first upstream event, so the time to
 first token stays the upstream's), then per content block
 `content_block_start`, `content_block_delta` (`text_delta` or
 `input_json_delta`), `content_block_stop`; at the end `message_delta` (stop
-reason, usage) and `message_stop`. A failure after the 200 (an exception from
-the upstream, an in-band `{"error": ...}` chunk, a stream cut before its
-finish) becomes an `error` event, which ends the stream.
+reason, usage) and `message_stop`. A failure after the 200 (an upstream
+error, an in-band `{"error": ...}` chunk, a stream cut before its finish)
+becomes an `error` event, which ends the stream.
 
 Blocks never interleave, as Anthropic's own streams: one block is open at a
 time. Text is streamed live; so is a tool call's arguments while its block is
@@ -25,7 +26,6 @@ Only the first choice is translated (Messages has no `n`).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from proxy.anthropic.errors import error_event, error_type, in_band_type
 from proxy.anthropic.response import stop_reason, tool_use_id
 from proxy.anthropic.tokens import estimate_tokens
 from proxy.errors import ProxyError
+from proxy.sse_assembly import SSEEvents
 
 JSON = dict[str, Any]
 TEXT = -1  # the key of "the text block" among tool-call indexes
@@ -247,9 +248,9 @@ class MessageStream:
                 self._flush_all()
         return self._take()
 
-    def feed_data(self, payload: bytes) -> bytes:
+    def feed_data(self, payload: str) -> bytes:
         """Events for one SSE `data:` payload (a JSON chunk, or `[DONE]`)."""
-        if payload.strip() == b"[DONE]":
+        if payload.strip() == "[DONE]":
             self.saw_done = True
             return b""
         try:
@@ -307,42 +308,20 @@ class MessageStream:
         return self._take()
 
 
-def _event_end(buf: bytes) -> tuple[int, int] | None:
-    best: tuple[int, int] | None = None
-    for sep in (b"\n\n", b"\r\n\r\n"):
-        i = buf.find(sep)
-        if i >= 0 and (best is None or i < best[0]):
-            best = (i, i + len(sep))
-    return best
+class MessagesEncoder:
+    """A `proxy.streaming.StreamEncoder`: the upstream's chunk SSE bytes, cut anywhere, in;
+    Messages events out, as soon as each upstream event is complete."""
 
+    def __init__(self, stream: MessageStream) -> None:
+        self.stream = stream
+        self._events = SSEEvents()
 
-def _payload(event: bytes) -> bytes | None:
-    lines = event.replace(b"\r\n", b"\n").split(b"\n")
-    data = [ln[5:].removeprefix(b" ") for ln in lines if ln.startswith(b"data:")]
-    return b"\n".join(data) if data else None
+    def chunk(self, piece: bytes) -> bytes:
+        return b"".join([self.stream.feed_data(p) for p in self._events.feed(piece)])
 
+    def error(self, exc: ProxyError) -> bytes:
+        return self.stream.fail(error_type(exc.status), exc.message)
 
-async def translate_sse(chunks: AsyncIterator[bytes], stream: MessageStream) -> AsyncIterator[bytes]:
-    """The Messages event stream for an upstream's chat.completion.chunk SSE bytes."""
-    buf = b""
-    try:
-        async for piece in chunks:
-            buf += piece
-            out = []
-            while (cut := _event_end(buf)) is not None:
-                payload = _payload(buf[: cut[0]])
-                buf = buf[cut[1]:]
-                if payload is not None:
-                    out.append(stream.feed_data(payload))
-            data = b"".join(out)
-            if data:
-                yield data
-            if stream.ended:
-                return
-    except ProxyError as exc:
-        yield stream.fail(error_type(exc.status), exc.message)
-        return
-    tail = _payload(buf.strip()) if buf.strip() else None
-    last = (stream.feed_data(tail) if tail is not None else b"") + stream.finish()
-    if last:
-        yield last
+    def end(self) -> bytes:
+        rest = b"".join([self.stream.feed_data(p) for p in self._events.close()])
+        return rest + self.stream.finish()

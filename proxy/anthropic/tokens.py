@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 1_600
 
 
+@runtime_checkable
 class TokenCounter(Protocol):
     """A backend that counts a chat body's prompt tokens exactly (its template and tokenizer)."""
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -14,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from proxy.anthropic.response import to_message
-from proxy.anthropic.stream import INCOMPLETE, MessageStream, translate_sse
+from proxy.anthropic.stream import INCOMPLETE, MessagesEncoder, MessageStream
 from proxy.errors import UpstreamError
 from tests.fakes.fake_llm import FakeLLM, Reply
 from tests.proxy.anthropic_sdk import sdk_final
@@ -31,21 +29,13 @@ def _upstream(reply: Reply, body: dict[str, Any] = BODY) -> bytes:
     return _sse(FakeLLM().chunks(body, reply))
 
 
-async def _pieces(pieces: list[bytes], fail: Exception | None = None) -> AsyncIterator[bytes]:
-    for p in pieces:
-        yield p
-    if fail is not None:
-        raise fail
-
-
-def _translate(pieces: list[bytes], *, fail: Exception | None = None,
+def _translate(pieces: list[bytes], *, fail: UpstreamError | None = None,
                input_tokens: int = 3) -> tuple[bytes, MessageStream]:
+    """What the encoder sends for these upstream pieces (then the failure, or the end)."""
     ms = MessageStream(message_id="msg_s", model="claude-x", input_tokens=input_tokens)
-
-    async def run() -> bytes:
-        return b"".join([p async for p in translate_sse(_pieces(pieces, fail), ms)])
-
-    return asyncio.run(run()), ms
+    enc = MessagesEncoder(ms)
+    out = b"".join(enc.chunk(p) for p in pieces)
+    return out + (enc.error(fail) if fail is not None else enc.end()), ms
 
 
 _EVENT = TypeAdapter(anthropic.types.RawMessageStreamEvent)
@@ -103,23 +93,10 @@ def test_parallel_tool_calls_stream_live_one_block_each() -> None:
 def test_each_upstream_event_is_answered_before_the_next_is_read() -> None:
     """Incremental: the first call's argument deltas go out while the upstream is still on it."""
     chunks = FakeLLM().chunks(BODY, Reply(tool_calls=[("f", {"a": "x" * 30}), ("g", {"b": 1})]))
-    ms = MessageStream(message_id="m", model="m", input_tokens=0)
-    sent: list[bytes] = []
-    read = 0
-
-    async def upstream() -> AsyncIterator[bytes]:
-        nonlocal read
-        for c in chunks:
-            read += 1
-            yield _sse([c], done=False)
-        yield b"data: [DONE]\n\n"
-
-    async def run() -> None:
-        async for out in translate_sse(upstream(), ms):
-            sent.append(out)
-            assert len(sent) <= read  # nothing is held back for a later upstream event
-
-    asyncio.run(run())
+    enc = MessagesEncoder(MessageStream(message_id="m", model="m", input_tokens=0))
+    sent = [enc.chunk(_sse([c], done=False)) for c in chunks]
+    # every upstream event is answered at once, but the usage chunk (its counts wait for the end)
+    assert all(sent[:-1]) and not sent[-1] and chunks[-1]["choices"] == []
     first_g = next(i for i, c in enumerate(chunks)
                    if (c["choices"] and c["choices"][0]["delta"].get("tool_calls") or [{}])[0].get("index") == 1)
     before = b"".join(sent[:first_g])
