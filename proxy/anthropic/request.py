@@ -220,11 +220,12 @@ def _tools(tools: Any) -> list[JSON]:
         name = _str_field(t, "name", path)
         schema = t.get("input_schema")
         _check(isinstance(schema, dict), f"{path}.input_schema", "Field required (a JSON schema object)")
-        fn: JSON = {"name": name, "parameters": schema}
+        fn: JSON = {"name": name}  # in OpenAI's order: chat templates render the JSON as it is
         desc = t.get("description")
         if desc is not None:
             _check(isinstance(desc, str), f"{path}.description", "must be a string")
             fn["description"] = desc
+        fn["parameters"] = schema
         if t.get("strict") is not None:
             _check(isinstance(t["strict"], bool), f"{path}.strict", "must be a boolean")
             fn["strict"] = t["strict"]

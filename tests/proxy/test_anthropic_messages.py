@@ -23,6 +23,8 @@ from tests.conftest import Molt
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_llm import FakeLLM, Reply
 from tests.fakes.server import ServerThread
+from tests.fakes.tiny_model import TOOL_PROMPT
+from tests.proxy.local_helpers import start_local
 from tests.proxy.test_skills_injection import DATA, SYSTEM, seeded  # noqa: F401 - fixture
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city",
@@ -285,3 +287,22 @@ def test_a_chat_request_for_a_native_route_is_refused_clearly(native: Molt) -> N
         openai.OpenAI(base_url=native.base_url, api_key="x", max_retries=0).chat.completions.create(
             model="claude-fake", messages=ASK)  # type: ignore[arg-type]
     assert "POST /v1/messages" in str(info.value)
+
+
+# -- the local model: real tool use, and count_tokens with its tokenizer ----------------------
+
+def test_local_model_tool_use_and_exact_token_count(molt_factory: Any, tiny_base: Path) -> None:
+    m = start_local(molt_factory, tiny_base)
+    client = _sdk(m)
+    kw: dict[str, Any] = {"model": "tiny", "messages": TOOL_PROMPT, "tools": [WEATHER]}
+    counted = client.messages.with_raw_response.count_tokens(**kw)
+    msg = client.messages.create(max_tokens=200, extra_body={"temperature": 0}, **kw)
+    [use] = msg.content
+    assert (use.type, use.name, use.input, msg.stop_reason) == (  # type: ignore[union-attr]
+        "tool_use", "get_weather", {"city": "Oslo"}, "tool_use")
+    assert counted.headers["x-molt-token-count"] == "tokenizer"
+    assert counted.parse().input_tokens == msg.usage.input_tokens  # what serving counted
+    with client.messages.stream(max_tokens=200, extra_body={"temperature": 0}, **kw) as s:
+        streamed = s.get_final_message()
+    assert [(b.type, b.input) for b in streamed.content] == [("tool_use", {"city": "Oslo"})]  # type: ignore[union-attr]
+    assert streamed.usage.input_tokens == msg.usage.input_tokens

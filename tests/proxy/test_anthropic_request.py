@@ -10,6 +10,7 @@ import pytest
 from proxy.anthropic.request import to_chat
 from proxy.errors import InvalidRequest
 from proxy.sessions import message_key
+from tests.fakes.tiny_model import WEATHER_TOOL
 from tests.proxy.anthropic_sdk import sdk_body
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city",
@@ -60,6 +61,8 @@ def test_tool_use_round_trip_becomes_tool_calls_and_tool_messages() -> None:
         "name": "get_weather", "description": "Weather for a city",
         "parameters": WEATHER["input_schema"]}}]
     assert chat["tool_choice"] == "auto" and chat["parallel_tool_calls"] is False
+    # byte for byte an OpenAI client's tool (a chat template renders this JSON as it is)
+    assert json.dumps(chat["tools"]) == json.dumps([WEATHER_TOOL])
     user, assistant, r1, r2, follow = chat["messages"]
     assert user == {"role": "user", "content": "Weather in Oslo and Rome?"}
     assert assistant == {"role": "assistant", "content": "Checking.", "tool_calls": [
