@@ -306,3 +306,11 @@ def test_local_model_tool_use_and_exact_token_count(molt_factory: Any, tiny_base
         streamed = s.get_final_message()
     assert [(b.type, b.input) for b in streamed.content] == [("tool_use", {"city": "Oslo"})]  # type: ignore[union-attr]
     assert streamed.usage.input_tokens == msg.usage.input_tokens
+
+
+def test_protocol_anthropic_needs_a_base_url() -> None:
+    from molt.config import load_settings
+
+    with pytest.raises(ValueError, match="protocol = 'anthropic' needs base_url"):
+        load_settings(None, {"models": [{"alias": "c", "litellm": "anthropic/claude-x",
+                                         "protocol": "anthropic"}]})
