@@ -29,6 +29,13 @@ STATUS_TYPES: dict[int, str] = {
     529: "overloaded_error",
 }
 ERROR_TYPES = frozenset(STATUS_TYPES.values())
+# The paths of Anthropic's protocol: errors there are in its shape, even those raised
+# outside the route (an unknown method, an unhandled exception).
+MESSAGES_PATH = "/v1/messages"
+
+
+def is_messages_path(path: str) -> bool:
+    return path == MESSAGES_PATH or path.startswith(MESSAGES_PATH + "/")
 
 
 def error_type(status: int) -> str:

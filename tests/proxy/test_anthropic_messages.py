@@ -309,8 +309,16 @@ def test_local_model_tool_use_and_exact_token_count(molt_factory: Any, tiny_base
 
 
 def test_protocol_anthropic_needs_a_base_url() -> None:
-    from molt.config import load_settings
+    from molt.config import ConfigError, load_settings
 
-    with pytest.raises(ValueError, match="protocol = 'anthropic' needs base_url"):
+    with pytest.raises(ConfigError, match="protocol = 'anthropic' needs base_url"):
         load_settings(None, {"models": [{"alias": "c", "litellm": "anthropic/claude-x",
                                          "protocol": "anthropic"}]})
+
+
+def test_errors_raised_outside_the_route_are_in_anthropics_shape_too(molt: Molt) -> None:
+    r = httpx.get(molt.url + "/v1/messages", headers={"x-api-key": "x"})
+    assert r.status_code == 405
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    chat = httpx.get(molt.url + "/v1/chat/completions")
+    assert chat.status_code == 405 and chat.json()["error"]["code"] == "method_not_allowed"
