@@ -11,7 +11,9 @@ Messages event stream. When the model's route speaks Messages itself
 upstream's bytes come back unchanged; the turn is still recorded in the
 internal form. Every error is in Anthropic's shape
 (`proxy.anthropic.errors`), with the turn's ids in the headers when the turn
-exists; `request-id` carries the turn id as Anthropic's header does.
+exists; `request-id` carries the turn id as Anthropic's header does. The
+key's rate limits apply as on the chat route (429 `rate_limit_error` with
+`retry-after`).
 
 count_tokens answers `{"input_tokens": n}` for the request as the client
 sends it (molt's blocks are not counted: they depend on the task and the
@@ -78,9 +80,10 @@ async def messages(request: Request) -> Response:
         principal = await state.auth.authenticate(request.headers)
         raw: Any = await read_json(request, state.settings.server.max_body_bytes)
         body = validate_chat(to_chat(raw))
+        ticket = state.limiter.admit(principal, body, request.scope)  # 429 over the key's limits
         passed = {k: request.headers[k] for k in PASSED_HEADERS if k in request.headers}
         outcome = await run_turn(state, TurnInput(
-            body, principal, request.headers, request.receive, started,
+            body, principal, request.headers, request.receive, started, ticket,
             native=NativeRequest("anthropic", raw, passed)))
     except ProxyError as exc:
         return _error(exc)

@@ -322,3 +322,16 @@ def test_errors_raised_outside_the_route_are_in_anthropics_shape_too(molt: Molt)
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
     chat = httpx.get(molt.url + "/v1/chat/completions")
     assert chat.status_code == 405 and chat.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_rate_limits_answer_429_in_anthropics_shape(molt_factory: Any, tmp_path: Path) -> None:
+    from tests.proxy.test_limits import _new_key
+
+    m = molt_factory(server={"key_cache_ttl_s": 0})
+    key, _ = _new_key(m, tmp_path, "--rpm", "1")
+    client = _sdk(m, key=key)
+    assert client.messages.create(model="gpt-fake", max_tokens=5, messages=ASK).content
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model="gpt-fake", max_tokens=5, messages=ASK)
+    assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert info.value.response.headers["retry-after"].isdigit()

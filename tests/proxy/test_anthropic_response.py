@@ -100,7 +100,7 @@ def test_anything_the_upstream_sends_gives_a_valid_message() -> None:
     (PermissionDenied("no"), "permission_error", anthropic.PermissionDeniedError),
     (NotFoundError("no model"), "not_found_error", anthropic.NotFoundError),
     (PayloadTooLarge("big"), "request_too_large", anthropic.APIStatusError),
-    (RateLimited("slow down"), "rate_limit_error", anthropic.RateLimitError),
+    (RateLimited("slow down", retry_after_s=3), "rate_limit_error", anthropic.RateLimitError),
     (UpstreamError("down"), "api_error", anthropic.InternalServerError),
     (UpstreamTimeout("late"), "timeout_error", anthropic.InternalServerError),
     (UpstreamError("busy", status=529), "overloaded_error", anthropic.InternalServerError),
