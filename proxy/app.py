@@ -19,13 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from proxy.anthropic.errors import error_body, is_messages_path, proxy_error_body
 from proxy.auth import Authenticator
 from proxy.errors import ProxyError, error_envelope
 from proxy.hooks import RequestHook, ResponseHook
 from proxy.limits import Limiter, ReleaseTickets
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
-from proxy.routes import chat, feedback, health, models
+from proxy.routes import chat, feedback, health, messages, models
 from proxy.sessions import SessionTracker
 from proxy.state import ProxyState
 from proxy.unhandled import UnhandledErrors
@@ -50,14 +51,15 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-def _error_response(exc: ProxyError) -> JSONResponse:
-    return JSONResponse(exc.envelope(), status_code=exc.status, headers=exc.headers or None)
+def _error_response(exc: ProxyError, path: str = "") -> JSONResponse:
+    body = proxy_error_body(exc) if is_messages_path(path) else exc.envelope()
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProxyError)
-    async def _proxy_error(_req: Request, exc: ProxyError) -> JSONResponse:
-        return _error_response(exc)
+    async def _proxy_error(req: Request, exc: ProxyError) -> JSONResponse:
+        return _error_response(exc, req.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -71,7 +73,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(HTTPException)
-    async def _http(_req: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: HTTPException) -> JSONResponse:
+        if is_messages_path(req.url.path):
+            return JSONResponse(error_body(str(exc.detail), exc.status_code), status_code=exc.status_code)
         etype = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         return JSONResponse(
@@ -148,7 +152,7 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
     app.add_middleware(ReleaseTickets)  # a rate-limit ticket lasts as long as its exchange
-    api = (chat.router, models.router, feedback.router) if serve_api else ()
+    api = (chat.router, messages.router, models.router, feedback.router) if serve_api else ()
     for r in (*api, health.router, *routers):
         app.include_router(r)
     return app

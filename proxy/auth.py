@@ -126,14 +126,15 @@ class Authenticator:
 
     @staticmethod
     def _token(headers: Mapping[str, str]) -> str | None:
+        """The key: `Authorization: Bearer <key>` (OpenAI clients, the anthropic SDK's
+        `auth_token`), else `x-api-key: <key>` (the anthropic SDK's `api_key`, Claude Code)."""
         auth = headers.get("authorization")
         if auth:
             scheme, _, value = auth.partition(" ")
             if scheme.lower() == "bearer" and value.strip():
                 return value.strip()
-            return None
         key = headers.get("x-api-key")
-        return key.strip() if key else None
+        return key.strip() if key and key.strip() else None
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         token = self._token(headers)
@@ -149,7 +150,8 @@ class Authenticator:
             return self._default
         if not token:
             raise AuthenticationFailed(
-                "missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key"
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                code="missing_api_key"
             )
         digest = hash_key(token)
         now = time.monotonic()

@@ -57,11 +57,13 @@ def iter_sse_data(raw: Iterable[bytes]) -> Iterable[str]:
 
 
 def _event_end(buf: bytes) -> tuple[int, int] | None:
+    """Where the first event ends: the earliest blank line, whichever line ending it uses."""
+    best: tuple[int, int] | None = None
     for sep in (b"\n\n", b"\r\n\r\n"):
         i = buf.find(sep)
-        if i >= 0:
-            return (i, i + len(sep))
-    return None
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, i + len(sep))
+    return best
 
 
 def _as_dict(v: Any) -> dict[str, Any]:

@@ -102,6 +102,8 @@ class TurnStream:
     on_finish: FinishCallback
     started: float  # perf_counter at the request's start (for time to first token)
     kept: list[bytes] = field(default_factory=list)
+    # `chunks` are in the client's own protocol (a native upstream), not OpenAI chunks
+    native: bool = False
 
 
 class StreamEncoder(Protocol):

@@ -32,6 +32,14 @@ the response hooks, the session's continuation ticket, and the turn's record
 - `ClientLeft`: the client went away before the upstream answered; the turn
   is recorded as `client_disconnected`, answer `Response(status_code=CLIENT_CLOSED)`.
 
+Native upstreams: a route may also pass `TurnInput.native`, its request in
+its own protocol. A backend that speaks that protocol sends it (with molt's
+blocks) and answers in it; then `Completed.native` holds the upstream's bytes
+to send as they are (`data` is their internal form), and a `TurnStream` with
+`native` set carries the upstream's own events in `chunks` (pass them through),
+while the turn is recorded from their internal form. TAFC's stripping and the
+response hooks do not apply to such answers: they reach the client unchanged.
+
 Every outcome carries `headers` (`x-molt-turn-id`, `x-molt-session-id`, and
 `x-molt-blocks-dropped` / `x-molt-weight-version` when they apply) for the
 route to send. A failure raises a `ProxyError`; once the turn exists its
@@ -60,7 +68,7 @@ from proxy.streaming import ClientGone, StreamStatus, TurnStream, unless_client_
 from proxy.tafc import strip_completion, tafc_record
 from proxy.tafc_stream import StreamStripper, strip_sse
 from proxy.turn_record import CLIENT_CLOSED, TurnFinish, open_record, status_of
-from proxy.upstream.base import UpstreamCall
+from proxy.upstream.base import NativeRequest, UpstreamCall
 from store.chat_shapes import answer_message
 from store.ids import new_id
 
@@ -79,6 +87,8 @@ class TurnInput:
     started: float  # time.perf_counter() when the request arrived
     # The caller's rate-limit ticket (`state.limiter.admit`), told the turn's recorded usage.
     ticket: Ticket = UNLIMITED
+    # the request in the client's own protocol, for a route whose upstream speaks it
+    native: NativeRequest | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +98,9 @@ class Completed:
     data: dict[str, Any]  # the chat completion the client gets (TAFC stripped, hooks applied)
     raw: bytes | None  # the upstream's own bytes when they are `data` unchanged
     headers: dict[str, str]
+    # a native upstream's bytes, in the client's protocol: sent as they are (`data` is
+    # their internal form, as recorded)
+    native: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -157,7 +170,8 @@ async def run_turn(state: ProxyState, turn: TurnInput) -> TurnOutcome:
         return exc
 
     call = UpstreamCall(alias, version, upstream_body, stream, tenant_id, ctx.turn_id,
-                        ctx.principal.tenant, session_id=session.id, session_done=session.done)
+                        ctx.principal.tenant, session_id=session.id, session_done=session.done,
+                        native=turn.native)
     try:
         resp = await unless_client_leaves(turn.receive, backend.send(call))
     except ClientGone as gone:
@@ -172,6 +186,15 @@ async def run_turn(state: ProxyState, turn: TurnInput) -> TurnOutcome:
         headers["x-molt-blocks-dropped"] = "context_length"
     if resp.served_version:
         headers["x-molt-weight-version"] = resp.served_version
+
+    if resp.chunks is None and resp.native:
+        # The client's protocol, answered by the upstream itself: its bytes go back as
+        # they are; `data` (their internal form) is what molt records and tracks.
+        data = resp.data if resp.data is not None else {}
+        rec.response = data
+        state.sessions.answered(tenant_id, session, answer_message(data))
+        finish("ok", 200)
+        return Completed(data, None, headers, native=resp.body)
 
     if resp.chunks is None:
         raw = resp.body
@@ -198,18 +221,21 @@ async def run_turn(state: ProxyState, turn: TurnInput) -> TurnOutcome:
     # The chunks as they go out: a continuation can follow this answer as soon as the
     # client has it, before the stream's own bookkeeping below has run.
     kept: list[bytes] = []
-    rec.stream_chunks = kept
+    # A native stream's internal form fills beside its bytes (UpstreamResponse.internal_chunks).
+    internal = resp.internal_chunks if resp.native and resp.internal_chunks is not None else None
+    rec.stream_chunks = internal if internal is not None else kept
     state.sessions.answered_stream(tenant_id, session, rec)
     chunks = resp.chunks
-    stripper = StreamStripper(ctx.tafc) if ctx.tafc else None
+    stripper = StreamStripper(ctx.tafc) if ctx.tafc and internal is None else None
     if stripper is not None:
         chunks = strip_sse(resp.chunks, stripper)
 
     def stream_end(status: StreamStatus, kept: list[bytes], ttft: float | None,
                    error: ProxyError | None) -> None:
-        rec.stream_chunks = kept
+        rec.stream_chunks = internal if internal is not None else kept
         if stripper is not None:
             rec.think = tafc_record(stripper.think, stripper.flags)
         finish(status, 200, error=error, ttft=ttft)
 
-    return TurnStream(chunks, resp.aclose, headers, stream_end, turn.started, kept)
+    return TurnStream(chunks, resp.aclose, headers, stream_end, turn.started, kept,
+                      native=internal is not None)

@@ -1,5 +1,7 @@
 """The last line: an unexpected exception becomes a 500 envelope and one safe log line.
 
+The envelope is OpenAI's, or Anthropic's shape on the Messages paths.
+
 An exception's message can hold request data: SQLAlchemy's carries the SQL
 statement and its parameters (prompts, feedback text). So the log line names
 only the exception types and where they were raised, and the exception is not
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.anthropic.errors import error_body, is_messages_path
 from proxy.errors import error_envelope
 
 log = logging.getLogger("molt.proxy")
@@ -25,6 +28,7 @@ log = logging.getLogger("molt.proxy")
 _BODY = json.dumps(
     error_envelope("internal error in molt", "server_error", None, "internal_error")
 ).encode()
+_MESSAGES_BODY = json.dumps(error_body("internal error in molt", 500)).encode()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -68,7 +72,8 @@ class UnhandledErrors:
             log.error("unhandled error: %s", describe_error(exc))
             if started:
                 return  # too late for an envelope; the server closes the response
+            body = _MESSAGES_BODY if is_messages_path(scope.get("path", "")) else _BODY
             await send({"type": "http.response.start", "status": 500,
                         "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(_BODY)).encode())]})
-            await send({"type": "http.response.body", "body": _BODY})
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})

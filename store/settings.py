@@ -112,6 +112,9 @@ class ModelRoute(BaseModel):
     # version); "shared": adapters attached to the one base model (little memory, a
     # short pause of generation while one is attached); "auto": merged up to 1B params.
     lora_mode: Literal["auto", "merged", "shared"] = "auto"
+    # `base_url` only: what the server speaks. "anthropic": the Messages API
+    # (`<base_url>/messages`), where POST /v1/messages is forwarded natively.
+    protocol: Literal["openai", "anthropic"] = "openai"
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +148,11 @@ class ModelRoute(BaseModel):
                     f"key {_OWN_KEYS[key]!r}, not in litellm_params")
         if self.alias in self.fallbacks:
             raise ValueError(f"model alias {self.alias!r} lists itself as a fallback")
+        if self.protocol != "openai" and (not self.base_url or self.vllm):
+            raise ValueError(
+                f"model alias {self.alias!r}: protocol = {self.protocol!r} needs base_url "
+                "(a server that speaks that API), not litellm, local or vllm"
+            )
         return self
 
     @property

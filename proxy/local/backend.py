@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,18 @@ class LocalBackend:
             self.ttt_sessions.release(runner, session_done=call.session_done,
                                       tenant=call.tenant, session_id=call.session_id)
         return release
+
+    async def count_prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        """The prompt's exact length in tokens with this model's chat template and tokenizer
+        (`/v1/messages/count_tokens`; a `proxy.anthropic.tokens.TokenCounter`)."""
+        await self.ready()
+        assert self.base is not None
+        try:
+            ids = await asyncio.to_thread(render_prompt, self.base.tokenizer, body["messages"],
+                                          body.get("tools") or None)
+        except TemplateError as exc:
+            raise InvalidRequest(str(exc), param="messages", code="invalid_value") from exc
+        return len(ids)
 
     def _render(self, messages: Any, tools: Any, max_context: int) -> tuple[list[int], bool]:
         """The prompt's token ids, and whether molt's own blocks were left out to fit."""

@@ -14,6 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+@dataclass(frozen=True, slots=True)
+class NativeRequest:
+    """The request in the client's own protocol, for a backend that speaks it natively.
+
+    A route of another protocol (Anthropic Messages) sets it beside the internal
+    chat body; a backend of that protocol sends it (with molt's blocks from the chat
+    body), every other backend ignores it.
+    """
+
+    protocol: str  # "anthropic"
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)  # protocol headers to pass on
+
+
 @dataclass(slots=True)
 class UpstreamCall:
     alias: str
@@ -29,6 +43,7 @@ class UpstreamCall:
     # a backend may keep per-session state (the local backend's TTT fast weights)
     session_id: str | None = None
     session_done: bool = False
+    native: NativeRequest | None = None
 
 
 async def _noop() -> None:
@@ -38,7 +53,14 @@ async def _noop() -> None:
 @dataclass(slots=True)
 class UpstreamResponse:
     """Exactly one of `body` (non-streamed, JSON bytes), `data` (non-streamed,
-    already a dict) or `chunks` (streamed SSE bytes) is set."""
+    already a dict) or `chunks` (streamed SSE bytes) is set (a native non-streamed
+    answer sets `body` and `data`).
+
+    `native`: the backend answered in the client's own protocol (it sent
+    `UpstreamCall.native`): `body` or `chunks` go to the client unchanged, and
+    molt's internal form of the answer is `data` (non-streamed) or
+    `internal_chunks` (chat.completion.chunk SSE, filled as `chunks` are read).
+    """
 
     upstream: str
     body: bytes | None = None
@@ -48,6 +70,8 @@ class UpstreamResponse:
     aclose: Callable[[], Awaitable[None]] = field(default=_noop)
     # molt's own blocks (skills, context) were left out: with them the prompt did not fit
     dropped_blocks: bool = False
+    native: bool = False
+    internal_chunks: list[bytes] | None = None
 
 
 class Backend(Protocol):

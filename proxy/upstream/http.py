@@ -49,9 +49,12 @@ class HTTPBackend:
     async def send(self, call: UpstreamCall) -> UpstreamResponse:
         body = dict(call.body)
         body["model"] = self.route.upstream_model or call.alias
-        payload = json.dumps(body).encode()
+        return await self._post(call, json.dumps(body).encode(), self._headers())
+
+    async def _post(self, call: UpstreamCall, payload: bytes, headers: dict[str, str]) -> UpstreamResponse:
+        """POST `payload`; the whole body, or the stream's bytes as they come."""
         try:
-            resp = await self._client().post(self._url, data=payload, headers=self._headers())
+            resp = await self._client().post(self._url, data=payload, headers=headers)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream {self.name} timed out") from exc
         except aiohttp.ClientError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from proxy.errors import NotFoundError
+from proxy.upstream.anthropic_http import AnthropicBackend
 from proxy.upstream.base import Backend
 from proxy.upstream.fallback import FallbackBackend
 from proxy.upstream.http import HTTPBackend
@@ -55,7 +56,7 @@ class Upstreams:
             elif r.vllm and "vllm" in factories:
                 backends[r.alias] = factories["vllm"](r)
             elif r.kind == "http":
-                backends[r.alias] = HTTPBackend(r)
+                backends[r.alias] = AnthropicBackend(r) if r.protocol == "anthropic" else HTTPBackend(r)
             else:
                 factory = factories.get("local")
                 if factory is None:
