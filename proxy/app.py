@@ -23,7 +23,7 @@ from proxy.errors import ProxyError, error_envelope
 from proxy.hooks import RequestHook, ResponseHook
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
-from proxy.routes import chat, feedback, health, models
+from proxy.routes import chat, feedback, health, models, responses
 from proxy.sessions import SessionTracker
 from proxy.state import ProxyState
 from proxy.unhandled import UnhandledErrors
@@ -125,7 +125,7 @@ def create_app(
     )
     _install_error_handlers(app)
     app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
-    api = (chat.router, models.router, feedback.router) if serve_api else ()
+    api = (chat.router, responses.router, models.router, feedback.router) if serve_api else ()
     for r in (*api, health.router, *routers):
         app.include_router(r)
     return app

@@ -8,6 +8,7 @@ from proxy.auth import Authenticator
 from proxy.hooks import RequestHook, ResponseHook
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
+from proxy.responses.followup import RecentResponses
 from proxy.sessions import SessionTracker
 from proxy.upstream.routing import Upstreams
 from store.database import Database
@@ -31,3 +32,5 @@ class ProxyState:
     metrics: Metrics
     request_hooks: list[RequestHook] = field(default_factory=list)
     response_hooks: list[ResponseHook] = field(default_factory=list)
+    # The latest Responses turns a `previous_response_id` may name (not yet in the store).
+    responses: RecentResponses = field(default_factory=RecentResponses)

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import InvalidRequest, NotFoundError
+from proxy.responses.output import answer_calls
 from proxy.responses.output import turn_id as turn_of
-from proxy.sessions import _recorded_answer, answer_message
+from proxy.sessions import recorded_answer
+from store.chat_shapes import answer_message
 from store.database import Database
 from store.followups import find_followup_turn
 from store.records import TurnRecord
@@ -47,19 +49,16 @@ class Continued:
     answer: Mapping[str, Any] | None | bool
 
 
-def history_message(answer: Mapping[str, Any]) -> JSON:
-    """An assistant answer as a request message: role, content, refusal and tool calls only."""
+def history_message(answer: Mapping[str, Any], response_id: str) -> JSON:
+    """An assistant answer as a request message: role, content, refusal and tool calls only.
+
+    The calls carry the ids the Response showed (`output.answer_calls`)."""
     msg: JSON = {"role": "assistant", "content": answer.get("content")}
-    calls = answer.get("tool_calls")
-    kept = []
-    for call in calls if isinstance(calls, list) else ():
-        fn = call.get("function") if isinstance(call, Mapping) else None
-        if isinstance(fn, Mapping):
-            kept.append({"id": call.get("id"), "type": "function",
-                         "function": {"name": fn.get("name") or "",
-                                      "arguments": fn.get("arguments") or ""}})
-    if kept:
-        msg["tool_calls"] = kept
+    calls = answer_calls(response_id, answer)
+    if calls:
+        msg["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": c.arguments}}
+                             for c in calls]
     elif msg["content"] is None:
         msg["content"] = ""
     if isinstance(answer.get("refusal"), str):
@@ -79,7 +78,7 @@ def conversation(prev: Continued, response_id: str) -> list[JSON]:
     messages = prev.request.get("messages")
     carried = list(messages[prev.followup_from:]) if isinstance(messages, list) else []
     if isinstance(prev.answer, Mapping):
-        carried.append(history_message(prev.answer))
+        carried.append(history_message(prev.answer, response_id))
     return carried
 
 
@@ -108,7 +107,11 @@ class RecentResponses:
             return None
         if rec.tenant_id != tenant_id or rec.followup_from is None:
             return None
-        answer = _recorded_answer(rec) if rec.stream else answer_message(rec.response)
+        answer: Mapping[str, Any] | None | bool
+        if rec.http_status is None:  # still with the upstream (a stream's answer is in its chunks)
+            answer = recorded_answer(rec) if rec.stream and rec.stream_chunks is not None else False
+        else:
+            answer = recorded_answer(rec) if rec.stream else answer_message(rec.response)
         return Continued(rec.status, rec.request, rec.followup_from, answer)
 
 

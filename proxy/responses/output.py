@@ -18,9 +18,11 @@ an `incomplete` response (with `incomplete_details`), anything else
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from proxy.responses.request import ResponsesRequest
+from store.chat_shapes import ToolCall, tool_calls
 
 JSON = dict[str, Any]
 TURN_PREFIX, RESPONSE_PREFIX = "turn_", "resp_"
@@ -127,35 +129,45 @@ def response_object(resp_id: str, req: ResponsesRequest, created_at: float, *,
     }
 
 
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
+def _has_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # some upstreams answer in parts
+        return "".join(p["text"] for p in content
+                       if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
 
 
-def output_items(resp_id: str, message: JSON) -> list[JSON]:
+def answer_calls(resp_id: str, message: Mapping[str, Any]) -> list[ToolCall]:
+    """The tool calls of an answer, each with the call id its Response shows.
+
+    A call the upstream sent without an id gets `call_<hex>_<n>`; a follow-up's
+    history (`proxy.responses.followup`) uses the same ids, so the client's
+    `function_call_output` answers a call the upstream sees.
+    """
+    calls = tool_calls(message)
+    first = 1 if _has_text(message) or _refusal(message) else 0
+    return [c if c.id else ToolCall(item_id(resp_id, "call", first + n), c.name, c.arguments)
+            for n, c in enumerate(calls)]
+
+
+def _refusal(message: Mapping[str, Any]) -> str:
+    refusal = message.get("refusal")
+    return refusal if isinstance(refusal, str) else ""
+
+
+def output_items(resp_id: str, message: Mapping[str, Any]) -> list[JSON]:
     """The output items of a chat assistant message: its text (or refusal), then its calls."""
     items: list[JSON] = []
     parts: list[JSON] = []
-    content = message.get("content")
-    if isinstance(content, str) and content:
-        parts.append(text_part(content))
-    elif isinstance(content, list):  # some upstreams answer in parts
-        text = "".join(_str(p.get("text")) for p in content if isinstance(p, dict))
-        if text:
-            parts.append(text_part(text))
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal:
+    if text := _has_text(message):
+        parts.append(text_part(text))
+    if refusal := _refusal(message):
         parts.append(refusal_part(refusal))
     if parts:
         items.append(message_item(item_id(resp_id, "msg", 0), parts))
-    calls = message.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict):
-            continue
-        n = len(items)
-        call_id = _str(call.get("id")) or item_id(resp_id, "call", n)
-        items.append(call_item(item_id(resp_id, "fc", n), call_id, _str(fn.get("name")),
-                               _str(fn.get("arguments"))))
+    for call in answer_calls(resp_id, message):
+        items.append(call_item(item_id(resp_id, "fc", len(items)), call.id, call.name,
+                               call.arguments))
     return items
 
 

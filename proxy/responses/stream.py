@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.errors import ProxyError
 from proxy.responses.output import (
     call_item,
     item_id,
@@ -43,52 +43,11 @@ from proxy.responses.output import (
     usage,
 )
 from proxy.responses.request import ResponsesRequest
+from proxy.sse_assembly import SSEEvents
 
 JSON = dict[str, Any]
 # A content part's kind -> (event prefix, the field that holds its text).
 _PARTS = {"output_text": ("response.output_text", "text"), "refusal": ("response.refusal", "refusal")}
-_SEPARATORS = (b"\n\n", b"\r\n\r\n", b"\r\r")
-
-
-class SseDecoder:
-    """Incremental SSE parsing: bytes in, cut anywhere; complete `data:` payloads out."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._scanned = 0  # bytes of _buf already searched for an event end
-
-    def _cut(self) -> tuple[int, int] | None:
-        start = max(0, self._scanned - 3)
-        best: tuple[int, int] | None = None
-        for sep in _SEPARATORS:
-            i = self._buf.find(sep, start)
-            if i >= 0 and (best is None or i < best[0]):
-                best = (i, i + len(sep))
-        return best
-
-    def feed(self, raw: bytes) -> list[str]:
-        self._buf += raw
-        out: list[str] = []
-        while (cut := self._cut()) is not None:
-            event, self._buf = self._buf[: cut[0]], self._buf[cut[1]:]
-            self._scanned = 0
-            payload = _payload(event)
-            if payload is not None:
-                out.append(payload)
-        self._scanned = len(self._buf)
-        return out
-
-    def close(self) -> list[str]:
-        """The last event, when the stream ended without its blank line."""
-        payload = _payload(self._buf)
-        self._buf, self._scanned = b"", 0
-        return [payload] if payload is not None else []
-
-
-def _payload(event: bytes) -> str | None:
-    lines = event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    return b"\n".join(data).decode("utf-8", "replace") if data else None
 
 
 def _str(v: Any) -> str:
@@ -132,7 +91,7 @@ class ResponsesStream:
         self._items: list[_Item] = []
         self._open: _Item | None = None
         self._calls: dict[int, _Item] = {}
-        self._decoder = SseDecoder()
+        self._decoder = SSEEvents()
         self._finish_reason: str | None = None
         self._saw_done = False
         self._usage: JSON | None = None
@@ -318,11 +277,27 @@ class ResponsesStream:
         return [item.final(status) for item in self._items]
 
 
-async def translate(chunks: AsyncIterator[bytes], stream: ResponsesStream) -> AsyncIterator[bytes]:
-    """The Responses event bytes for a chat SSE byte stream."""
-    yield stream.start()
-    async for raw in chunks:
-        out = stream.feed(raw)
-        if out:
-            yield out
-    yield stream.close()
+class ResponsesEncoder:
+    """A `ResponsesStream` as the streaming response drives it (`proxy.streaming.StreamEncoder`).
+
+    The opening events go out with the first bytes, whichever call comes first.
+    """
+
+    def __init__(self, stream: ResponsesStream) -> None:
+        self.stream = stream
+        self._started = False
+
+    def _lead(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        return self.stream.start()
+
+    def chunk(self, piece: bytes) -> bytes:
+        return self._lead() + self.stream.feed(piece)
+
+    def error(self, exc: ProxyError) -> bytes:
+        return self._lead() + self.stream.fail(exc.message, exc.code)
+
+    def end(self) -> bytes:
+        return self._lead() + self.stream.close()

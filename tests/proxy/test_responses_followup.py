@@ -12,7 +12,8 @@ import pytest
 
 from proxy.errors import InvalidRequest, NotFoundError
 from proxy.responses.followup import Continued, RecentResponses, conversation, resolve
-from proxy.responses.output import response_id
+from proxy.responses.output import from_completion, response_id
+from proxy.responses.request import parse_request
 from store.database import Database
 from store.ids import new_id
 from store.records import TurnRecord
@@ -32,10 +33,10 @@ CARRIED = [{"role": "user", "content": "Weather in Oslo?"},
 
 
 def _rec(tenant: str = "ten_a", *, stream: bool = False, followup_from: int | None = 1,
-         **kw: Any) -> TurnRecord:
+         http_status: int | None = 200, **kw: Any) -> TurnRecord:
     return TurnRecord(id=new_id("turn"), tenant_id=tenant, session_id=new_id("ses"), idx=0,
                       turn_type="main", created_at=time.time(), request_model="m", stream=stream,
-                      request=REQUEST, followup_from=followup_from, **kw)
+                      request=REQUEST, followup_from=followup_from, http_status=http_status, **kw)
 
 
 @pytest.fixture
@@ -43,6 +44,24 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(StoreSettings(url=f"sqlite+aiosqlite:///{tmp_path}/f.db"))
     yield database
     await database.close()
+
+
+def test_a_recent_answer_still_with_the_upstream_is_in_progress() -> None:
+    recent = RecentResponses()
+    rec = _rec(http_status=None)
+    recent.remember(rec)
+    got = recent.get("ten_a", rec.id)
+    assert got is not None and got.answer is False
+
+
+def test_calls_without_an_id_carry_the_id_the_response_showed() -> None:
+    answer = {"role": "assistant", "content": "Checking.", "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    rid = "resp_0191c2a0b1c2d3e4f5a6b7c8d9e0f1a2"
+    shown = from_completion(rid, parse_request({"model": "m", "input": "x"}),
+                            {"choices": [{"message": answer, "finish_reason": "tool_calls"}]})
+    carried = conversation(Continued("ok", REQUEST, 2, answer), rid)
+    assert carried[-1]["tool_calls"][0]["id"] == shown["output"][1]["call_id"] == f"call_{rid[5:]}_1"
 
 
 def test_the_conversation_drops_the_instructions_and_adds_the_clean_answer() -> None:
@@ -75,7 +94,8 @@ def test_recent_responses_are_per_tenant_and_bounded() -> None:
 def test_a_recent_stream_is_continued_from_its_chunks_once_it_ended() -> None:
     recent = RecentResponses()
     chunk = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Sun"}}]}
-    rec = _rec(stream=True, stream_chunks=[f"data: {json.dumps(chunk)}\n\n".encode()])
+    rec = _rec(stream=True, http_status=None,
+               stream_chunks=[f"data: {json.dumps(chunk)}\n\n".encode()])
     recent.remember(rec)
     got = recent.get("ten_a", rec.id)
     assert got is not None and got.answer is False  # still streaming

@@ -11,9 +11,10 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from proxy.errors import UpstreamTimeout
 from proxy.responses.output import from_completion, response_id, turn_id
 from proxy.responses.request import ResponsesRequest, chat_body, parse_request
-from proxy.responses.stream import ResponsesStream, SseDecoder
+from proxy.responses.stream import ResponsesEncoder, ResponsesStream
 from tests.fakes.fake_llm import FakeLLM, Reply
 
 RESP = "resp_0191c2a0b1c2d3e4f5a6b7c8d9e0f1a2"
@@ -215,9 +216,14 @@ def test_length_finish_streams_response_incomplete() -> None:
     EVENTS.validate_python(events[-1])
 
 
-def test_sse_decoder_handles_crlf_comments_and_a_missing_last_blank_line() -> None:
-    d = SseDecoder()
-    assert d.feed(b": keep-alive\r\n\r\ndata: {\"a\"") == []
-    assert d.feed(b": 1}\r\n\r\nevent: x\ndata: 2\n") == ['{"a": 1}']
-    assert d.feed(b"\ndata: [DONE]") == ["2"]
-    assert d.close() == ["[DONE]"]
+def test_the_encoder_opens_with_the_first_bytes_whatever_comes_first() -> None:
+    enc = ResponsesEncoder(ResponsesStream(RESP, _req(stream=True)))
+    events = _events(enc.error(UpstreamTimeout("upstream timed out")))
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "error",
+                                           "response.failed"]
+    assert events[2]["code"] == "upstream_timeout"
+    enc = ResponsesEncoder(ResponsesStream(RESP, _req(stream=True)))
+    raw = _sse(_chunks(Reply(content="a b")))
+    out = enc.chunk(raw[:10]) + enc.chunk(raw[10:]) + enc.end()
+    assert [e["type"] for e in _events(out)][:2] == ["response.created", "response.in_progress"]
+    assert _events(out)[-1]["type"] == "response.completed"
