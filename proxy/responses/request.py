@@ -14,9 +14,11 @@ name/description/parameters/strict), `tool_choice`, `max_output_tokens`,
 (streams ask for usage, which `response.completed` reports).
 Kept by molt, not sent: `store` (whether a follow-up may continue this
 response), `metadata`, `previous_response_id`, `include`, `truncation`
-"disabled", `stream_options`.
+"disabled", `stream_options`, `max_tool_calls` (built-in tools only: molt
+has none).
 Refused: what molt cannot honour (`background`, `conversation`, `prompt`,
-`truncation` "auto", tools other than functions).
+`top_logprobs`, `context_management`, `moderation`, `truncation` "auto",
+tools other than functions).
 Any other field is forwarded to the upstream untouched, as on the chat route.
 """
 
@@ -37,9 +39,11 @@ _HANDLED = frozenset({
     "model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature",
     "top_p", "parallel_tool_calls", "text", "reasoning", "user", "stream", "stream_options",
     "store", "metadata", "previous_response_id", "include", "truncation", "background",
-    "conversation", "prompt", "service_tier", "prompt_cache_key",
+    "conversation", "prompt", "service_tier", "prompt_cache_key", "max_tool_calls",
+    "top_logprobs", "context_management", "moderation",
 })
-_REFUSED = ("background", "conversation", "prompt")
+_REFUSED = ("background", "conversation", "prompt", "top_logprobs", "context_management",
+            "moderation")
 _TOOL_CHOICES = ("auto", "none", "required")
 
 

@@ -90,7 +90,8 @@ def test_stream_asks_for_usage_and_text_formats_translate() -> None:
 
 def test_unknown_fields_are_forwarded_and_responses_fields_are_not() -> None:
     body = _chat({"model": "m", "input": "hi", "top_k": 3, "vendor_knob": {"x": 1},
-                  "previous_response_id": "resp_x", "store": False, "metadata": {}})
+                  "previous_response_id": "resp_x", "store": False, "metadata": {},
+                  "max_tool_calls": 3, "background": False})
     assert body == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": 3,
                     "vendor_knob": {"x": 1}}
 
@@ -138,6 +139,7 @@ def test_echo_fields_are_kept() -> None:
     ({"model": "m", "input": "x", "temperature": "hot"}, "temperature", "number"),
     ({"model": "m", "input": "x", "stream": "yes"}, "stream", "boolean"),
     ({"model": "m", "input": "x", "background": True}, "background", "not supported"),
+    ({"model": "m", "input": "x", "top_logprobs": 2}, "top_logprobs", "not supported"),
     ({"model": "m", "input": "x", "truncation": "auto"}, "truncation", "disabled"),
     ({"model": "m", "input": "x", "text": {"format": {"type": "xml"}}}, "text.format.type", "json_schema"),
     ({"model": "m", "input": "x", "previous_response_id": 7}, "previous_response_id", "string"),
