@@ -195,6 +195,17 @@ def test_previous_response_id_stays_in_its_tenant(fake_llm: FakeLLM, molt_factor
     r2 = _client(m, a2).responses.create(model="gpt-fake", previous_response_id=r1.id,
                                          instructions=INSTRUCTIONS, input=_tool_result("call_0"))
     assert r2.output_text == "12 C."  # another key of the same tenant continues it
+    # a global admin acting for a tenant (X-Molt-Tenant) sees that tenant's responses only
+    admin = openai.OpenAI(base_url=m.base_url, api_key=ADMIN_KEY, max_retries=0)
+    fake_llm.push(Reply(content="Again 12 C."))
+    r3 = admin.responses.create(model="gpt-fake", previous_response_id=r2.id, input="And now?",
+                                extra_headers={"X-Molt-Tenant": "a"})
+    assert r3.output_text == "Again 12 C."
+    assert fake_llm.requests[-1]["messages"][-2:] == [
+        {"role": "assistant", "content": "12 C."}, {"role": "user", "content": "And now?"}]
+    with pytest.raises(openai.NotFoundError):
+        admin.responses.create(model="gpt-fake", previous_response_id=r2.id, input="x",
+                               extra_headers={"X-Molt-Tenant": "b"})
 
 
 def test_skills_are_injected_and_the_record_keeps_the_agents_request(
