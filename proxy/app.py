@@ -26,7 +26,7 @@ from proxy.hooks import RequestHook, ResponseHook
 from proxy.limits import Limiter, ReleaseTickets
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
-from proxy.routes import chat, feedback, health, messages, models
+from proxy.routes import chat, feedback, health, messages, models, responses
 from proxy.sessions import SessionTracker
 from proxy.state import ProxyState
 from proxy.unhandled import UnhandledErrors
@@ -152,7 +152,7 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(UnhandledErrors)  # anything else: a 500 envelope, one safe log line
     app.add_middleware(ReleaseTickets)  # a rate-limit ticket lasts as long as its exchange
-    api = (chat.router, messages.router, models.router, feedback.router) if serve_api else ()
+    api = (chat.router, messages.router, responses.router, models.router, feedback.router) if serve_api else ()
     for r in (*api, health.router, *routers):
         app.include_router(r)
     return app

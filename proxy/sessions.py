@@ -100,7 +100,7 @@ def _ended(chunks: list[bytes]) -> bool:
     return bool(chunks) and chunks[-1].rstrip().endswith(b"[DONE]")
 
 
-def _recorded_answer(rec: TurnRecord) -> Mapping[str, Any] | None | bool:
+def recorded_answer(rec: TurnRecord) -> Mapping[str, Any] | None | bool:
     """The answer of a streamed turn; False while it is still streaming."""
     response, chunks = rec.response, rec.stream_chunks
     if isinstance(response, dict):  # assembled by the recorder
@@ -128,7 +128,7 @@ class _Ticket:
     def resolve(self) -> str | None:
         """The continuation key; None while the answer is still streaming."""
         if self.key is None:
-            answer = _recorded_answer(self.rec) if self.rec is not None else None
+            answer = recorded_answer(self.rec) if self.rec is not None else None
             if answer is False:
                 return None
             self.rec = None

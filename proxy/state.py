@@ -9,6 +9,7 @@ from proxy.hooks import RequestHook, ResponseHook
 from proxy.limits import Limiter
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder
+from proxy.responses.followup import RecentResponses
 from proxy.sessions import SessionTracker
 from proxy.upstream.routing import Upstreams
 from store.database import Database
@@ -33,3 +34,5 @@ class ProxyState:
     limiter: Limiter
     request_hooks: list[RequestHook] = field(default_factory=list)
     response_hooks: list[ResponseHook] = field(default_factory=list)
+    # The latest Responses turns a `previous_response_id` may name (not yet in the store).
+    responses: RecentResponses = field(default_factory=RecentResponses)

@@ -50,7 +50,7 @@ the route's protocol (`exc.status`, `exc.message`, `exc.type`, `exc.code`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ from proxy.turn_record import CLIENT_CLOSED, TurnFinish, open_record, status_of
 from proxy.upstream.base import NativeRequest, UpstreamCall
 from store.chat_shapes import answer_message
 from store.ids import new_id
+from store.records import TurnRecord
 
 __all__ = ["CLIENT_CLOSED", "ClientLeft", "Completed", "TurnInput", "TurnOutcome", "TurnStream",
            "run_turn", "upstream_completion"]
@@ -89,6 +90,9 @@ class TurnInput:
     ticket: Ticket = UNLIMITED
     # the request in the client's own protocol, for a route whose upstream speaks it
     native: NativeRequest | None = None
+    # Called with the turn's record as soon as it is opened, before the upstream call:
+    # a route that keeps state per turn (Responses: `followup_from`, its recent answers).
+    on_open: Callable[[TurnRecord], None] | None = None
 
 
 @dataclass(slots=True)
@@ -157,6 +161,8 @@ async def run_turn(state: ProxyState, turn: TurnInput) -> TurnOutcome:
     stream = bool(body.get("stream"))
     rec = open_record(ctx, body, upstream_body, stream)
     rec.on_recorded = turn.ticket.recorded
+    if turn.on_open is not None:
+        turn.on_open(rec)
     rec.upstream = getattr(backend, "name", None)
     session, tenant_id = ctx.session, ctx.principal.tenant_id
     headers = {"x-molt-turn-id": ctx.turn_id, "x-molt-session-id": session.id}

@@ -311,6 +311,16 @@ async def m008_key_limits(conn: AsyncConnection) -> None:
         await conn.execute(sa.text(f"ALTER TABLE api_keys ADD COLUMN {column} INTEGER"))
 
 
+async def m009_turn_followup_from(conn: AsyncConnection) -> None:
+    """OpenAI Responses follow-ups: where a `previous_response_id` continues a turn's messages.
+
+    NULL for a turn no follow-up may continue (a chat turn, or a Response made
+    with `store: false`); else the index of the first request message carried
+    into the follow-up (past the instructions, which OpenAI does not carry).
+    """
+    await conn.execute(sa.text("ALTER TABLE turns ADD COLUMN followup_from INTEGER"))
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
@@ -321,6 +331,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m006_open_session_unique", m006_open_session_unique),
     ("m007_training", m007_training),
     ("m008_key_limits", m008_key_limits),
+    ("m009_turn_followup_from", m009_turn_followup_from),
 ]
 
 

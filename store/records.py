@@ -48,6 +48,9 @@ class TurnRecord:
     injected_skills: list[JSON] | None = None
     context_version: str | None = None
     request_hash: str | None = None
+    # A Responses turn that a follow-up may continue: the first of its request
+    # messages a `previous_response_id` carries on (None: not continuable).
+    followup_from: int | None = None
     # Filled from `response` by the recorder.
     response_model: str | None = None
     content: str | None = None

@@ -96,6 +96,9 @@ turns = sa.Table(
     sa.Column("injected_skills", sa.JSON, nullable=True),
     sa.Column("context_version", sa.String(64), nullable=True),
     sa.Column("request_hash", sa.String(64), nullable=True, index=True),
+    # A Responses turn a `previous_response_id` may continue: its messages from here on
+    # (m009_turn_followup_from; see store/followups.py).
+    sa.Column("followup_from", sa.Integer, nullable=True),
 )
 
 feedback = sa.Table(
