@@ -131,6 +131,7 @@ def run_arm(
     evolutions: list[dict[str, Any]] = []
     windows: list[dict[str, Any]] = []  # the rl arms' idle windows (bench/rl_arm.py)
     ends: list[tuple[float, int]] = []  # (wall time, day) at the end of each episode
+    rules: list[dict[str, Any]] = []  # the edits the gate accepted, for the extraction check
     done = 0
     started = time.time()
     try:
@@ -155,6 +156,8 @@ def run_arm(
                                                              days, tasks_per_day, seed, episodes)})
         if server is not None and not arm.evolve_every and arm.loop:
             evolutions = loop_evolutions(server.url, ends)
+        if server is not None and (arm.evolve_every or arm.loop):
+            rules = accepted_rules(server.url, ends)
     finally:
         driver.close()
         if server is not None:
@@ -164,7 +167,7 @@ def run_arm(
                else loop_cadence(tasks_per_day) if arm.loop else "none")
     return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
             "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
-            "evolutions": evolutions, "cadence": cadence, "windows": windows}
+            "evolutions": evolutions, "cadence": cadence, "windows": windows, "rules": rules}
 
 
 def tick(url: str) -> None:
@@ -182,12 +185,30 @@ def loop_evolutions(url: str, ends: Sequence[tuple[float, int]]) -> list[dict[st
         rep = e.get("summary") or {}
         proposals = rep.get("proposals") or []
         at = e.get("started_at") or 0.0
-        # which episode it came after: the number of episodes finished when it started
-        after = sum(1 for t, _ in ends if t <= at)
-        out.append({"trigger": e.get("trigger"), "at": at, "after_episode": after,
-                    "day": ends[after - 1][1] if after else None, "failures": rep.get("failures"),
+        after, day = _when(at, ends)  # which episode it came after
+        out.append({"trigger": e.get("trigger"), "at": at, "after_episode": after, "day": day,
+                    "failures": rep.get("failures"),
                     "accepted": [p for p in proposals if p.get("status") == "accepted"],
                     "rejected": [p for p in proposals if p.get("status") != "accepted"]})
+    return out
+
+
+def _when(at: float, ends: Sequence[tuple[float, int]]) -> tuple[int, int | None]:
+    """(episodes finished by wall time ``at``, the day of the last of them)."""
+    after = sum(1 for t, _ in ends if t <= at)
+    return after, ends[after - 1][1] if after else None
+
+
+def accepted_rules(url: str, ends: Sequence[tuple[float, int]]) -> list[dict[str, Any]]:
+    """Every edit the gate accepted (name, body, tools), with the episode and day it came after."""
+    r = httpx.get(url + "/admin/proposals", params={"status": "accepted"}, timeout=60)
+    r.raise_for_status()
+    out = []
+    for p in sorted(r.json(), key=lambda p: p.get("created_at") or 0.0):
+        after, day = _when(p.get("created_at") or 0.0, ends)
+        for op in p.get("ops") or []:
+            out.append({"day": day, "after_episode": after, "proposal": p.get("id"), "op": op.get("op"),
+                        "name": op.get("name"), "body": op.get("body"), "tools": op.get("tools")})
     return out
 
 
