@@ -167,11 +167,14 @@ class Evolver:
             keep = [c for c in (keep_check(g) for g in good if not answers_an_error(g.request)) if c]
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
-            if self.settings.optimize_context and groups:
+            # the context block, like the skills, learns from recurring failures only: one failure
+            # is not yet a pattern (and each step replays a dozen turns)
+            recurring = [g for g in groups if len(g.cases) >= self.settings.min_support]
+            if self.settings.optimize_context and recurring:
                 serving = await self.library.current(tenant)
                 covered = frozenset(s for n, ls in serving.items() if ls.skill.serving and ls.skill.origin == "evolver"
                                     for s in [offline.subject_of(n)] if s)
-                ctx = await self.context.step(tenant, ten.id, groups, good, covered=covered)
+                ctx = await self.context.step(tenant, ten.id, recurring, good, covered=covered)
                 report.context = dataclasses.asdict(ctx)
             if self.model is not None:
                 report.cost = self.model.cost.as_dict()
