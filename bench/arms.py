@@ -30,8 +30,9 @@ class Arm:
     description: str
     # Settings overrides for the arm's fresh molt, given its data folder.
     settings: Callable[[Path], dict[str, Any]] = field(default=lambda _d: dict(NO_LEARNING))
-    # Extra system messages the driver sends on a day (after its own prompt).
-    extra_system: Callable[[int], list[str]] = field(default=lambda _day: [])
+    # Extra system messages the driver sends on a day (after its own prompt), given the day
+    # and the run's error grammar (`--errors`).
+    extra_system: Callable[[int, str], list[str]] = field(default=lambda _day, _errors: [])
     # Ask molt to evolve (POST /admin/evolve) after every this many episodes; 0: never.
     evolve_every: int = 0
     # molt's evolver loop runs on its default triggers (the report lists its evolutions)
@@ -40,20 +41,21 @@ class Arm:
     rl: RLPlan | None = None
 
 
-def _oracle_block(day: int) -> list[str]:
+def _oracle_block(day: int, _errors: str = "toolworld") -> list[str]:
     conv = conventions_for_day(day)
     drifted = [f for f, v in conv.items() if v != BASE[f]]
     skills = state_conventions(conv, families=drifted) if drifted else []
     return [render_skills_block(skills)] if skills else []
 
 
-def _molt_words_block(day: int) -> list[str]:
-    """The drifted conventions as the evolver's miner states them (its layout and words)."""
+def _molt_words_block(day: int, errors: str = "toolworld") -> list[str]:
+    """The drifted conventions as the evolver's miner states them (its layout and words), from
+    the errors the tools give in the run's grammar."""
     from bench.toolworld.molt_words import state_in_molt_words
 
     conv = conventions_for_day(day)
     drifted = {f: v for f, v in conv.items() if v != BASE[f]}
-    skills = state_in_molt_words(drifted)
+    skills = state_in_molt_words(drifted, errors)
     return [render_skills_block(skills)] if skills else []
 
 

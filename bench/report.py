@@ -37,6 +37,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
     lines += gap_table(report)
     lines += drift_table(report)
+    lines += extraction_table(report)
     lines += window_table(report)
     return "\n".join(lines) + "\n"
 
@@ -76,6 +77,41 @@ def gap_table(report: dict[str, Any]) -> list[str]:
             cells = [_fmt(gap_recovered(report, a, day, metric, part))
                      for part in ("per_day", "per_day_late") for a in learners]
             lines.append(f"| {day} | {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def extraction_shares(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per learning arm: each drift event and whether an accepted rule stated it truly."""
+    from bench.extraction import extraction
+
+    return {name: extraction(a["rules"], report["days"]) for name, a in report["arms"].items()
+            if a.get("rules") is not None and (a.get("evolutions") or a.get("cadence", "none") != "none")}
+
+
+def extraction_table(report: dict[str, Any]) -> list[str]:
+    """Markdown rows: the share of drift events whose accepted rule states the true convention."""
+    shares = extraction_shares(report)
+    if not shares or not any(shares.values()):
+        return []
+    arms = list(shares)
+    lines = ["", "## Extraction: drift events whose accepted rule states the true convention", "",
+             ("Checked against toolworld's schedule after the run (the form, or the wished value, "
+              "next to its argument); the rule's name and the episode it was accepted after."),
+             "\"quoted only\": the rule states it only inside the tool's own text, quoted as data.", "",
+             "| drift | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    events = shares[arms[0]]
+    for i, ev in enumerate(events):
+        cells = []
+        for a in arms:
+            hit = shares[a][i]
+            rule = hit["rule"]
+            mark = "yes" if rule and rule["how"] == "words" else "quoted only"
+            cells.append(f"{mark}: {rule['name']} (day {rule['day']}, after episode {rule['after_episode']})"
+                         if rule else "no")
+        lines.append(f"| day {ev['day']}: {ev['family']}={ev['value']} | " + " | ".join(cells) + " |")
+    totals = [f"{sum(e['extracted'] for e in shares[a])}/{len(shares[a])} in molt's words"
+              f" (+{sum(e['quoted'] for e in shares[a])} quoted only)" for a in arms]
+    lines.append("| **share** | " + " | ".join(totals) + " |")
     return lines
 
 
@@ -165,6 +201,7 @@ def plot(report: dict[str, Any], path: Path, metric: str, title: str) -> None:
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
+    report["extraction"] = extraction_shares(report)
     (out / "summary.md").write_text(markdown(report))
     plot(report, out / "success.png", "success", "episode success")
     plot(report, out / "step_accuracy.png", "step_accuracy", "step accuracy")

@@ -28,6 +28,39 @@ from bench.toolworld.grammars import GRAMMARS
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "policy" / "checkpoint"
 DEFAULT_COMPLAINT_RATE = 0.6
+# A simulated day: its tasks spread evenly over a working day, then the night.
+WORKDAY_S = 8 * 3600.0
+DAY_S = 24 * 3600.0
+
+
+class SimClock:
+    """The evolver loop's clock in a simulated run: wall time plus the simulated time that passed.
+
+    The driver plays a task in seconds; a user's tasks are minutes or hours
+    apart. The loop's interval trigger (T seconds) is judged on this clock, so
+    it means what it means for a user. Stored timestamps stay wall-clock.
+    """
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skipped
+
+    def advance(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
+def loop_cadence(tasks_per_day: int) -> str:
+    """How a loop arm's evolutions are paced, for the report."""
+    from store.settings import EvolverSettings
+
+    ev = EvolverSettings()
+    gap = WORKDAY_S / max(1, tasks_per_day) / 60
+    return (f"evolver loop, default triggers ({ev.trigger_failures} new failures, or any and "
+            f"{ev.interval_s:g} s elapsed) on a simulated clock: {tasks_per_day} tasks a day over 8 hours "
+            f"({gap:g} min apart); the loop checks its triggers after each episode (POST "
+            f"/admin/evolver/tick) and every {ev.poll_s:g} s of wall time")
 
 
 def molt_settings(arm: Arm, data_dir: Path, checkpoint: Path) -> dict[str, Any]:
@@ -82,12 +115,13 @@ def run_arm(
     from molt.wiring import build_app
 
     server: ServerThread | None = None
+    clock = SimClock()
     if endpoint is None:
         port = free_port()
         overrides = molt_settings(arm, out / arm.name / "molt", checkpoint)
         overrides["server"] = {"port": port}
         settings = load_settings(None, overrides)
-        server = ServerThread(build_app(settings), port=port).__enter__()
+        server = ServerThread(build_app(settings, evolver_clock=clock), port=port).__enter__()
         endpoint = server.url + "/v1"
     client = openai.OpenAI(base_url=endpoint, api_key=os.environ.get("MOLT_BENCH_API_KEY", "bench"),
                            max_retries=2, timeout=120)
@@ -99,17 +133,24 @@ def run_arm(
     episodes: list[dict[str, Any]] = []
     evolutions: list[dict[str, Any]] = []
     windows: list[dict[str, Any]] = []  # the rl arms' idle windows (bench/rl_arm.py)
+    ends: list[tuple[float, int]] = []  # (wall time, day) at the end of each episode
+    rules: list[dict[str, Any]] = []  # the edits the gate accepted, for the extraction check
     done = 0
     started = time.time()
     try:
         for day in days:
             results = []
             for task in day_tasks(day, tasks_per_day, seed):
-                results.append(driver.run(task, extra_system=arm.extra_system(day)))
+                results.append(driver.run(task, extra_system=arm.extra_system(day, errors)))
                 progress(1)
                 done += 1
+                ends.append((time.time(), day))
                 if arm.evolve_every and server is not None and done % arm.evolve_every == 0:
                     evolutions.append(evolve(server.url, day))
+                if arm.loop and server is not None:  # the user's next task comes later
+                    last = len(results) == tasks_per_day
+                    clock.advance(WORKDAY_S / tasks_per_day + (DAY_S - WORKDAY_S if last else 0.0))
+                    tick(server.url)
             per_day[str(day)] = summarize(results)
             per_day_late[str(day)] = summarize(results[len(results) // 2:])
             episodes += [asdict(r) for r in results]
@@ -117,30 +158,60 @@ def run_arm(
                 windows.append({"after_day": day, **rl_window(arm, server.url, out, checkpoint,
                                                              days, tasks_per_day, seed, episodes)})
         if server is not None and not arm.evolve_every and arm.loop:
-            evolutions = loop_evolutions(server.url)
+            evolutions = loop_evolutions(server.url, ends)
+        if server is not None and (arm.evolve_every or arm.loop):
+            rules = accepted_rules(server.url, ends)
     finally:
         driver.close()
         if server is not None:
             server.__exit__(None, None, None)
     flat = [EpisodeResult(**e) for e in episodes]
-    cadence = (f"runner: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
-               else "evolver loop, default triggers" if arm.loop else "none")
+    cadence = (f"runner's cadence: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
+               else loop_cadence(tasks_per_day) if arm.loop else "none")
     return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
             "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
-            "evolutions": evolutions, "cadence": cadence, "windows": windows}
+            "evolutions": evolutions, "cadence": cadence, "windows": windows, "rules": rules}
 
 
-def loop_evolutions(url: str) -> list[dict[str, Any]]:
+def tick(url: str) -> None:
+    """Let molt's evolver loop look at what happened, on its own triggers, before the next task."""
+    r = httpx.post(url + "/admin/evolver/tick", json={}, timeout=1800)
+    r.raise_for_status()
+
+
+def loop_evolutions(url: str, ends: Sequence[tuple[float, int]]) -> list[dict[str, Any]]:
     """The evolutions molt's own loop ran (its default triggers), for the report."""
-    r = httpx.get(url + "/admin/evolutions", timeout=60)
+    r = httpx.get(url + "/admin/evolutions", params={"limit": 1000}, timeout=60)
     r.raise_for_status()
     out = []
-    for e in r.json():
+    for e in sorted(r.json(), key=lambda e: e.get("started_at") or 0.0):
         rep = e.get("summary") or {}
         proposals = rep.get("proposals") or []
-        out.append({"trigger": e.get("trigger"), "at": e.get("started_at"), "failures": rep.get("failures"),
+        at = e.get("started_at") or 0.0
+        after, day = _when(at, ends)  # which episode it came after
+        out.append({"trigger": e.get("trigger"), "at": at, "after_episode": after, "day": day,
+                    "failures": rep.get("failures"),
                     "accepted": [p for p in proposals if p.get("status") == "accepted"],
                     "rejected": [p for p in proposals if p.get("status") != "accepted"]})
+    return out
+
+
+def _when(at: float, ends: Sequence[tuple[float, int]]) -> tuple[int, int | None]:
+    """(episodes finished by wall time ``at``, the day of the last of them)."""
+    after = sum(1 for t, _ in ends if t <= at)
+    return after, ends[after - 1][1] if after else None
+
+
+def accepted_rules(url: str, ends: Sequence[tuple[float, int]]) -> list[dict[str, Any]]:
+    """Every edit the gate accepted (name, body, tools), with the episode and day it came after."""
+    r = httpx.get(url + "/admin/proposals", params={"status": "accepted"}, timeout=60)
+    r.raise_for_status()
+    out = []
+    for p in sorted(r.json(), key=lambda p: p.get("created_at") or 0.0):
+        after, day = _when(p.get("created_at") or 0.0, ends)
+        for op in p.get("ops") or []:
+            out.append({"day": day, "after_episode": after, "proposal": p.get("id"), "op": op.get("op"),
+                        "name": op.get("name"), "body": op.get("body"), "tools": op.get("tools")})
     return out
 
 

@@ -41,6 +41,9 @@ class Case:
     failure: ToolFailure | None = None
     # what the complaint reader understood of a complaint
     wish: Wish | None = None
+    # when the failure became visible (the next request that showed the tool's error, or
+    # the feedback): what the loop's "new failures since the last evolution" counts by
+    at: float = 0.0
 
     def reading(self) -> ToolFailure | None:
         """What the readers understood of a tool error (read from its message when not kept)."""
@@ -137,9 +140,11 @@ def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Ma
             # one case per argument the error is about: each is its own recurring problem
             parts = [dataclasses.replace(failure, constraints=(c,)) for c in failure.constraints
                      if c.argument] or [failure]
+            seen_at = float(turns[i + 1].get("created_at") or 0.0) if i + 1 < len(turns) else 0.0
             for part in parts:
                 cases.append(Case(str(t["id"]), str(t["session_id"]), "tool_error", failure.message, [name],
-                                  t["request"], simple, target, -1.0, {"arguments": args}, failure=part))
+                                  t["request"], simple, target, -1.0, {"arguments": args}, failure=part,
+                                  at=seen_at))
     by_turn = {str(t["id"]): t for t in turns}
     for f in feedback:
         score = f.get("score")
@@ -151,7 +156,8 @@ def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Ma
             scored_calls = [(n, a) for _, n, a in turn_calls(scored)]
             cases.append(Case(str(scored["id"]), str(scored["session_id"]), "low_score",
                               f"low score from {f.get('source')}", [n for n, _ in scored_calls],
-                              scored["request"], scored_calls, None, float(score)))
+                              scored["request"], scored_calls, None, float(score),
+                              at=float(f.get("created_at") or 0.0)))
         elif text and (score is None or score < 1) and not f.get("turn_id"):
             for sentence in split_sentences(text):
                 blamed, wish = _blamed_turn(turns, sentence)
@@ -160,7 +166,7 @@ def cases_from_session(turns: Sequence[Mapping[str, Any]], feedback: Iterable[Ma
                 blamed_calls = [(n, a) for _, n, a in turn_calls(blamed)]
                 cases.append(Case(str(blamed["id"]), str(blamed["session_id"]), "complaint", sentence,
                                   [n for n, _ in blamed_calls], blamed["request"], blamed_calls, None,
-                                  score, wish=wish))
+                                  score, wish=wish, at=float(f.get("created_at") or 0.0)))
     return cases
 
 

@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,9 +105,14 @@ class Evolver:
         return groups, mined.good, mined.turns_seen
 
     async def pending_failures(self, tenant_id: str, since: float = 0.0) -> int:
-        """Failure cases in turns since `since` not yet used by any proposal."""
-        groups, _, _ = await self._groups(tenant_id, since)
-        return failure_count(groups)
+        """Failure cases that became visible since `since` and that no proposal used yet.
+
+        Whole sessions are mined (over the lookback) and each case counts by when
+        its evidence arrived (`Case.at`): a tool error whose session began before
+        `since`, or a complaint filed after its session's last turn, is still new.
+        """
+        groups, _, _ = await self._groups(tenant_id)
+        return sum(1 for g in groups for c in g.cases if c.at >= since)
 
     async def _judge_recent(self, tenant_id: str) -> int:
         if self.judge is None:
@@ -162,11 +167,14 @@ class Evolver:
             keep = [c for c in (keep_check(g) for g in good if not answers_an_error(g.request)) if c]
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
-            if self.settings.optimize_context and groups:
+            # the context block, like the skills, learns from recurring failures only: one failure
+            # is not yet a pattern (and each step replays a dozen turns)
+            recurring = [g for g in groups if len(g.cases) >= self.settings.min_support]
+            if self.settings.optimize_context and recurring:
                 serving = await self.library.current(tenant)
                 covered = frozenset(s for n, ls in serving.items() if ls.skill.serving and ls.skill.origin == "evolver"
                                     for s in [offline.subject_of(n)] if s)
-                ctx = await self.context.step(tenant, ten.id, groups, good, covered=covered)
+                ctx = await self.context.step(tenant, ten.id, recurring, good, covered=covered)
                 report.context = dataclasses.asdict(ctx)
             if self.model is not None:
                 report.cost = self.model.cost.as_dict()
@@ -223,15 +231,26 @@ class Evolver:
 
 
 class EvolverLoop:
-    """Runs evolutions on a trigger: N new failures, or every interval if there are any."""
+    """Runs evolutions on a trigger: N new failures, or every interval if there are any.
 
-    def __init__(self, evolver: Evolver, *, tenants: Collection[str] = ()) -> None:
+    `clock` is the loop's notion of now (a test or a simulation passes its own;
+    the store's timestamps stay wall-clock). `on_change` callbacks get the
+    tenant name after an evolution changed what is served (a skill accepted, a
+    context activated), so this process serves it from the next request.
+    """
+
+    def __init__(self, evolver: Evolver, *, tenants: Collection[str] = (),
+                 clock: Callable[[], float] = time.time,
+                 on_change: Sequence[Callable[[str], Awaitable[None]]] = ()) -> None:
         self.evolver = evolver
         self.tenants = frozenset(tenants)  # tenant names this loop evolves; empty: all of them
+        self.clock = clock
+        self.on_change = list(on_change)
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one tick at a time (the background one, or one asked for)
         self.reports: list[EvolutionReport] = []
-        self._since = time.time()  # the interval counts from the loop's start at the earliest
-        self._seen: dict[str, float] = {}  # tenant id -> newest turn already looked at
+        self._since = clock()  # the interval counts from the loop's start at the earliest
+        self._seen: dict[str, float] = {}  # tenant id -> newest turn or feedback already looked at
         self._pending: dict[str, int] = {}  # tenant id -> failure cases found at that look
 
     def start(self) -> None:
@@ -246,30 +265,45 @@ class EvolverLoop:
                 pass
             self._task = None
 
-    async def tick(self) -> list[EvolutionReport]:
+    async def _newest(self, tenant_id: str) -> float:
+        """The newest turn or feedback of a tenant: outcomes and complaints come after the last turn."""
+        turn = await self.evolver.trajectories.latest_turn_at(tenant_id)
+        return max(turn, await self.evolver.feedback.latest_at(tenant_id))
+
+    async def tick(self, only: Collection[str] | None = None) -> list[EvolutionReport]:
         """Evolve each tenant that has N new failures, or any failure and T elapsed.
 
-        Turns are mined only when a tenant has new turns since the last look;
-        otherwise the count from that look stands.
+        Turns are mined only when a tenant has new turns or feedback since the last
+        look; otherwise the count from that look stands. `only`: these tenant names
+        (of those the loop evolves); None: all of them.
         """
+        async with self._lock:
+            return await self._tick(only)
+
+    async def _tick(self, only: Collection[str] | None) -> list[EvolutionReport]:
         s = self.evolver.settings
         out = []
         for tid, name in await self.evolver.tenants():
-            if self.tenants and name not in self.tenants:
+            if (self.tenants and name not in self.tenants) or (only is not None and name not in only):
                 continue
             last = await self.evolver.store.last_evolution_at(tid)
-            latest = await self.evolver.trajectories.latest_turn_at(tid)
+            latest = await self._newest(tid)
             if latest > self._seen.get(tid, 0.0):
                 self._seen[tid] = latest
                 self._pending[tid] = await self.evolver.pending_failures(tid, since=last)
             pending = self._pending.get(tid, 0)
             if not pending:
                 continue
-            due = time.time() - max(last, self._since) >= s.interval_s
+            due = self.clock() - max(last, self._since) >= s.interval_s
             if pending >= s.trigger_failures or due:
                 trigger = "failures" if pending >= s.trigger_failures else "interval"
-                out.append(await self.evolver.evolve(name, trigger=trigger))
-                self._pending[tid] = 0
+                report = await self.evolver.evolve(name, trigger=trigger)
+                out.append(report)
+                if report.status == "done":
+                    self._pending[tid] = 0
+                if report.accepted or report.context.get("activated"):
+                    for callback in self.on_change:
+                        await callback(name)
         self.reports += out
         return out
 

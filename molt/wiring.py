@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -97,19 +98,23 @@ def check_role(settings: MoltSettings, role: Role) -> None:
 
 
 def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = None,
-              role: Role = "all", tenants: Sequence[str] = ()) -> FastAPI:
+              role: Role = "all", tenants: Sequence[str] = (),
+              evolver_clock: Callable[[], float] = time.time) -> FastAPI:
     """The app for one role, from one settings tree.
 
     `trainer_parts` replaces `TRAINER_PARTS`, the training jobs' parts. `tenants` (worker
     and all) limits the evolver loop, the training windows and the rollback watch to those
     tenant names; empty: every tenant. Everything the roles share goes through the store
     and the registry, so any number of proxies and one worker can run side by side.
+    `evolver_clock` is the evolver loop's notion of now (a simulation passes its own).
     """
     check_role(settings, role)
     learns = role != "proxy"
     skills = SkillsService(settings, serve=role != "worker")
     parts = trainer_parts or (TRAINER_PARTS if trains_locally(settings) else None)
-    evolver = EvolverService(settings, lambda: skills.library, run_loop=learns, tenants=tenants)
+    evolver = EvolverService(settings, lambda: skills.library, run_loop=learns, tenants=tenants,
+                             clock=evolver_clock)
+    evolver.on_change.append(skills.changed)
     trainer = TrainerService(
         settings, parts if learns else None, tenants=tenants,
         why_not=None if learns else "this is a `molt proxy`: training runs in `molt worker` "
@@ -117,6 +122,7 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
     if role == "worker":
         return create_app(settings, serve_api=False, services=[skills, evolver, trainer])
     context = ContextService()
+    evolver.on_change.append(context.changed)
     tafc = TafcService(settings.tafc)
     jobs = StoreJobs(lambda: trainer.store, settings.trainer.method)
     return create_app(

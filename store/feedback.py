@@ -111,6 +111,18 @@ class FeedbackStore:
             raise StoreError(f"storing feedback failed ({type(exc).__name__})") from exc
         return rec
 
+    async def latest_at(self, tenant_id: str) -> float:
+        """When the tenant's newest feedback was stored (0 if none): a cheap 'anything new?'.
+
+        Outcomes and complaints arrive after a session's last turn, so a watcher
+        that looks only at turns would see them one session late.
+        """
+        async with self.db.engine.connect() as conn:
+            v = (await conn.execute(
+                sa.select(sa.func.max(t.feedback.c.created_at)).where(t.feedback.c.tenant_id == tenant_id)
+            )).scalar_one_or_none()
+        return float(v or 0.0)
+
     async def for_turns(self, turn_ids: list[str]) -> list[dict[str, Any]]:
         if not turn_ids:
             return []

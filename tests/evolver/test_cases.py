@@ -286,3 +286,19 @@ def test_complaints_with_other_numbers_are_other_wishes_and_order_fixes_supersed
                             {"role": "tool", "tool_call_id": "c2", "content": "[]"}]}
     after_check = Check("turn_3", checked, "book_table", {"restaurant_id": "r1"}, "keep")
     assert supersede(after_check, [fix]) is after_check
+
+
+def test_a_case_is_dated_by_when_its_evidence_arrived() -> None:
+    """The loop counts new failures by this: the request that showed the error, or the feedback,
+    not the failing turn (a session can begin before the last evolution and fail after it)."""
+    turns = _session()
+    for i, t in enumerate(turns):
+        t["created_at"] = 100.0 + 10 * i
+    error = cases_from_session(turns, [])[0]
+    assert error.at == 110.0  # turn 1's request carried turn 0's tool error
+    complaint = cases_from_session(turns, [{"session_id": "ses_1", "turn_id": None, "score": -1.0,
+                                            "text": "Book it for 4 people, not 2.", "created_at": 500.0}])
+    assert [(c.kind, c.at) for c in complaint if c.kind != "tool_error"] == [("complaint", 500.0)]
+    scored = cases_from_session(turns, [{"session_id": "ses_1", "turn_id": "turn_2", "score": -1.0,
+                                         "text": None, "created_at": 400.0, "source": "user"}])
+    assert [(c.kind, c.at) for c in scored if c.kind == "low_score"] == [("low_score", 400.0)]

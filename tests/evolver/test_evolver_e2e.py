@@ -183,6 +183,22 @@ def test_context_block_evolves_and_is_served(tmp_path: Path, agent_model: Any) -
         srv.__exit__(None, None, None)
 
 
+def test_one_failure_is_not_yet_a_pattern_for_the_context_block(tmp_path: Path, agent_model: Any) -> None:
+    """The context block learns from recurring failures only, as the skills do (min_support)."""
+    fake, follower = agent_model
+    tasks = [t for t in follower.affected() if t.template == "event"]
+    srv = _start(tmp_path, fake.url, skills={"enabled": False}, evolver={"optimize_context": True})
+    try:
+        _play(srv, tasks[:1])
+        report = _evolve(srv)
+        assert report["failures"] >= 1 and report["proposals"] == [] and report["context"] == {}, report
+        _play(srv, tasks[1:2])  # the same failure again: now it recurs
+        ctx = _evolve(srv)["context"]
+        assert ctx["activated"] and "DD.MM.YYYY" in ctx["activated"], ctx
+    finally:
+        srv.__exit__(None, None, None)
+
+
 def test_an_accepted_skill_takes_over_the_context_lines_about_the_same_argument(
         tmp_path: Path, agent_model: Any) -> None:
     """A skill and a context line must not state two forms for one argument."""

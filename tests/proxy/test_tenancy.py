@@ -121,6 +121,9 @@ def _admin_calls(tmp_path: Path) -> dict[tuple[str, str], Call]:
                                         lambda t, w: {"tenant": t}),
         ("GET", "/admin/proposals"): Call("GET", lambda t, w: f"/admin/proposals?tenant={t}"),
         ("GET", "/admin/evolutions"): Call("GET", lambda t, w: f"/admin/evolutions?tenant={t}"),
+        # 400 where the loop does not run in this molt: past the tenant check either way
+        ("POST", "/admin/evolver/tick"): Call("POST", lambda t, w: f"/admin/evolver/tick?tenant={t}",
+                                              lambda t, w: {}, ok=(200, 400)),
         # This molt serves no local model, so it cannot train: 503 past the tenant check.
         ("POST", "/admin/train"): Call("POST", lambda t, w: "/admin/train",
                                        lambda t, w: {"tenant": t}, ok=(503,)),
