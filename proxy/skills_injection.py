@@ -17,8 +17,13 @@ generation and the injected skills (name, revision id, content hash).
 
 An evolver replay (`ctx.replay`, parsed from `X-Molt-Replay`) gets the
 current library, or with a proposal id the candidate library
-(`proxy.skills_candidates`); a replay that cannot get its library fails
+(`proxy.skills_candidates`), less the skills it excludes
+(`X-Molt-Skills-Exclude`); a replay that cannot get its library fails
 (`Replay.unavailable`) rather than silently running without skills.
+
+Every turn, replays too, leaves out the skills that the weight version serving
+it has internalized (`proxy.skills_internalized`), after retrieval: the rest of
+the block is what it would have been.
 
 A failure of the index or the model never fails an agent's request: the turn goes up
 without skills, and the error is logged and counted once per kind.
@@ -35,11 +40,13 @@ from modeling.blocks import SKILLS_OPEN, render_skills_block
 from proxy.hooks import TurnContext
 from proxy.replay import Replay
 from proxy.skills_candidates import CandidateLibraries
+from proxy.skills_internalized import NOTHING, InternalizedSkills
 from proxy.skills_serving import Selection, SkillServing
 from proxy.state import ProxyState
 from store.chat_shapes import offered_tools
 from store.errors import StoreError
 from store.keys import DEFAULT_TENANT
+from store.registry import Registry
 from store.settings import MoltSettings
 from store.skills.embedding import MiniLMEmbedder, load_model
 from store.skills.index import SkillIndex, open_client
@@ -80,6 +87,7 @@ class SkillsService:
         self._reported: set[str] = set()
         self._query = QueryCache()
         self._candidates: CandidateLibraries | None = None
+        self._internalized: InternalizedSkills | None = None
 
     @property
     def library(self) -> SkillLibrary:
@@ -103,6 +111,9 @@ class SkillsService:
         await asyncio.to_thread(load_model, cfg.embed_threads)
         index = SkillIndex(client, MiniLMEmbedder(threads=cfg.embed_threads))
         self._serving = SkillServing(self._library, index)
+        registry = Registry(self.settings.registry_root(),
+                            keep_candidates=self.settings.registry_keep_candidates)
+        self._internalized = InternalizedSkills(registry, state.upstreams)
         try:  # the default tenant's first request should not pay for seeding and indexing
             await self._serving.snapshot(DEFAULT_TENANT)
         except (StoreError, OSError) as exc:
@@ -160,7 +171,16 @@ class SkillsService:
         except (StoreError, OSError) as exc:
             self._report("retrieval", exc)
             return body
-        return _apply(ctx, body, sel)
+        return _apply(ctx, body, sel, await self._withheld(ctx) if sel.chosen else NOTHING)
+
+    async def _withheld(self, ctx: TurnContext) -> frozenset[str]:
+        """Skills not to inject: those the serving version internalized, and a replay's exclusions."""
+        out = NOTHING
+        if self._internalized is not None:
+            out = await self._internalized.withheld(ctx.principal.tenant, ctx.alias, ctx.version)
+        if ctx.replay is not None and ctx.replay.exclude_skills:
+            out = out | ctx.replay.exclude_skills
+        return out
 
     async def _replay(self, ctx: TurnContext, replay: Replay,
                       body: dict[str, Any]) -> dict[str, Any]:
@@ -184,16 +204,18 @@ class SkillsService:
                 sel = await self._candidates.retrieve(tenant, query, replay.proposal, offered)
         except (StoreError, OSError) as exc:
             raise replay.unavailable("skills", exc) from exc
-        return _apply(ctx, body, sel)
+        return _apply(ctx, body, sel, await self._withheld(ctx) if sel.chosen else NOTHING)
 
 
-def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection) -> dict[str, Any]:
+def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection,
+           withheld: frozenset[str] = NOTHING) -> dict[str, Any]:
     ctx.skill_generation = sel.generation
-    if not sel.chosen:
+    chosen = [c for c in sel.chosen if c.skill.name not in withheld] if withheld else sel.chosen
+    if not chosen:
         ctx.injected_skills = []
         return body
-    ctx.injected_skills = [c.record() for c in sel.chosen]
-    block = render_skills_block([c.text() for c in sel.chosen])
+    ctx.injected_skills = [c.record() for c in chosen]
+    block = render_skills_block([c.text() for c in chosen])
     out = dict(body)
     out["messages"] = inject_block(list(body["messages"]), block)
     return out
