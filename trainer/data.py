@@ -14,7 +14,8 @@ Held out for evaluation: whole sessions, chosen by a hash of the session id and 
 window. Retention: turns of earlier generations (older tasks: what the policy must not
 forget), a seeded sample of at most `retention_size`. Every step carries its rewards
 (trainer/rewards.py, from the next request and the feedback rows), the weight version
-that produced it, and, when a call of it was refused (an error result) and the agent
+that produced it, the skills the proxy injected into it (names and token estimates: what
+the eval gate tests for internalization, trainer/internalize.py), and, when a call of it was refused (an error result) and the agent
 later called the same tool and it ran, that later call in its place (`hindsight`: a
 hindsight relabel the trainer may use as an off-policy sample, trainer/grpo.py).
 
