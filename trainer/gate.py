@@ -278,13 +278,13 @@ class EvalGate:
         if now != reference:
             why = (f"the active version changed from {reference} to {now} while the candidate "
                    "was judged; judge it again")
-            return Decision(False, (why,)), False
+            return Decision(False, (why,), decision.internalized), False
         reason = "eval gate: " + "; ".join(decision.reasons)
         try:
             await asyncio.to_thread(self.registry.promote, tenant, base, target,
                                     base_dir=self.base_dirs.get(base), reason=reason)
         except StoreError as exc:
-            return Decision(False, (f"promotion refused: {exc}",)), False
+            return Decision(False, (f"promotion refused: {exc}",), decision.internalized), False
         return decision, True
 
     def _log(self, r: GateResult) -> None:
