@@ -17,13 +17,15 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# molt bench: {len(report['days'])} days x {report['tasks_per_day']} tasks, seed {report['seed']}",
         "",
-        "| arm | success | step accuracy | drift-affected step accuracy | complaints | episodes |",
-        "|---|---|---|---|---|---|",
+        ("| arm | success | step accuracy | drift-affected step accuracy | complaints | episodes "
+         "| skill tokens / request |"),
+        "|---|---|---|---|---|---|---|",
     ]
     for name, a in arms.items():
         o = a["overall"]
         lines.append(f"| {name} | {_fmt(o['success'])} | {_fmt(o['step_accuracy'])} | "
-                     f"{_fmt(o['affected_accuracy'])} | {o['complaints']} | {o['episodes']} |")
+                     f"{_fmt(o['affected_accuracy'])} | {o['complaints']} | {o['episodes']} | "
+                     f"{_num(o.get('skill_tokens'), '.0f')} |")
     lines += ["", "## Per day (success / step accuracy)", ""]
     drifts = set(drift_days())
     head = "| day | " + " | ".join(arms) + " |"
@@ -38,6 +40,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += gap_table(report)
     lines += drift_table(report)
     lines += extraction_table(report)
+    lines += tokens_table(report)
     lines += window_table(report)
     return "\n".join(lines) + "\n"
 
@@ -133,6 +136,27 @@ def drift_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tokens_table(report: dict[str, Any]) -> list[str]:
+    """Per day: step accuracy and the skill tokens injected per model request, windows marked."""
+    arms = report["arms"]
+    if not any("skill_tokens" in a["overall"] for a in arms.values()):
+        return []
+    after = {int(w["after_day"]) for a in arms.values() for w in a.get("windows") or []}
+    lines = ["", "## Per day: step accuracy / skill tokens per request", "",
+             "Skill tokens: the proxy's estimate (characters / 4) of the skills injected into",
+             "each of the day's model requests, averaged. \"(window after)\": an idle window",
+             "followed the day.",
+             "", "| day | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for day in report["days"]:
+        cells = []
+        for a in arms.values():
+            d = a["per_day"].get(str(day)) or {}
+            cells.append(f"{_fmt(d.get('step_accuracy'))} / {_num(d.get('skill_tokens'), '.0f')}")
+        mark = " (window after)" if day in after else ""
+        lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def window_table(report: dict[str, Any]) -> list[str]:
     """Markdown rows: the rl arms' idle windows (bench/rl_arm.py), what they cost and decided."""
     rows = [(name, w) for name, a in report["arms"].items() for w in a.get("windows") or []]
@@ -140,8 +164,9 @@ def window_table(report: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "## RL idle windows", "",
              ("| arm | after day | PRM | steps trained on | RL steps | mean reward | KL | "
-              "train CPU min | window CPU min (wall) | gate | held-out accuracy |"),
-             "|---" * 11 + "|"]
+              "train CPU min | window CPU min (wall) | gate | held-out accuracy | "
+              "internalized skills |"),
+             "|---" * 12 + "|"]
     for name, w in rows:
         gate = w.get("gate") or {}
         held = (gate.get("heldout") or {})
@@ -152,8 +177,35 @@ def window_table(report: dict[str, Any]) -> list[str]:
             f"{w.get('steps', '-')} | {_num(w.get('mean_reward'), '.3f')} | {_num(w.get('kl'), '.4f')} | "
             f"{_num(w.get('train_cpu_min'), '.1f')} | {_num(w.get('window_cpu_min'), '.1f')} "
             f"({_num(w.get('window_wall_min'), '.1f')}) | {gate.get('status', w.get('status', '-'))} | "
-            f"{_fmt(ref.get('accuracy'))} -> {_fmt(cand.get('accuracy'))} |")
-    return lines + agreement_table(rows)
+            f"{_fmt(ref.get('accuracy'))} -> {_fmt(cand.get('accuracy'))} | "
+            f"{internalized(gate)} |")
+    return lines + agreement_table(rows) + skill_tests_table(rows)
+
+
+def internalized(gate: dict[str, Any]) -> str:
+    """The window's internalized skills and their estimated saving, for the table."""
+    found = gate.get("internalization") or {}
+    skills = gate.get("internalized_skills") or []
+    if not found:
+        return "-"
+    if not skills:
+        return "none"
+    return f"{', '.join(skills)} (-{found.get('tokens_per_request', 0):.0f} tokens)"
+
+
+def skill_tests_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Each skill the gate tested: with / without it, candidate and reference."""
+    out = ["", "### Skills tested for internalization (through serving, the gate's check)", "",
+           ("| arm | after day | skill | steps served it (scored) | candidate with -> without | "
+            "reference with -> without | internalized | why |"), "|---" * 8 + "|"]
+    for name, w in rows:
+        for t in ((w.get("gate") or {}).get("internalization") or {}).get("tested") or []:
+            out.append(
+                f"| {name} | {w.get('after_day')} | {t['name']} | {t['steps']} ({t['paired']}) | "
+                f"{_fmt(t['candidate_with'])} -> {_fmt(t['candidate_without'])} | "
+                f"{_fmt(t['reference_with'])} -> {_fmt(t['reference_without'])} | "
+                f"{'yes' if t['internalized'] else 'no'} | {t['reason']} |")
+    return out if len(out) > 5 else []
 
 
 def agreement_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:

@@ -42,7 +42,8 @@ class RLPlan:
         "save_steps": 10_000, "kl_samples": 8})
     focus: bool = True  # train only on the steps the evidence flags (see `flagged`)
     # skill-conditioned distillation (RLConfig.distill_coef): steps served with skills are
-    # trained too, the model with the skills in context as teacher, so skills move into weights
+    # trained too, the model with the skills in context as teacher, so skills move into weights;
+    # the answers served with skills are the teacher's samples (RLConfig.teacher_samples)
     distill: float = 0.0
 
     def windows_after(self, days: Sequence[int]) -> set[int]:
@@ -169,7 +170,8 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
     if not split.train:
         return {**report, "status": "no flagged steps: nothing to train"}
     budget = plan.cpu_minutes * 60
-    rl_fields = {**dict(plan.rl), **({"distill_coef": plan.distill} if plan.distill else {})}
+    distill = {"distill_coef": plan.distill, "teacher_samples": True} if plan.distill else {}
+    rl_fields = {**dict(plan.rl), **distill}
     result = train(split, checkpoint, out, RLConfig(**rl_fields), StepRewards(weights, checks=checks),
                    should_stop=lambda: cpu_seconds() - t_cpu > budget)
     train_cpu = cpu_seconds() - t_cpu

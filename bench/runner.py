@@ -166,10 +166,14 @@ def run_arm(
         if server is not None:
             server.__exit__(None, None, None)
     flat = [EpisodeResult(**e) for e in episodes]
+    overall = summarize(flat)
+    if server is not None:  # after the server stopped: the recorder has drained
+        add_skill_tokens(out / arm.name / "molt" / "molt.db", per_day, per_day_late, overall,
+                         episodes)
     cadence = (f"runner's cadence: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
                else loop_cadence(tasks_per_day) if arm.loop else "none")
     return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
-            "overall": summarize(flat), "seconds": time.time() - started, "episodes": episodes,
+            "overall": overall, "seconds": time.time() - started, "episodes": episodes,
             "evolutions": evolutions, "cadence": cadence, "windows": windows, "rules": rules}
 
 
@@ -177,6 +181,45 @@ def tick(url: str) -> None:
     """Let molt's evolver loop look at what happened, on its own triggers, before the next task."""
     r = httpx.post(url + "/admin/evolver/tick", json={}, timeout=1800)
     r.raise_for_status()
+
+
+def request_skill_tokens(store: Path) -> dict[str, int]:
+    """Turn id -> the estimated tokens of the skills injected into it (the proxy's estimate,
+    recorded with each injected skill), for every main turn in an arm's store."""
+    import asyncio
+
+    from store.database import Database
+    from store.settings import StoreSettings
+    from store.trajectories import TrajectoryStore
+
+    async def read() -> list[dict[str, Any]]:
+        db = await Database.open(StoreSettings(url=f"sqlite+aiosqlite:///{store}"))
+        try:
+            return await TrajectoryStore(db).turns_since(0.0)
+        finally:
+            await db.close()
+
+    return {str(t["id"]): sum(int(s.get("tokens") or 0) for s in t.get("injected_skills") or [])
+            for t in asyncio.run(read()) if t.get("turn_type") == "main"}
+
+
+def add_skill_tokens(store: Path, per_day: dict[str, Any], per_day_late: dict[str, Any],
+                     overall: dict[str, Any], episodes: Sequence[dict[str, Any]]) -> None:
+    """Mean skill tokens per model request (`skill_tokens`): per day (whole and late half)
+    and over the arm."""
+    tokens = request_skill_tokens(store)
+
+    def mean(eps: Sequence[dict[str, Any]]) -> float | None:
+        ids = [t for e in eps for t in e["turn_ids"] if t in tokens]
+        return sum(tokens[t] for t in ids) / len(ids) if ids else None
+
+    days: dict[str, list[dict[str, Any]]] = {}
+    for e in episodes:
+        days.setdefault(str(e["day"]), []).append(e)
+    for day, eps in days.items():
+        per_day[day]["skill_tokens"] = mean(eps)
+        per_day_late[day]["skill_tokens"] = mean(eps[len(eps) // 2:])
+    overall["skill_tokens"] = mean(episodes)
 
 
 def loop_evolutions(url: str, ends: Sequence[tuple[float, int]]) -> list[dict[str, Any]]:

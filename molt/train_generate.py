@@ -6,11 +6,13 @@ a client, with an admin key, exactly as the evolver replays turns
 (evolver/replay.py): `X-Molt-Tenant` names the tenant whose versions are
 pinned, and `X-Molt-Replay: current` makes the call a replay, so it runs in its
 own session, is injected with the tenant's current skills as served traffic is
-(candidate and active version see the same context), and is recorded as a
-`replay` turn, which mining, training and the live watch ignore. Decoding is
-greedy, so two versions differ only by their weights. The answer must come
-from the version asked for (`x-molt-weight-version`); anything else is a
-`GenerateFailed`.
+(the same library for candidate and active version; each version less the
+skills it internalized, as it is served), and is recorded as a `replay` turn,
+which mining, training and the live watch ignore. Decoding is greedy. `exclude_skills` goes
+as `X-Molt-Skills-Exclude`: serving leaves those skills out of the injected
+ones (the gate's internalization test, trainer/internalize.py). The answer
+must come from the version asked for (`x-molt-weight-version`); anything else
+is a `GenerateFailed`.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ class HTTPGenerate:
 
     async def __call__(
         self, model: str, messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None,
+        tools: Sequence[Mapping[str, Any]] | None, *, exclude_skills: Sequence[str] = (),
     ) -> JSON:
         body: JSON = {"model": model, "messages": [dict(m) for m in messages],
                       "temperature": 0, "max_tokens": self.max_tokens}
         if tools:
             body["tools"] = [dict(t) for t in tools]
         headers = {"X-Molt-Tenant": self.tenant, "X-Molt-Replay": "current"}
+        if exclude_skills:
+            headers["X-Molt-Skills-Exclude"] = ",".join(exclude_skills)
         try:
             r = await self._client.post("/chat/completions", json=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -4,8 +4,10 @@ The evolver (and `molt train`'s generation) replays a recorded request through
 the proxy's own HTTP API with an admin key: `X-Molt-Replay` names the skill
 library (`current`, or a proposal id whose candidate library is laid over the
 current one) and `X-Molt-Context` optionally a context block version (an id,
-or `none` for no block). `X-Molt-Context` means nothing without
-`X-Molt-Replay`.
+or `none` for no block). `X-Molt-Skills-Exclude` optionally names skills
+(comma-separated) to leave out of what the library would inject: the trainer's
+eval gate asks how a version answers *without* a skill (trainer/internalize.py).
+Both mean nothing without `X-Molt-Replay`, which needs an admin key.
 
 `Replay.from_headers` is the one validation; the skills and context hooks
 read the typed `TurnContext.replay`, and a replay whose library or context
@@ -24,9 +26,12 @@ from typing import Literal
 
 from proxy.errors import InvalidRequest, NotFoundError, ProxyError
 from store.errors import InvalidInput, NotFound
+from store.skills.errors import SkillFileError
+from store.skills.skillfile import check_name
 
 REPLAY_HEADER = "x-molt-replay"
 CONTEXT_HEADER = "x-molt-context"
+EXCLUDE_HEADER = "x-molt-skills-exclude"
 CURRENT = "current"
 NO_CONTEXT = "none"
 # molt's ids (`prop_0191...`, `ctx_0191...`) and anything of the same alphabet
@@ -44,17 +49,35 @@ def _id(value: str, header: str) -> str:
     return value
 
 
+def _names(value: str) -> frozenset[str]:
+    """`a, b` -> {a, b}: skill names, each a valid slug (400 otherwise)."""
+    out = set()
+    for part in value.split(","):
+        name = part.strip()
+        if not name:
+            continue
+        try:
+            out.add(check_name(name, EXCLUDE_HEADER))
+        except SkillFileError as exc:
+            raise InvalidRequest(f"{EXCLUDE_HEADER} lists skill names separated by commas; "
+                                 f"{exc.problem}", param=EXCLUDE_HEADER,
+                                 code="invalid_value") from exc
+    return frozenset(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Replay:
     """What a replay asks for.
 
     `proposal`: None for the current library, else the proposal whose candidate
     library to inject. `context`: None for the tenant's active context block,
-    `NO_CONTEXT` for none, else a context version id.
+    `NO_CONTEXT` for none, else a context version id. `exclude_skills`: skills
+    left out of the injected ones (the library still chooses the rest as it would).
     """
 
     proposal: str | None = None
     context: str | None = None
+    exclude_skills: frozenset[str] = frozenset()
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Replay | None:
@@ -65,7 +88,8 @@ class Replay:
         which = _id(raw, REPLAY_HEADER)
         ctx = headers.get(CONTEXT_HEADER)
         return cls(None if which == CURRENT else which,
-                   _id(ctx, CONTEXT_HEADER) if ctx else None)
+                   _id(ctx, CONTEXT_HEADER) if ctx else None,
+                   _names(headers.get(EXCLUDE_HEADER) or ""))
 
     @property
     def library(self) -> str:

@@ -20,8 +20,13 @@ generation and the injected skills (name, revision id, content hash).
 
 An evolver replay (`ctx.replay`, parsed from `X-Molt-Replay`) gets the
 current library, or with a proposal id the candidate library
-(`proxy.skills_candidates`); a replay that cannot get its library fails
+(`proxy.skills_candidates`), less the skills it excludes
+(`X-Molt-Skills-Exclude`); a replay that cannot get its library fails
 (`Replay.unavailable`) rather than silently running without skills.
+
+Every turn, replays too, leaves out the skills that the weight version serving
+it has internalized (`proxy.skills_internalized`), after retrieval: the rest of
+the block is what it would have been.
 
 A failure of the index or the model never fails an agent's request: the turn goes up
 without skills, and the error is logged and counted once per kind.
@@ -39,11 +44,13 @@ from modeling.blocks import SKILLS_OPEN, render_skills_block
 from proxy.hooks import TurnContext
 from proxy.replay import Replay
 from proxy.skills_candidates import CandidateLibraries
+from proxy.skills_internalized import NOTHING, InternalizedSkills
 from proxy.skills_serving import Selection, SkillServing
 from proxy.state import ProxyState
 from store.chat_shapes import offered_tools
 from store.errors import StoreError
 from store.keys import DEFAULT_TENANT
+from store.registry import Registry
 from store.settings import MoltSettings
 from store.skills.embedding import make_embedder
 from store.skills.index import SkillIndex, open_client
@@ -84,6 +91,7 @@ class SkillsService:
         self._reported: set[str] = set()
         self._query = QueryCache()
         self._candidates: CandidateLibraries | None = None
+        self._internalized: InternalizedSkills | None = None
 
     @property
     def library(self) -> SkillLibrary:
@@ -105,6 +113,9 @@ class SkillsService:
         index = SkillIndex(functools.partial(open_client, path, cfg.chroma_url),
                            make_embedder(cfg.embedder, threads=cfg.embed_threads))
         self._serving = SkillServing(self._library, index)
+        registry = Registry(self.settings.registry_root(),
+                            keep_candidates=self.settings.registry_keep_candidates)
+        self._internalized = InternalizedSkills(registry, state.upstreams)
         try:  # the default tenant's first request should not pay for seeding
             snap = await self._serving.snapshot(DEFAULT_TENANT)
             if cfg.preload:  # ...nor, when asked, for the index and the model
@@ -165,7 +176,16 @@ class SkillsService:
         except (StoreError, OSError) as exc:
             self._report("retrieval", exc)
             return body
-        return _apply(ctx, body, sel)
+        return _apply(ctx, body, sel, await self._withheld(ctx) if sel.chosen else NOTHING)
+
+    async def _withheld(self, ctx: TurnContext) -> frozenset[str]:
+        """Skills not to inject: those the serving version internalized, and a replay's exclusions."""
+        out = NOTHING
+        if self._internalized is not None:
+            out = await self._internalized.withheld(ctx.principal.tenant, ctx.alias, ctx.version)
+        if ctx.replay is not None and ctx.replay.exclude_skills:
+            out = out | ctx.replay.exclude_skills
+        return out
 
     async def _replay(self, ctx: TurnContext, replay: Replay,
                       body: dict[str, Any]) -> dict[str, Any]:
@@ -189,16 +209,18 @@ class SkillsService:
                 sel = await self._candidates.retrieve(tenant, query, replay.proposal, offered)
         except (StoreError, OSError) as exc:
             raise replay.unavailable("skills", exc) from exc
-        return _apply(ctx, body, sel)
+        return _apply(ctx, body, sel, await self._withheld(ctx) if sel.chosen else NOTHING)
 
 
-def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection) -> dict[str, Any]:
+def _apply(ctx: TurnContext, body: dict[str, Any], sel: Selection,
+           withheld: frozenset[str] = NOTHING) -> dict[str, Any]:
     ctx.skill_generation = sel.generation
-    if not sel.chosen:
+    chosen = [c for c in sel.chosen if c.skill.name not in withheld] if withheld else sel.chosen
+    if not chosen:
         ctx.injected_skills = []
         return body
-    ctx.injected_skills = [c.record() for c in sel.chosen]
-    block = render_skills_block([c.text() for c in sel.chosen])
+    ctx.injected_skills = [c.record() for c in chosen]
+    block = render_skills_block([c.text() for c in chosen])
     out = dict(body)
     out["messages"] = inject_block(list(body["messages"]), block)
     return out

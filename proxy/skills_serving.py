@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modeling.blocks import SkillText, render_skill
 from store.skills.errors import SkillFileError
@@ -50,15 +50,17 @@ class Chosen:
     skill: LibrarySkill
     similarity: float
     pinned: bool = False  # a standing rule for an offered tool, not a similarity pick
+    tokens: int = 0  # its estimated context cost (`estimate_tokens`), set by `select`
 
     def text(self) -> SkillText:
         s = self.skill.skill
         return SkillText(s.name, s.description, s.body)
 
     def record(self) -> dict[str, object]:
-        """What a turn records of an injected skill."""
+        """What a turn records of an injected skill (`tokens`: its estimated context cost)."""
         out: dict[str, object] = {"id": self.skill.name, "revision": self.skill.revision,
-                                  "hash": self.skill.content_hash, "similarity": round(self.similarity, 4)}
+                                  "hash": self.skill.content_hash, "similarity": round(self.similarity, 4),
+                                  "tokens": self.tokens}
         if self.pinned:
             out["pinned"] = True
         return out
@@ -111,7 +113,7 @@ def select(hits: list[tuple[LibrarySkill, float]], settings: TenantSkillSettings
     for c in ranked:
         cost = estimate_tokens(c.text())
         if cost <= budget:
-            chosen.append(c)
+            chosen.append(replace(c, tokens=cost))
             budget -= cost
     return sorted(chosen, key=lambda c: c.skill.name)
 

@@ -79,6 +79,9 @@ class VersionMeta:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     eval_gate: dict[str, Any] | None = None
+    # skills this version answers as well without (trainer/internalize.py): serving stops
+    # injecting them into requests this version serves
+    internalized_skills: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +236,31 @@ class Registry:
             meta.eval_gate = {**(meta.eval_gate or {}), **fields}
             self._save(meta)
         return meta
+
+    def update_internalized(
+        self, tenant: str, base: str, version: str, skills: Sequence[str]
+    ) -> VersionMeta:
+        """Set the skills a version has internalized (sorted, unique); atomic like the gate's record."""
+        with self._locked(tenant, base):
+            meta = self.get(tenant, base, version)
+            meta.internalized_skills = sorted(set(skills))
+            self._save(meta)
+        return meta
+
+    def internalized_by_active(self, tenant: str) -> dict[str, list[str]]:
+        """Skill name -> the active versions (`base@v0003`) that internalized it, for listings."""
+        out: dict[str, list[str]] = {}
+        for base in self.bases(tenant):
+            active = self.active(tenant, base)
+            if active is None:
+                continue
+            try:
+                skills = self.get(tenant, base, active).internalized_skills
+            except (NotFound, InvalidInput):
+                continue
+            for name in skills:
+                out.setdefault(name, []).append(f"{base}@{active}")
+        return out
 
     def validate(self, tenant: str, base: str, version: str, base_dir: Path | None) -> VersionMeta:
         """Check a version's artifact against the base it will serve on (raises InvalidInput)."""

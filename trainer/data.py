@@ -14,7 +14,8 @@ Held out for evaluation: whole sessions, chosen by a hash of the session id and 
 window. Retention: turns of earlier generations (older tasks: what the policy must not
 forget), a seeded sample of at most `retention_size`. Every step carries its rewards
 (trainer/rewards.py, from the next request and the feedback rows), the weight version
-that produced it, and, when a call of it was refused (an error result) and the agent
+that produced it, the skills the proxy injected into it (names and token estimates: what
+the eval gate tests for internalization, trainer/internalize.py), and, when a call of it was refused (an error result) and the agent
 later called the same tool and it ran, that later call in its place (`hindsight`: a
 hindsight relabel the trainer may use as an off-policy sample, trainer/grpo.py).
 
@@ -114,6 +115,21 @@ def _agent_messages(messages: Sequence[Mapping[str, Any]]) -> list[JSON]:
             if not (m.get("role") == "system" and is_molt_block(m.get("content")))]
 
 
+def injected(records: Any) -> tuple[list[str], dict[str, int]]:
+    """A turn's injected-skill records -> (names in order, name -> estimated tokens)."""
+    names: list[str] = []
+    tokens: dict[str, int] = {}
+    for r in records if isinstance(records, list) else []:
+        name = r.get("id") if isinstance(r, dict) else None
+        if not isinstance(name, str) or name in names:
+            continue
+        names.append(name)
+        cost = r.get("tokens")
+        if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 0:
+            tokens[name] = cost
+    return names, tokens
+
+
 def step_of(turn: Mapping[str, Any], next_turn: Mapping[str, Any] | None,
             feedback: Sequence[Mapping[str, Any]], weights: RewardWeights) -> Step | None:
     """A recorded turn as a Step with its rewards, or None when it is not usable for training."""
@@ -131,6 +147,7 @@ def step_of(turn: Mapping[str, Any], next_turn: Mapping[str, Any] | None,
         completion=completion, served_messages=[dict(m) for m in served] if served else None,
         weight_version=turn.get("weight_version"), skill_generation=turn.get("skill_generation"),
     )
+    step.injected_skills, step.skill_tokens = injected(turn.get("injected_skills"))
     next_messages = (next_turn.get("request") or {}).get("messages") if next_turn else None
     return fill_rewards(step, recorded_scores(completion, next_messages, feedback, weights), weights)
 

@@ -13,6 +13,14 @@ that the two are compared on the same steps. `decide` is the rule, a pure
 function of the figures (see `GateConfig`): better on held-out by a margin,
 not worse on retention by more than an allowance, no failed generation.
 
+With `GateConfig.internalize` (the default) the gate also finds the served
+skills the candidate answers as well without (trainer/internalize.py) and
+judges it as it would then be served, without them: equal held-out accuracy
+(within `internalize_margin`) and kept retention, with fewer skill tokens in
+context, is a gain. The skills go into the candidate's `meta.json`
+(`internalized_skills`) before it is promoted, so serving never injects them
+into a request the new version answers.
+
 A pass promotes through `Registry.promote` (the artifact is validated against
 the served base, the `active` pointer flips, every serving process hot-swaps
 without dropping a request), unless the active version changed while the
@@ -36,58 +44,31 @@ from store.errors import NotFound, StoreError
 from store.registry import Registry, VersionMeta, version_name
 from trainer.errors import GateError, GenerateFailed
 from trainer.gate_config import GateConfig
+from trainer.gate_figures import (
+    EPS,
+    FAILED,
+    Figures,
+    Outcome,
+    SetResult,
+    compare,
+    fmt,
+)
+from trainer.internalize import Internalization, internalization
 from trainer.types import Generate, Split, Step, StepCheck
 
 log = logging.getLogger("molt.trainer.gate")
-
 BASE = "base"
-_EPS = 1e-9  # 0.62 - 0.60 must pass a 0.02 margin
 
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """One model on one evaluation set, over the steps both models were scored on."""
-
-    model: str
-    scored: int
-    mean: float | None
-    accuracy: float | None
-    failed: int = 0  # generations that failed (any failure blocks promotion)
-
-    def value(self, metric: str) -> float | None:
-        return self.accuracy if metric == "accuracy" else self.mean
-
-
-@dataclass(frozen=True, slots=True)
-class SetResult:
-    """Candidate and reference on one evaluation set (`heldout` or `retention`)."""
-
-    name: str
-    steps: int  # steps in the set
-    paired: int  # steps scored for both models: what the figures are over
-    candidate: Figures
-    reference: Figures
-
-    def delta(self, metric: str) -> float | None:
-        c, r = self.candidate.value(metric), self.reference.value(metric)
-        return None if c is None or r is None else c - r
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps, "paired": self.paired,
-            "candidate": _figures_dict(self.candidate), "reference": _figures_dict(self.reference),
-        }
-
-
-def _figures_dict(f: Figures) -> dict[str, Any]:
-    return {"model": f.model, "scored": f.scored, "mean": f.mean, "accuracy": f.accuracy,
-            "failed": f.failed}
+__all__ = ["BASE", "FAILED", "Decision", "EvalGate", "Figures", "GateResult", "SetResult",
+           "compare", "decide", "register_candidate"]
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     promote: bool
     reasons: tuple[str, ...]
+    # the skills the version is to be served without (trainer/internalize.py)
+    internalized: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +82,7 @@ class GateResult:
     decision: Decision
     promoted: bool
     config: GateConfig
+    internalization: Internalization | None = None
     at: float = field(default_factory=time.time)
 
     @property
@@ -117,72 +99,77 @@ class GateResult:
             "candidate": self.candidate, "reference": self.reference, "metric": m,
             "heldout_delta": self.heldout.delta(m), "retention_delta": self.retention.delta(m),
             "heldout": self.heldout.to_dict(), "retention": self.retention.to_dict(),
+            "internalized_skills": list(self.decision.internalized),
+            "internalization": self.internalization.to_dict() if self.internalization else None,
             "config": self.config.to_dict(),
         }
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def decide(heldout: SetResult, retention: SetResult, config: GateConfig) -> Decision:
-    """The gate's rule on the figures: promote only with no reason against it."""
+def _against(heldout: SetResult, retention: SetResult, config: GateConfig, need: float,
+             who: str = "candidate") -> list[str]:
+    """The reasons against promoting on these figures, `need` the held-out gain required."""
     m = config.metric
     against: list[str] = []
     for s in (heldout, retention):
-        for who, f in (("candidate", s.candidate), ("active version", s.reference)):
+        for name, f in ((who, s.candidate), ("active version", s.reference)):
             if f.failed:
-                against.append(f"{who} failed {f.failed} of {s.steps} {s.name} generations")
+                against.append(f"{name} failed {f.failed} of {s.steps} {s.name} generations")
     if heldout.paired < config.min_heldout:
         against.append(f"only {heldout.paired} held-out steps scored for both models "
                        f"(need {config.min_heldout})")
     gain = heldout.delta(m)
-    if gain is not None and gain + _EPS < config.min_improvement:
-        against.append(f"held-out {m} {_fmt(heldout.reference.value(m))} -> "
-                       f"{_fmt(heldout.candidate.value(m))}: gain {gain:+.3f} is below the "
-                       f"margin {config.min_improvement:.3f}")
+    if gain is not None and gain + EPS < need:
+        against.append(f"held-out {m} {fmt(heldout.reference.value(m))} -> "
+                       f"{fmt(heldout.candidate.value(m))}: gain {gain:+.3f} is below the "
+                       f"margin {need + 0.0:.3f}")
     if retention.paired < config.min_retention:
         against.append(f"only {retention.paired} retention steps scored for both models "
                        f"(need {config.min_retention})")
     loss = retention.delta(m)
-    if loss is not None and -loss > config.max_retention_drop + _EPS:
-        against.append(f"retention {m} {_fmt(retention.reference.value(m))} -> "
-                       f"{_fmt(retention.candidate.value(m))}: drop {-loss:.3f} is over the "
+    if loss is not None and -loss > config.max_retention_drop + EPS:
+        against.append(f"retention {m} {fmt(retention.reference.value(m))} -> "
+                       f"{fmt(retention.candidate.value(m))}: drop {-loss:.3f} is over the "
                        f"allowed {config.max_retention_drop:.3f}")
+    return against
+
+
+def _summary(heldout: SetResult, retention: SetResult, metric: str) -> str:
+    m = metric
+    return (f"held-out {m} {fmt(heldout.reference.value(m))} -> "
+            f"{fmt(heldout.candidate.value(m))}, retention {m} "
+            f"{fmt(retention.reference.value(m))} -> {fmt(retention.candidate.value(m))}")
+
+
+def decide(heldout: SetResult, retention: SetResult, config: GateConfig,
+           internalization: Internalization | None = None) -> Decision:
+    """The gate's rule on the figures: promote only with no reason against it.
+
+    With an `internalization` that found skills, the candidate is first judged as it
+    would be served, without them: no worse on held-out than the active version by more
+    than `internalize_margin`, retention kept; a pass internalizes them. Otherwise (or
+    when that fails) the candidate is judged served with every skill, and must beat the
+    active version by `min_improvement`.
+    """
+    m = config.metric
+    extra: tuple[str, ...] = ()
+    i = internalization
+    if i is not None and i.skills and i.heldout is not None and i.retention is not None:
+        names = ", ".join(i.skills)
+        against = _against(i.heldout, i.retention, config, -config.internalize_margin,
+                           who="candidate without them")
+        if not against:
+            gain = i.heldout.delta(m)
+            better = gain is not None and gain + EPS >= config.min_improvement
+            return Decision(True, (
+                _summary(i.heldout, i.retention, m) + f" served without {names}",
+                f"internalizes skills {names}: -{i.tokens_per_request:.0f} tokens a request"
+                + ("" if better else " at no loss"),
+            ), i.skills)
+        extra = (f"without skills {names}: " + "; ".join(against) + "; they stay served",)
+    against = _against(heldout, retention, config, config.min_improvement)
     if against:
-        return Decision(False, tuple(against))
-    summary = (f"held-out {m} {_fmt(heldout.reference.value(m))} -> "
-               f"{_fmt(heldout.candidate.value(m))}, retention {m} "
-               f"{_fmt(retention.reference.value(m))} -> {_fmt(retention.candidate.value(m))}")
-    return Decision(True, (summary,))
-
-
-class Failed:
-    """The outcome of a generation that failed (kept apart from a check that abstained)."""
-
-
-FAILED = Failed()
-Outcome = float | None | Failed
-
-
-def _figures(model: str, scores: Sequence[float], failed: int) -> Figures:
-    if not scores:
-        return Figures(model, 0, None, None, failed)
-    mean = sum(scores) / len(scores)
-    accuracy = sum(1 for s in scores if s > 0) / len(scores)
-    return Figures(model, len(scores), mean, accuracy, failed)
-
-
-def compare(name: str, candidate: str, reference: str, steps: Sequence[Step],
-            cand: Sequence[Outcome], ref: Sequence[Outcome]) -> SetResult:
-    """Figures of both models on one set, from each step's outcome (pure)."""
-    pairs = [(c, r) for c, r in zip(cand, ref, strict=True)
-             if isinstance(c, float) and isinstance(r, float)]
-    return SetResult(
-        name, len(steps), len(pairs),
-        _figures(candidate, [c for c, _ in pairs], sum(isinstance(c, Failed) for c in cand)),
-        _figures(reference, [r for _, r in pairs], sum(isinstance(r, Failed) for r in ref)),
-    )
+        return Decision(False, (*against, *extra))
+    return Decision(True, (_summary(heldout, retention, m), *extra))
 
 
 def register_candidate(
@@ -220,29 +207,58 @@ class EvalGate:
             raise GateError(str(exc)) from exc
         if meta.status != "candidate":
             raise GateError(f"{tenant}/{base} {target} is {meta.status}, not a candidate")
+        if meta.internalized_skills:  # judged before: judge it served with every skill again
+            await asyncio.to_thread(self.registry.update_internalized, tenant, base, target, [])
         reference = await asyncio.to_thread(self.registry.active, tenant, base) or BASE
         cand_model, ref_model = f"{model}@{target}", f"{model}@{reference}"
-        heldout = await self._score("heldout", split.heldout, cand_model, ref_model)
-        retention = await self._score("retention", split.retention, cand_model, ref_model)
-        decision = decide(heldout, retention, self.config)
+        steps = [*split.heldout, *split.retention]
+        cand, ref = await asyncio.gather(self._run(cand_model, steps),
+                                         self._run(ref_model, steps))
+        n = len(split.heldout)
+        heldout = compare("heldout", cand_model, ref_model, split.heldout, cand[:n], ref[:n])
+        retention = compare("retention", cand_model, ref_model, split.retention, cand[n:],
+                            ref[n:])
+        found = None
+        if self.config.internalize:
+            inherited = await self._internalized(tenant, base, reference)
+            found = await internalization(
+                self._run, split, cand_model, ref_model,
+                {s.turn_id: o for s, o in zip(steps, cand, strict=True)},
+                {s.turn_id: o for s, o in zip(steps, ref, strict=True)}, inherited, self.config)
+        decision = decide(heldout, retention, self.config, found)
+        if decision.internalized:
+            await asyncio.to_thread(self.registry.update_internalized, tenant, base, target,
+                                    list(decision.internalized))
         promoted = False
         if decision.promote and self.config.promote:
             decision, promoted = await self._promote(tenant, base, target, reference, decision)
         result = GateResult(tenant, base, target, reference, heldout, retention, decision,
-                            promoted, self.config)
+                            promoted, self.config, found)
         await asyncio.to_thread(self.registry.update_eval_gate, tenant, base, target,
                                 result.to_dict())
         self._log(result)
         return result
 
-    async def _score(self, name: str, steps: Sequence[Step], cand_model: str,
-                     ref_model: str) -> SetResult:
-        gate = asyncio.Semaphore(self.config.concurrency)
+    async def _internalized(self, tenant: str, base: str, version: str) -> list[str]:
+        """The skills `version` is served without (none for the base weights)."""
+        if version == BASE:
+            return []
+        try:
+            meta = await asyncio.to_thread(self.registry.get, tenant, base, version)
+        except StoreError:
+            return []
+        return list(meta.internalized_skills)
 
-        async def one(model: str, step: Step) -> Outcome:
+    async def _run(self, model: str, steps: Sequence[Step],
+                   exclude: Sequence[str] = ()) -> list[Outcome]:
+        """Each step's outcome with `model` through serving, `exclude` left out of its skills."""
+        gate = asyncio.Semaphore(self.config.concurrency)
+        kw = {"exclude_skills": tuple(exclude)} if exclude else {}
+
+        async def one(step: Step) -> Outcome:
             async with gate:
                 try:
-                    message = await self.generate(model, step.messages, step.tools)
+                    message = await self.generate(model, step.messages, step.tools, **kw)
                 except GenerateFailed as exc:
                     log.warning("eval gate: %s failed on turn %s: %s", model, step.turn_id, exc)
                     return FAILED
@@ -254,10 +270,7 @@ class EvalGate:
                                 "a score must be in [-1, 1] or None")
             return float(score)
 
-        outcomes = await asyncio.gather(*(one(m, s) for m in (cand_model, ref_model)
-                                          for s in steps))
-        n = len(steps)
-        return compare(name, cand_model, ref_model, steps, outcomes[:n], outcomes[n:])
+        return list(await asyncio.gather(*(one(s) for s in steps)))
 
     async def _promote(self, tenant: str, base: str, target: str, reference: str,
                        decision: Decision) -> tuple[Decision, bool]:
@@ -265,13 +278,13 @@ class EvalGate:
         if now != reference:
             why = (f"the active version changed from {reference} to {now} while the candidate "
                    "was judged; judge it again")
-            return Decision(False, (why,)), False
+            return Decision(False, (why,), decision.internalized), False
         reason = "eval gate: " + "; ".join(decision.reasons)
         try:
             await asyncio.to_thread(self.registry.promote, tenant, base, target,
                                     base_dir=self.base_dirs.get(base), reason=reason)
         except StoreError as exc:
-            return Decision(False, (f"promotion refused: {exc}",)), False
+            return Decision(False, (f"promotion refused: {exc}",), decision.internalized), False
         return decision, True
 
     def _log(self, r: GateResult) -> None:
@@ -280,8 +293,12 @@ class EvalGate:
             "eval gate %s/%s %s vs %s: %s; held-out %s %s -> %s (n=%d), retention %s %s -> %s "
             "(n=%d); %s",
             r.tenant, r.base, r.candidate, r.reference, r.status,
-            m, _fmt(r.heldout.reference.value(m)), _fmt(r.heldout.candidate.value(m)),
-            r.heldout.paired, m, _fmt(r.retention.reference.value(m)),
-            _fmt(r.retention.candidate.value(m)), r.retention.paired,
+            m, fmt(r.heldout.reference.value(m)), fmt(r.heldout.candidate.value(m)),
+            r.heldout.paired, m, fmt(r.retention.reference.value(m)),
+            fmt(r.retention.candidate.value(m)), r.retention.paired,
             " | ".join(r.decision.reasons),
         )
+        for t in r.internalization.tested if r.internalization else ():
+            log.info("eval gate %s/%s %s: skill %s %s on %d of %d steps served it: %s",
+                     r.tenant, r.base, r.candidate, t.name,
+                     "internalized" if t.internalized else "kept", t.paired, t.steps, t.reason)

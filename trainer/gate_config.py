@@ -23,6 +23,16 @@ class GateConfig:
     least `min_improvement`, and, on the retention set, it loses no more than
     `max_retention_drop` (both in the metric's units: 0.03 = 3 points of
     accuracy).
+
+    With `internalize` (trainer/internalize.py) the gate also finds the served
+    skills the candidate no longer needs, and judges it as it would be served:
+    without them. Such a candidate is promoted when it is no worse on held-out
+    than the active version by more than `internalize_margin` (it need not beat
+    it: the same answers with fewer skill tokens in context are the gain) and
+    keeps retention as above. A skill counts when, on at least
+    `internalize_min_steps` steps served it, the candidate without it is as good
+    as with it (less `internalize_margin`) and at least `internalize_floor`, and
+    (`internalize_needed`) the active version is worse without it.
     """
 
     metric: str = "accuracy"
@@ -37,6 +47,12 @@ class GateConfig:
     concurrency: int = 4
     # Promote on a pass (False: record the decision only, a person promotes).
     promote: bool = True
+    # Find the skills the candidate internalized, and judge it served without them.
+    internalize: bool = True
+    internalize_margin: float = 0.0
+    internalize_min_steps: int = 3
+    internalize_floor: float = 0.5
+    internalize_needed: bool = True
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -45,6 +61,8 @@ class GateConfig:
             raise ValueError("max_retention_drop must be >= 0")
         if self.min_heldout < 1 or self.min_retention < 0 or self.concurrency < 1:
             raise ValueError("min_heldout and concurrency must be >= 1, min_retention >= 0")
+        if self.internalize_margin < 0 or self.internalize_min_steps < 1:
+            raise ValueError("internalize_margin must be >= 0, internalize_min_steps >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

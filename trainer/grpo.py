@@ -28,6 +28,15 @@ Why a subclass (trl 1.16):
   current ones, ratio 1), its term is an advantage-weighted likelihood term on the fix:
   rejection-sampling / RAFT-style supervision on hindsight-relabelled data (HER),
   inside the GRPO loss. The metric `hindsight/share` is the share of rows replaced.
+- Teacher samples (`teacher_samples=True`, off by default), for skill-conditioned
+  distillation: a context whose recorded step was served with skills (`served_prompt`)
+  and drew no negative step reward, and has no hindsight fix, gets its recorded answer as
+  the last of its G samples, in the same way. That answer was written with the skills in
+  context, so it is the teacher's own sample: the student's samples show the teacher only
+  what the student already writes, and a rule the student never samples (a date format it
+  was never told) gets no push toward it. With it, the distillation term is positive on
+  the tokens the skilled teacher prefers (context distillation, Snell et al. 2022:
+  "Learning by Distilling Context"). Metric `teacher_samples/share`.
 Sampling, the clipped policy loss, the KL anchor (`beta`), logging and checkpoints are
 trl's own, so one GPU and several (accelerate) work as trl does.
 """
@@ -102,7 +111,8 @@ class StepGRPOTrainer(GRPOTrainer):
     def __init__(self, *, model: Any, step_reward: StepReward, blocks: Sequence[str] = (),
                  block_probability: float = 1.0, skip_constant_groups: bool = True,
                  distill_coef: float = 0.0, distill_clip: float = 5.0, seed: int = 0,
-                 hindsight: bool = False, **kwargs: Any) -> None:
+                 hindsight: bool = False, teacher_samples: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(model=model, reward_funcs=[step_reward], **kwargs)
         self.step_reward = step_reward
         self.blocks = list(blocks)
@@ -111,6 +121,7 @@ class StepGRPOTrainer(GRPOTrainer):
         self.distill_coef = distill_coef
         self.distill_clip = distill_clip
         self.hindsight = hindsight
+        self.teacher_samples = teacher_samples
         self._rng = random.Random(seed)
         self._batch_inputs: list[dict[str, Any]] | None = None
 
@@ -133,24 +144,39 @@ class StepGRPOTrainer(GRPOTrainer):
         completion_ids, logprobs = super()._generate_single_turn(
             prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs)
         rows = self._batch_inputs
-        if not self.hindsight or rows is None or len(rows) != len(completion_ids):
+        wanted = self.hindsight or self.teacher_samples
+        if not wanted or rows is None or len(rows) != len(completion_ids):
             return completion_ids, logprobs
         group = int(self.num_generations or 1)
         first = self.accelerator.process_index * len(rows)
-        replaced = 0
+        replaced = {"hindsight": 0, "teacher_samples": 0}
         for i, row in enumerate(rows):
             # the last member of each group (groups are consecutive across processes)
-            if (first + i) % group != group - 1 or not row.get("hindsight_json"):
+            if (first + i) % group != group - 1:
                 continue
-            completion_ids[i] = self._hindsight_ids(json.loads(row["hindsight_json"]))
-            replaced += 1
+            kind, message = self._off_policy(row)
+            if message is None:
+                continue
+            completion_ids[i] = self._message_ids(message)
+            replaced[kind] += 1
             if logprobs is not None:  # sampling log-probabilities: not sampled, none known
                 logprobs[i] = [0.0] * len(completion_ids[i])
         mode = "train" if getattr(self.model, "training", False) else "eval"
-        self._metrics[mode]["hindsight/share"].append(replaced / max(len(rows), 1))
+        for kind, on in (("hindsight", self.hindsight), ("teacher_samples", self.teacher_samples)):
+            if on:
+                self._metrics[mode][f"{kind}/share"].append(replaced[kind] / max(len(rows), 1))
         return completion_ids, logprobs
 
-    def _hindsight_ids(self, message: Mapping[str, Any]) -> list[int]:
+    def _off_policy(self, row: Mapping[str, Any]) -> tuple[str, JSON | None]:
+        """The sample that replaces a group's last one: a hindsight fix, else a teacher's."""
+        if self.hindsight and row.get("hindsight_json"):
+            return "hindsight", json.loads(row["hindsight_json"])
+        if (self.teacher_samples and row.get("served_prompt")
+                and not any(r is not None and r < 0 for r in row.get("step_rewards") or [])):
+            return "teacher_samples", json.loads(row["completion_json"])
+        return "", None
+
+    def _message_ids(self, message: Mapping[str, Any]) -> list[int]:
         text = message_steps(message).text
         ids = [int(t) for t in self.processing_class(text, add_special_tokens=False)["input_ids"]]
         ids = ids[: max(self.max_completion_length - 1, 1)]

@@ -157,6 +157,7 @@ def build(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
             blocks=blocks, block_probability=cfg.block_probability,
             skip_constant_groups=cfg.skip_constant_groups, distill_coef=cfg.distill_coef,
             distill_clip=cfg.distill_clip, seed=cfg.seed, hindsight=cfg.hindsight,
+            teacher_samples=cfg.teacher_samples,
         )
     return Run(trainer, base, stop)
 

@@ -48,6 +48,10 @@ class RLConfig:
     # hindsight samples (trainer/grpo.py): the recorded step's hindsight fix replaces the
     # last of its G samples (an off-policy, RAFT-style supervised term; off by default)
     hindsight: bool = False
+    # teacher samples (trainer/grpo.py): a step served with skills whose answer drew no
+    # negative reward gets that answer (written with the skills in context) as its last
+    # sample, so distillation can push toward what the student never samples
+    teacher_samples: bool = False
     # fast-slow training: probability that a rollout draws one of the extra system blocks
     block_probability: float = 1.0
     # checkpoints (for pause/resume) and logs

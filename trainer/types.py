@@ -38,6 +38,10 @@ class Step:
     tools: list[JSON] | None
     completion: JSON
     served_messages: list[JSON] | None = None
+    # the skills the proxy injected into the turn (names, as recorded), and each one's
+    # estimated context cost in tokens where the record has it
+    injected_skills: list[str] = field(default_factory=list)
+    skill_tokens: dict[str, int] = field(default_factory=dict)
     weight_version: str | None = None
     skill_generation: int | None = None
     # source -> score in [-1, 1] (absent source: no evidence from it)
@@ -70,10 +74,13 @@ class Generate(Protocol):
     `model` is a serving name (`tiny@v0003`, `tiny@base`, `tiny`); molt implements it
     through the proxy's own HTTP API, so evaluation runs through the serving stack.
     A call that gets no assistant message raises `trainer.errors.GenerateFailed`.
+    `exclude_skills`: skills serving must leave out of what it would inject (molt: the
+    admin-only `X-Molt-Skills-Exclude` header), to see how a version answers without them.
     """
 
     async def __call__(
-        self, model: str, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None
+        self, model: str, messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None, *, exclude_skills: Sequence[str] = (),
     ) -> JSON: ...
 
 

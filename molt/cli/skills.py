@@ -18,6 +18,7 @@ import click
 
 from molt.cli.common import echo_json, settings_from, ts, with_db
 from store.database import Database
+from store.registry import Registry
 from store.skills.library import SkillLibrary
 from store.skills.revisions import Revision, unified_diff
 from store.skills.skillfile import Skill, parse_skill, render_skill_file
@@ -84,16 +85,20 @@ def register(cli: click.Group) -> None:
 
         gen, rows = _run(ctx, run)
         rows = [s for s in rows if status is None or s.skill.status == status]
+        # skills an active weight version carries: serving leaves them out of its requests
+        inside = Registry(settings_from(ctx).registry_root()).internalized_by_active(tenant)
         if as_json:
             echo_json({"tenant": tenant, "generation": gen, "skills": [
                 {"name": s.name, "description": s.skill.description, "status": s.skill.status,
                  "origin": s.skill.origin, "category": s.skill.category,
-                 "revision": s.revision, "content_hash": s.content_hash} for s in rows]})
+                 "revision": s.revision, "content_hash": s.content_hash,
+                 "internalized_in": inside.get(s.name, [])} for s in rows]})
             return
         click.echo(f"tenant {tenant}: generation {gen}, {len(rows)} skills")
         for s in rows:
+            where = f"  (internalized in {', '.join(inside[s.name])})" if s.name in inside else ""
             click.echo(f"  {s.name:<32} {s.skill.status:<11} {s.skill.origin:<7} "
-                       f"{s.skill.description[:70]}")
+                       f"{s.skill.description[:70]}{where}")
 
     @skills.command()
     @click.argument("name")

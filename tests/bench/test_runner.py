@@ -31,6 +31,9 @@ def test_bench_run_writes_a_report(tmp_path: Path) -> None:
         assert arm["per_day_late"]["4"]["episodes"] == 1  # the later half of the day's 2 episodes
         for episode in arm["episodes"]:
             assert 0.0 <= episode["step_accuracy"] <= 1.0
+        assert arm["overall"]["skill_tokens"] >= 0 and "skill_tokens" in arm["per_day"]["4"]
+    # no skills are served to the baseline: it pays no skill tokens
+    assert report["arms"]["baseline"]["overall"]["skill_tokens"] == 0
     # the skills arm runs molt's own evolver loop on its default triggers, and says so
     skills = report["arms"]["skills"]
     assert skills["cadence"] == "evolver loop, default triggers"
@@ -61,3 +64,23 @@ def test_gap_recovered_is_the_share_of_the_baseline_oracle_gap() -> None:
                          "per_day_late") == pytest.approx(1.0)
     table = markdown(_report(0.25, 0.75, 0.5, late=0.75))
     assert "| 4 | success | 50.0% | 100.0% |" in table
+
+
+def test_the_report_shows_skill_tokens_per_day_and_what_a_window_internalized() -> None:
+    report = _report(0.25, 0.75, 0.5)
+    tested = {"name": "date-format", "steps": 6, "paired": 6, "candidate_with": 1.0,
+              "candidate_without": 1.0, "reference_with": 1.0, "reference_without": 0.5,
+              "internalized": True, "reason": "accuracy 1.000 with it, 1.000 without"}
+    for name, tokens in (("baseline", 0.0), ("oracle", 0.0), ("skills", 61.6)):
+        arm = report["arms"][name]
+        arm["overall"] = {**arm["overall"], "skill_tokens": tokens}
+        arm["per_day"]["4"] = {**arm["per_day"]["4"], "skill_tokens": tokens}
+    report["arms"]["skills"]["windows"] = [{
+        "after_day": 4, "prm": "evidence", "gate": {
+            "status": "promoted", "internalized_skills": ["date-format"],
+            "internalization": {"tested": [tested], "tokens_per_request": 26.7}}}]
+    table = markdown(report)
+    assert "| 4 (window after) | 25.0% / 0 | 75.0% / 0 | 50.0% / 62 |" in table
+    assert "| promoted | - -> - | date-format (-27 tokens) |" in table
+    assert ("| skills | 4 | date-format | 6 (6) | 100.0% -> 100.0% | 100.0% -> 50.0% | yes | "
+            in table)

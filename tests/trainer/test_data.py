@@ -29,6 +29,8 @@ def _turn(session: str, idx: int, gen: int | None, *, tenant: str = "ten_a", kin
         upstream_request={"model": "tiny", "tools": [WEATHER], "messages": [
             {"role": "system", "content": "<molt-skills>\n## w\nuse get_weather\n</molt-skills>"},
             *messages]},
+        injected_skills=[{"id": "w", "revision": "srev_1", "hash": "ab", "tokens": 6},
+                         {"id": "old-record"}],
         status=status, skill_generation=gen, weight_version=version,
         tool_calls=[call("get_weather", '{"city": "Oslo"}', f"call_{session}_{idx}")] if calls else None,
         content=None if calls else "It is sunny.",
@@ -76,6 +78,8 @@ async def test_split_keeps_current_generation_query_turns_only(sqlite_db: Databa
     s0 = split.train[0]
     assert [m["role"] for m in s0.messages] == ["user"]
     assert s0.served_messages is not None and s0.served_messages[0]["role"] == "system"
+    # the skills injected into it, with the proxy's token estimate where recorded
+    assert (s0.injected_skills, s0.skill_tokens) == (["w", "old-record"], {"w": 6})
     assert s0.completion["tool_calls"][0]["function"]["name"] == "get_weather"
     # held out: whole sessions, by hash, the same on every load
     assert split.heldout and split.train

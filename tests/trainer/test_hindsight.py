@@ -129,3 +129,50 @@ def test_training_stops_once_the_reward_has_saturated(tmp_path: Path) -> None:
                    always_right)
     assert (result.steps, result.stopped_early) == (2, False)
     assert result.adapter_dir is not None and (result.adapter_dir / "adapter_config.json").is_file()
+
+
+# -- teacher samples: the answer served with skills, for distillation -----------------------
+
+
+def _served_step(i: int, *, skills: bool = True, refused: bool = False) -> Step:
+    s = make_step(i, skills=skills)
+    s.completion = {"role": "assistant", "content": None,
+                    "tool_calls": [call("get_weather", '{"city": "Oslo"}')]}
+    s.step_rewards = [-1.0] if refused else [1.0]
+    return s
+
+
+def _served_logprob(model: Any, tok: Any, step: Step) -> float:
+    step.hindsight = step.completion
+    try:
+        return _fix_logprob(model, tok, step)
+    finally:
+        step.hindsight = None
+
+
+def test_a_served_answer_is_the_teachers_sample_and_is_learned(tmp_path: Path) -> None:
+    cfg = RLConfig(max_steps=4, batch_size=8, num_generations=4, max_completion_length=24,
+                   temperature=1.0, learning_rate=5e-3, kl_samples=1, teacher_samples=True)
+    split = Split(train=[_served_step(i) for i in range(4)])
+    run = build(split, POLICY, tmp_path, cfg, _is_fix)
+    model, tok = run.trainer.model, run.base.tokenizer
+    before = _served_logprob(model, tok, split.train[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        run.trainer.train()
+    after = _served_logprob(model, tok, split.train[0])
+    rows = [r for r in run.trainer.state.log_history if "teacher_samples/share" in r]
+    assert [r["teacher_samples/share"] for r in rows] == [0.25] * 4
+    assert after > before + 1.0
+
+
+def test_no_teacher_sample_without_skills_served_or_for_a_refused_answer(tmp_path: Path) -> None:
+    cfg = RLConfig(max_steps=1, batch_size=8, num_generations=4, max_completion_length=24,
+                   temperature=1.0, learning_rate=5e-3, kl_samples=1, teacher_samples=True)
+    split = Split(train=[_served_step(0, skills=False), _served_step(1, refused=True)])
+    run = build(split, POLICY, tmp_path, cfg, _is_fix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        run.trainer.train()
+    rows = [r for r in run.trainer.state.log_history if "teacher_samples/share" in r]
+    assert [r["teacher_samples/share"] for r in rows] == [0.0]
