@@ -274,6 +274,7 @@ class Registry:
     ) -> Promotion:
         """Validate `version` and make it the active one (atomic pointer flip)."""
         target = version_name(version)
+        self.path(tenant, base, target)  # a URL registry's copy is fetched outside the lock
         with self._locked(tenant, base):
             meta = self.validate(tenant, base, target, Path(base_dir) if base_dir else None)
             previous = self.active(tenant, base)

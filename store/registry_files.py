@@ -251,10 +251,10 @@ class FsspecFiles:
     @contextlib.contextmanager
     def lock(self, rel: str) -> Iterator[None]:
         path = f"{self._p(rel)}/.lock"
-        me = json.dumps({"owner": f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}",
-                         "at": time.time()}).encode()
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         deadline = time.monotonic() + self.lock_wait_s
         while True:
+            me = json.dumps({"owner": owner, "at": time.time()}).encode()
             try:
                 self._create_exclusive(path, me)
                 break
