@@ -114,8 +114,9 @@ def chroma_server(path: Path) -> Iterator[str]:
     """A real Chroma server (`chroma run`) on loopback; yields its URL."""
     port = free_port()
     chroma = Path(sys.executable).with_name("chroma")
-    proc = subprocess.Popen([str(chroma), "run", "--path", str(path), "--host", "127.0.0.1",
-                             "--port", str(port)],
+    # the installed `chroma` script, run by this interpreter (whatever its shebang says)
+    proc = subprocess.Popen([sys.executable, str(chroma), "run", "--path", str(path),
+                             "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
