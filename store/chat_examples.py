@@ -15,34 +15,23 @@ nothing. The answer is the agent's in both: what the agent was given.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
+from store.chat_shapes import ToolCall, tool_calls
 from store.export import ExportTurn
 from store.records import JSON
 
 Form = Literal["agent", "upstream"]
 
 
-def _call(c: Mapping[str, Any]) -> JSON:
-    raw = c.get("function")
-    fn: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    args = fn.get("arguments")
-    return {
-        "id": str(c.get("id") or ""),
-        "type": "function",
-        "function": {
-            "name": str(fn.get("name") or ""),
-            "arguments": args if isinstance(args, str) else json.dumps(
-                args if args is not None else {}, ensure_ascii=False),
-        },
-    }
+def _call(c: ToolCall) -> JSON:
+    return {"id": c.id, "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments or "{}"}}
 
 
 def answer(turn: ExportTurn) -> JSON | None:
     """The assistant message the agent received, or None when there was none (an error, blank)."""
-    calls = [_call(c) for c in turn.tool_calls or [] if isinstance(c, Mapping)]
+    calls = [_call(c) for c in tool_calls({"tool_calls": turn.tool_calls})]
     text = turn.content if isinstance(turn.content, str) and turn.content.strip() else None
     if text is None and not calls:
         return None

@@ -46,6 +46,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from store.chat_examples import Form, answer, prompt, tools
+from store.chat_shapes import tool_calls
 from store.export import ExportTurn
 from store.records import JSON
 
@@ -188,12 +189,8 @@ def semconv_message(m: Mapping[str, Any]) -> JSON:
                                            "id": m.get("tool_call_id"),
                                            "response": m.get("content")}]}
     parts = _parts(m.get("content"))
-    for call in m.get("tool_calls") or []:
-        if isinstance(call, Mapping):
-            raw = call.get("function")
-            fn: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-            parts.append({"type": "tool_call", "id": call.get("id"), "name": fn.get("name"),
-                          "arguments": _arguments(fn.get("arguments"))})
+    parts.extend({"type": "tool_call", "id": c.id, "name": c.name, "arguments": _arguments(c.arguments)}
+                 for c in tool_calls(m))
     return {"role": role, "parts": parts}
 
 
