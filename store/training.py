@@ -14,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +31,9 @@ OPEN_STATUSES = ("queued", "running", "paused")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 # Turns that are not agent traffic: the evolver's and the eval gate's own calls.
 NOT_TRAFFIC = ("replay",)
+_PROGRESS_TRIES = 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -190,7 +194,7 @@ class TrainingStore:
             raise InvalidInput(f"unknown job status {values['status']!r}")
         async with self.db.engine.begin() as conn:
             res = await conn.execute(t.training_jobs.update().where(
-                t.training_jobs.c.id == job_id).values(updated_at=now, **values))
+                t.training_jobs.c.id == job_id).values(updated_at=_later(now), **values))
             if not res.rowcount:
                 raise NotFound(f"no training job {job_id!r}")
             if event is not None:
@@ -204,21 +208,26 @@ class TrainingStore:
                        metrics: dict[str, float]) -> None:
         """Record a running job's progress: steps only grow, metrics merge over the stored ones.
 
-        Read and write in one transaction, so progress never overwrites what the job's
-        runner wrote meanwhile (its final metrics, say).
+        A compare-and-set on `updated_at`: the write applies only if nobody wrote the job
+        since it was read (else it reads again), so progress never overwrites what the
+        job's runner wrote meanwhile (its final metrics, say). A plain read-then-write
+        transaction is not enough: SQLite's driver begins the transaction at the write.
         """
         j = t.training_jobs.c
-        async with self.db.engine.begin() as conn:
-            stmt = sa.select(j.steps, j.metrics).where(j.id == job_id)
-            if self.db.dialect == "postgresql":
-                stmt = stmt.with_for_update()
-            row = (await conn.execute(stmt)).first()
-            if row is None:
-                raise NotFound(f"no training job {job_id!r}")
-            stored = dict(row[1] or {})
-            merged = {**stored, **metrics}
-            await conn.execute(t.training_jobs.update().where(j.id == job_id).values(
-                updated_at=now, steps=max(int(row[0] or 0), steps), metrics=merged or None))
+        for _ in range(_PROGRESS_TRIES):
+            async with self.db.engine.begin() as conn:
+                row = (await conn.execute(sa.select(j.steps, j.metrics, j.updated_at).where(
+                    j.id == job_id))).first()
+                if row is None:
+                    raise NotFound(f"no training job {job_id!r}")
+                merged = {**dict(row[1] or {}), **metrics}
+                res = await conn.execute(t.training_jobs.update().where(
+                    j.id == job_id, j.updated_at == row[2]).values(
+                    updated_at=_later(now),
+                    steps=max(int(row[0] or 0), steps), metrics=merged or None))
+                if res.rowcount:
+                    return
+        log.warning("training job %s: progress not recorded (the job kept changing)", job_id)
 
     async def open_job(self, tenant_id: str) -> TrainingJob | None:
         """The tenant's unfinished job (queued, running or paused), if any."""
@@ -305,3 +314,11 @@ class TrainingStore:
             v = (await conn.execute(sa.select(sa.func.max(tc.created_at)).where(
                 tc.tenant_id == tenant_id, tc.turn_type.not_in(NOT_TRAFFIC)))).scalar_one_or_none()
         return float(v or 0.0)
+
+
+def _later(now: float) -> Any:
+    """`updated_at` for a write: `now`, or just after the stored value when that is not
+    earlier (a fake clock repeats itself), so that every write changes it and
+    `TrainingStore.progress`'s compare-and-set sees the write."""
+    col = t.training_jobs.c.updated_at
+    return sa.case((col >= now, col + 1e-6), else_=now)

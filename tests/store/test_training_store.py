@@ -120,6 +120,26 @@ async def test_cancel(two: tuple[TrainingStore, TrainingStore]) -> None:
         "queued", "started", "cancel_requested", "cancelled"]
 
 
+async def test_progress_never_overwrites_the_runners_final_metrics(
+        two: tuple[TrainingStore, TrainingStore]) -> None:
+    """The scheduler's progress writes race the runner's final write; the final
+    metrics (KL, say) must survive every interleaving, also on a clock that repeats."""
+    a, b = two
+    tid = new_id("ten")
+    job, _ = await a.create_job(tid, "acme", trigger="manual", now=NOW, data_until=NOW)
+    for i in range(25):
+        final = {"reward": 1.0, "kl": 0.01 * i}
+        await asyncio.gather(
+            *(b.progress(job.id, now=NOW, steps=i, metrics={"reward": 0.5}) for _ in range(3)),
+            a.update(job.id, now=NOW, steps=i, metrics=final, event="trained"))
+        stored = (await a.get(job.id)).metrics
+        assert stored["kl"] == final["kl"], (i, stored)
+    await b.progress(job.id, now=NOW, steps=3, metrics={"loss": 0.2})
+    got = await a.get(job.id)
+    assert got.steps == 24  # steps only grow
+    assert (got.metrics["kl"], got.metrics["loss"]) == (0.24, 0.2)
+
+
 async def test_replays_are_not_traffic(two: tuple[TrainingStore, TrainingStore]) -> None:
     a, _ = two
     tid = new_id("ten")
