@@ -37,7 +37,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 DAY = 4  # dates drift to DD.MM.YYYY
 FIRST_EPISODES_ON_A = 3
 MAX_EPISODES_ON_A = 8
-LEARN_TIMEOUT_S = 120
+# A safety net only: the test fails on its episode budget (MAX_EPISODES_ON_A, each
+# followed by a finished evolution), not on wall time, which a loaded machine stretches.
+LEARN_TIMEOUT_S = 600
 
 
 def _tasks(n: int) -> list[Task]:
@@ -93,7 +95,13 @@ def test_a_skill_learned_from_failures_on_replica_a_is_served_by_replica_b(
         fruitless = 0
         while not (learned := _learned(b.url)):
             done = [e for e in _evolutions(b.url) if e["finished_at"] is not None]
-            if len(done) > fruitless and (task := next(more, None)) is not None:
+            if len(done) > fruitless:
+                task = next(more, None)
+                if task is None:  # the episode budget is spent: the last evolution decides
+                    learned = _learned(b.url)
+                    assert learned, (
+                        f"the worker learned nothing from {len(on_a)} episodes:\n{w.log_text()}")
+                    break
                 fruitless = len(done)
                 on_a.append(driver_a.run(task))
             assert time.monotonic() < deadline, f"the worker learned nothing:\n{w.log_text()}"
