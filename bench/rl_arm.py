@@ -45,6 +45,9 @@ class RLPlan:
     # trained too, the model with the skills in context as teacher, so skills move into weights;
     # the answers served with skills are the teacher's samples (RLConfig.teacher_samples)
     distill: float = 0.0
+    # distillation trains every step served with skills, not only the few flagged ones: it
+    # needs more optimiser steps than RL on failures (30 left a rule half learned; see LOG)
+    distill_steps: int = 120
 
     def windows_after(self, days: Sequence[int]) -> set[int]:
         """One window, after the first half of the days (days of traffic, window, more days)."""
@@ -170,7 +173,8 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
     if not split.train:
         return {**report, "status": "no flagged steps: nothing to train"}
     budget = plan.cpu_minutes * 60
-    distill = {"distill_coef": plan.distill, "teacher_samples": True} if plan.distill else {}
+    distill = ({"distill_coef": plan.distill, "teacher_samples": True,
+                "max_steps": plan.distill_steps} if plan.distill else {})
     rl_fields = {**dict(plan.rl), **distill}
     result = train(split, checkpoint, out, RLConfig(**rl_fields), StepRewards(weights, checks=checks),
                    should_stop=lambda: cpu_seconds() - t_cpu > budget)
