@@ -50,16 +50,19 @@ def default_model(settings: MoltSettings) -> str:
 
 
 async def choose_key(db: Database, settings: MoltSettings, agent: str, tenant: str | None,
-                     key: str | None) -> KeyChoice:
+                     key: str | None, *, key_from_env: bool = False) -> KeyChoice:
+    """The key to print: `key` if given (checked live, and of `tenant`), else one minted for
+    `tenant`, else none where the proxy runs open. A $MOLT_API_KEY of another tenant than
+    an explicit --tenant (or a dead one) is passed over: a key is minted, nothing refused."""
     ks = KeyStore(db)
-    if key is not None:
-        info = await ks.lookup(key)
-        if info is None:
-            raise click.ClickException("--key is not a live key of this store")
-        if tenant is not None and info.tenant != tenant:
-            raise click.ClickException(
-                f"--key belongs to tenant {info.tenant!r}, not {tenant!r}")
+    info = None if key is None else await ks.lookup(key)
+    if key is not None and info is not None and tenant in (None, info.tenant):
         return KeyChoice(key, info.tenant)
+    if key is not None and (tenant is None or not key_from_env):
+        where = "$MOLT_API_KEY" if key_from_env else "--key"
+        if info is None:
+            raise click.ClickException(f"{where} is not a live key of this store")
+        raise click.ClickException(f"--key belongs to tenant {info.tenant!r}, not {tenant!r}")
     keys_on = settings.server.admin_key is not None or await ks.any_live_keys()
     if tenant is None:
         if keys_on:
@@ -119,7 +122,9 @@ def register(cli: click.Group) -> None:
             raise click.BadParameter(f"{model!r} is not a model alias of this molt "
                                      f"({', '.join(aliases)})", param_hint="--model")
         chosen_model = model or default_model(settings)
-        choice = with_db(settings, lambda db: choose_key(db, settings, agent, tenant, key))
+        from_env = ctx.get_parameter_source("key") == click.core.ParameterSource.ENVIRONMENT
+        choice = with_db(settings, lambda db: choose_key(db, settings, agent, tenant, key,
+                                                         key_from_env=from_env))
         target = Target(url=(url or default_url(settings)).rstrip("/"), key=choice.key,
                         model=chosen_model)
         r = recipe(agent, target)

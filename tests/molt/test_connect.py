@@ -237,6 +237,17 @@ def test_key_reuse_and_refusals(keyed: Molt, tmp_path: Path) -> None:
     assert [k["tenant"] for k in listed] == ["acme"]
     assert listed[0]["name"] == "molt connect openai" and listed[0]["role"] == "agent"
 
+    # $MOLT_API_KEY (the litellm recipe exports it) is reused for its own tenant, and
+    # passed over for another one: a key is minted there
+    from_env = json.loads(run(cli, ["--config", cfg, "connect", "langchain", "--json"],
+                              env={"MOLT_API_KEY": first["key"]}).stdout)
+    assert (from_env["key"], from_env["tenant"], from_env["key_id"]) == (first["key"], "acme", None)
+    other = json.loads(run(cli, ["--config", cfg, "connect", "openai", "--tenant", "other",
+                                 "--json"], env={"MOLT_API_KEY": first["key"]}).stdout)
+    assert other["tenant"] == "other" and other["key"] != first["key"] and other["key_id"]
+    dead = run(cli, ["--config", cfg, "connect", "openai"], env={"MOLT_API_KEY": "molt-old"})
+    assert dead.exit_code != 0 and "$MOLT_API_KEY is not a live key" in dead.output
+
     wrong = run(cli, ["--config", cfg, "connect", "openai", "--key", first["key"],
                       "--tenant", "other"])
     assert wrong.exit_code != 0 and "belongs to tenant 'acme'" in wrong.output
