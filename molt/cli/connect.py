@@ -115,7 +115,15 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def connect(ctx: click.Context, agent: str, tenant: str | None, key: str | None,
                 url: str | None, model: str | None, as_json: bool) -> None:
-        """Print what AGENT needs to go through molt: variables and code or config lines."""
+        """Print what AGENT needs to go through molt: variables and code or config lines.
+
+        The output is shell (exports, then comments), so that
+
+        \b
+          eval "$(molt connect claude-code --tenant acme)"
+
+        sets the variables in the current shell.
+        """
         settings = settings_from(ctx)
         aliases = [m.alias for m in settings.models]
         if model is not None and aliases and model not in aliases:
