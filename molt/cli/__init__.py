@@ -6,6 +6,7 @@ import click
 
 from molt.cli import (
     bench,
+    connect,
     doctor,
     evolve,
     export,
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train,
-               tenants, export):
+               tenants, export, connect):
     module.register(cli)
 
 
