@@ -5,8 +5,8 @@ say. A tool error that recurs (the same reading, >= `min_support` times)
 becomes a skill stating the constraint in molt's own words (`evolver.rules`:
 ``write date as DD.MM.YYYY``), never the error's text or its example values;
 a recurring complaint read as a wish (`evolver.complaints`) becomes a skill
-asking for that value, or for an order of calls. Every such skill says it was
-written by the rule-based miner.
+asking for that value, or for an order of calls. Every such skill says in its
+description that it was written by the rule-based miner, from how many cases.
 
 What the tools said is untrusted data. Where no reader understood an error,
 the miner quotes it only as data (`evolver.safety.quote`: "the tool said:
@@ -33,16 +33,18 @@ from store.skills import Skill
 
 MARK = "Written by molt's rule-based miner"
 
+# Compact: the skills block of a small policy holds every standing rule at once (7 rules in
+# about 300 tokens), so the rule is the body's first line and the tools are named once, in it.
 LAYOUT: dict[str, str] = {
-    "error_desc": "Argument rule for {tools}.",
-    "error_body": "{mark} from {n} tool errors.\n1. {rule}\n{example}{anti}",
-    "example": "   Accepted example: {args}.\n",
+    "error_desc": "{mark} from {n} tool errors.",
+    "error_body": "{rule}\n{example}{anti}",
+    "example": "Accepted example: {args}.\n",
     "anti": "\nAnti-patterns:\n- {refused}",
     "refused": "Sending {value} (the tool refused it).",
-    "pref_desc": "User preference for {tool}.",
-    "pref_body": "{mark} from {n} user complaints.\n1. {rule}",
-    "order_desc": "Order rule: {first} before {then}.",
-    "order_body": "{mark} from {n} user complaints.\n1. {rule}",
+    "pref_desc": "{mark} from {n} user complaints.",
+    "pref_body": "{rule}",
+    "order_desc": "{mark} from {n} user complaints.",
+    "order_body": "{rule}",
 }
 
 
@@ -130,7 +132,7 @@ def _error_draft(g: FailureGroup) -> Draft | None:
         name = slugify("rule " + " ".join(said.split()[:4]))
         why = quote(said)
         subjects = []
-    op = AddOp(op="add", name=name, description=LAYOUT["error_desc"].format(tools=tools),
+    op = AddOp(op="add", name=name, description=LAYOUT["error_desc"].format(mark=MARK, n=len(g.cases), tools=tools),
                body=LAYOUT["error_body"].format(mark=MARK, n=len(g.cases), rule=rule, example=example,
                                                 anti=anti).rstrip(),
                tools=g.tools, category="tool-rules", scope="tools",
@@ -147,12 +149,13 @@ def _complaint_draft(g: FailureGroup) -> Draft | None:
     reason = f"recurring complaint ({len(g.cases)}x): {wish.key}"
     if wish.before is None:
         op = AddOp(op="add", name=slugify(f"pref {wish.tool} {wish.param}"),
-                   description=LAYOUT["pref_desc"].format(tool=wish.tool),
+                   description=LAYOUT["pref_desc"].format(mark=MARK, n=len(g.cases), tool=wish.tool),
                    body=LAYOUT["pref_body"].format(mark=MARK, n=len(g.cases), rule=rule),
                    tools=[wish.tool], category="preferences", scope="tools", reason=reason, turn_ids=g.turn_ids)
         return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{wish.tool} {wish.param}"])
     op = AddOp(op="add", name=slugify(f"order {wish.tool} before {wish.before}"),
-               description=LAYOUT["order_desc"].format(first=wish.tool, then=wish.before),
+               description=LAYOUT["order_desc"].format(mark=MARK, n=len(g.cases), first=wish.tool,
+                                                             then=wish.before),
                body=LAYOUT["order_body"].format(mark=MARK, n=len(g.cases), rule=rule),
                tools=[wish.tool, wish.before], category="preferences", scope="tools", reason=reason,
                turn_ids=g.turn_ids)
