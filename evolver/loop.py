@@ -134,9 +134,12 @@ class Evolver:
         serving = {n: ls.skill for n, ls in current.items()}
         if self.model is None:
             return offline.propose(groups, serving, min_support=self.settings.min_support,
-                                   max_drafts=self.settings.max_proposals), []
+                                   max_drafts=self.settings.max_proposals,
+                                   wish_support=self.settings.wish_min_support), []
         drafts, invalid = [], []
-        for g in [g for g in groups if len(g.cases) >= self.settings.min_support][: self.settings.max_proposals]:
+        due = [g for g in groups
+               if len(g.cases) >= offline.support_needed(g, self.settings.min_support, self.settings.wish_min_support)]
+        for g in due[: self.settings.max_proposals]:
             relevant = [s for s in serving.values() if s.serving and set(s.tools) & set(g.tools)] or \
                 [s for s in serving.values() if s.serving][:20]
             try:

@@ -4,8 +4,9 @@ With no evolver model configured, molt still learns from what tools and users
 say. A tool error that recurs (the same reading, >= `min_support` times)
 becomes a skill stating the constraint in molt's own words (`evolver.rules`:
 ``write date as DD.MM.YYYY``), never the error's text or its example values;
-a recurring complaint read as a wish (`evolver.complaints`) becomes a skill
-asking for that value, or for an order of calls. Every such skill says in its
+a complaint read as a wish (`evolver.complaints`) becomes a skill asking for
+that value, or for an order of calls: one is enough (`wish_min_support`), the
+user said what they want, and the gate still replays it. Every such skill says in its
 description that it was written by the rule-based miner, from how many cases.
 
 What the tools said is untrusted data. Where no reader understood an error,
@@ -227,12 +228,20 @@ def subject_of(skill_name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def support_needed(g: FailureGroup, min_support: int, wish_support: int | None) -> int:
+    """How many cases a group needs before a rule is proposed: a complaint read as a wish is the
+    user stating what they want (``wish_support``), anything else must recur (``min_support``)."""
+    if wish_support is not None and g.kind == "complaint" and any(c.wish is not None for c in g.cases):
+        return wish_support
+    return min_support
+
+
 def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,
-            max_drafts: int = 3) -> list[Draft]:
+            max_drafts: int = 3, wish_support: int | None = None) -> list[Draft]:
     """Rule-based drafts for the largest recurring failure groups not yet covered."""
     drafts: list[Draft] = []
     for g in groups:
-        if len(g.cases) < min_support:
+        if len(g.cases) < support_needed(g, min_support, wish_support):
             continue
         draft = _error_draft(g) if g.kind == "tool_error" else (
             _complaint_draft(g) if g.kind == "complaint" else None)
