@@ -323,3 +323,25 @@ def test_seven_standing_rules_fit_the_small_policy_s_skills_budget() -> None:
                       op.body.replace("book_table", tools))  # type: ignore[union-attr]
     assert op.body.splitlines()[0] == "When calling book_table, write date as DD.MM.YYYY."  # type: ignore[union-attr]
     assert estimate_tokens(skill) <= 45  # the widest of the 7; the date rule was 63 before
+
+
+def test_one_complaint_read_as_a_wish_is_enough_a_tool_error_must_recur() -> None:
+    """The user saying what they want is proposed at once (the gate still replays it); a tool
+    error must recur. On the benchmark, the 15-minute reminder (day 6) waited for its second
+    complaint until day 10."""
+    msgs = [{"role": "user", "content": "Add a team sync on Friday at 10"}]
+    call = _call("c1", "create_event", {"title": "team sync", "date": "2026-11-27", "start": "10:00",
+                                        "duration_min": 30})
+    fb = [{"session_id": "ses_1", "turn_id": None, "score": 0.5, "source": "verifier",
+           "text": "Alert me 15 minutes before, please."}]
+    (case,) = cases_from_session([_turn(0, msgs, [call])], fb)
+    wish = FailureGroup(case.key, "complaint", case.message, [case])
+    (draft,) = propose([wish], {}, min_support=2, wish_support=1)
+    assert "pass reminder_min=15" in draft.ops[0].body and draft.checks  # type: ignore[union-attr]
+    assert propose([wish], {}, min_support=2) == []  # without wish_support: min_support for all
+    # a complaint no reader understood, or a single tool error, is no wish
+    unread = cases_from_session([_turn(0, msgs, [call])], [{**fb[0], "text": "Hmm, not like that."}])
+    assert all(c.wish is None for c in unread)
+    (error,) = cases_from_session(_session(), [])
+    one_error = FailureGroup(error.key, "tool_error", error.message, [error])
+    assert propose([one_error], {}, min_support=2, wish_support=1) == []
