@@ -22,6 +22,7 @@ from typing import Any
 from bench.toolworld import conventions_for_day
 from bench.toolworld.conventions import FAMILIES, format_date, format_name, format_time
 from evolver.checks import shape_regex
+from evolver.notation import NOTATIONS
 from evolver.reading import examples_in, forms_in, placeholder_regex
 
 _DAY = dt.date(2026, 11, 27)
@@ -100,6 +101,12 @@ def states(family: str, value: str, body: str) -> str | None:
     for line in body.splitlines():
         if not any(re.search(rf"\b{a}\b", line) for a in ARGUMENTS.get(family, ())) and "«" not in line:
             continue
+        bare = re.sub(r"«[^»]*»", " ", line)
+        # a notation named in molt's words (``write name as Last, First``) that reads the true
+        # values and none written another way
+        if any(f"as {n.form}" in bare and all(n.read(s) for s in true) and not any(n.read(s) for s in other)
+               for n in NOTATIONS):
+            return "words"
         said = " ".join(re.findall(r"«([^»]*)»", line))
         if _telling(_patterns(re.sub(r"«[^»]*»", " ", line) + " " + " ".join(
                 f"pattern «{p}»" for p in re.findall(r"pattern «([^»]+)»", line))), true, other):

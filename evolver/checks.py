@@ -272,3 +272,21 @@ def _called(request: Mapping[str, Any], tool: str) -> bool:
     return any(c.name == tool
                for m in request.get("messages") or [] if isinstance(m, dict) and m.get("role") == "assistant"
                for c in tool_calls(m))
+
+
+def refusal_checks(cases: Sequence[Case]) -> list[tuple[float, Check]]:
+    """What each tool error says the tool now refuses: (when it was seen, its written-form check)."""
+    out = []
+    for case in cases:
+        check = fix_check(case) or form_check(case)
+        if check is not None and check.written:
+            out.append((case.at, check))
+    return out
+
+
+def restate(keep: Check, at: float, refusals: Sequence[tuple[float, Check]]) -> Check:
+    """A turn that went well, judged against every refusal its tool gave since (not only the
+    proposal's evidence): a call the tool now refuses is no turn that goes well today, and a
+    replay that writes it the accepted way does not break it."""
+    newer = [check for seen, check in refusals if seen > at and check.tool == keep.tool]
+    return supersede(keep, newer) if newer else keep

@@ -16,7 +16,8 @@ about.
   hour", converted to the parameter's unit when its name or description
   says minutes, hours or seconds. A complaint about a number with no number
   in it ("I did not want a reminder") asks to leave the argument out.
-- Order: "before", "first", "then" with a tool the agent did not call.
+- Order: "before", "first", "then" with a tool the agent did not call ahead of
+  one it did call; the complaint must speak of both.
 
 Complaints that mean the same group together by their wish (`Wish.key`),
 whatever their words. A complaint no reading understands yields None: it is
@@ -197,9 +198,11 @@ def _set_wish(text: str, call: Call, fn: Mapping[str, Any]) -> Wish | None:
 
 
 def _order_wish(text: str, calls: Sequence[Call], schemas: Mapping[str, Mapping[str, Any]]) -> Wish | None:
+    """``first`` before ``then``: ``then`` is a call the turn made, ``first`` a tool it did not call
+    ahead of it; the complaint must speak of both (the order words themselves name no tool)."""
     if not _ORDER.search(text):
         return None
-    words = _words(text)
+    words = [w for w in _words(text) if not _ORDER.fullmatch(w)]
     called = [n for n, _ in calls]
 
     def score(name: str) -> int:
@@ -207,11 +210,14 @@ def _order_wish(text: str, calls: Sequence[Call], schemas: Mapping[str, Mapping[
         named = _hits(words, [p for p in name.split("_") if len(p) >= 3])
         return 2 * named + _hits(words, _words(str(fn.get("description") or "")))
 
-    first = max((n for n in schemas if n not in called), key=score, default=None)
-    then = max(called, key=score, default=None)
-    if first is None or then is None or score(first) == 0:
+    scores = {n: score(n) for n in schemas}
+    pairs = [(scores[first] + scores[then], first, then) for then in dict.fromkeys(called) if scores.get(then)
+             for first in schemas if first != then and scores[first]
+             and first not in called[:called.index(then)]]
+    if not pairs:
         return None
-    return Wish(first, before=then, confidence=float(score(first)))
+    total, first, then = max(pairs, key=lambda p: p[0])
+    return Wish(first, before=then, confidence=float(total))
 
 
 def read_complaint(text: str, calls: Sequence[Call], request: Mapping[str, Any]) -> Wish | None:

@@ -11,7 +11,7 @@ more than `tolerance` of the turns that went well.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evolver.checks import Check, supersede
@@ -30,6 +30,8 @@ class GateResult:
     n_fix: int = 0
     n_keep: int = 0
     replays: int = 0
+    # the turns that went well and fail with the candidate (what a rejection for breaking them names)
+    broken: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +46,8 @@ class Gate:
         self.tolerance = tolerance
         self.max_fix = max_fix
         self._current: dict[str, bool] = {}  # (check) -> passes with the current library
+        self._last: dict[str, bool] = {}  # (check) -> passed with the candidate judged last
+        self._last_calls: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # what it called instead
         self.replays = 0
 
     async def _passes(self, check: Check, candidate: str | None, context: str | None = None) -> bool:
@@ -51,6 +55,7 @@ class Gate:
         if candidate is None and key in self._current:
             return self._current[key]
         self.replays += 1
+        calls: list[tuple[str, dict[str, Any]]] = []
         try:
             calls = await self.replayer.replay(check.request, tenant=self.tenant, candidate=candidate,
                                                context=context)
@@ -60,6 +65,9 @@ class Gate:
             ok = check.passes(calls)
         if candidate is None:
             self._current[key] = ok
+        else:
+            self._last[key] = ok
+            self._last_calls[key] = [] if ok else calls
         return ok
 
     async def _rate(self, checks: Sequence[Check], candidate: str | None, context: str | None = None) -> float:
@@ -73,6 +81,7 @@ class Gate:
         """Replay with the current library and with the candidate (and, if named, a candidate context)."""
         fix = list(fix)[: self.max_fix]
         start = self.replays
+        self._last = {}
         if not fix:
             return GateResult(False, "no evidence to replay: no failing turn with a known fix")
         mb = fix[: self.minibatch]
@@ -83,11 +92,15 @@ class Gate:
         fc, fk = await self._rate(fix, None), await self._rate(fix, candidate, context)
         keep = [supersede(k, fix) for k in keep]
         kc, kk = await self._rate(keep, None), await self._rate(keep, candidate, context)
-        res = GateResult(False, "", fc, fk, kc, kk, len(fix), len(keep), self.replays - start)
+        broken = [{"turn_id": k.turn_id, "tool": k.tool, "expected": k.expect,
+                   "called": [[n, a] for n, a in self._last_calls.get(k.key, [])][:4]} for k in keep
+                  if self._current.get(k.key) and not self._last.get(k.key, True)]
+        res = GateResult(False, "", fc, fk, kc, kk, len(fix), len(keep), self.replays - start, broken)
         if fk <= fc:
             res.reason = f"validation: fixes {fk:.2f} <= current {fc:.2f}"
         elif kk < kc - self.tolerance:
-            res.reason = f"validation: breaks turns that went well ({kk:.2f} < {kc:.2f})"
+            names = ", ".join(f"{b['turn_id']} ({b['tool']})" for b in broken)
+            res.reason = f"validation: breaks turns that went well ({kk:.2f} < {kc:.2f}): {names}"
         else:
             res.accepted = True
             res.reason = f"fixes {fc:.2f} -> {fk:.2f}, keeps {kc:.2f} -> {kk:.2f}"

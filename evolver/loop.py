@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from evolver import offline
-from evolver.checks import keep_check
+from evolver.checks import Check, keep_check, refusal_checks, restate
 from evolver.context import ContextOptimizer
 from evolver.edits import apply_ops, candidate_skills, ops_to_json
 from evolver.errors import EvolverError, ProposalRejected
@@ -91,10 +91,13 @@ class Evolver:
             used |= set(p.provenance or [])
         return used
 
-    async def _groups(self, tenant_id: str, since: float | None = None) -> tuple[list[FailureGroup], list[Any], int]:
+    async def _groups(self, tenant_id: str, since: float | None = None
+                      ) -> tuple[list[FailureGroup], list[Any], int, list[tuple[float, Check]]]:
         since = max(since or 0.0, time.time() - self.settings.lookback_s)
         mined = await mine(self.trajectories, self.feedback, tenant_id, since,
                            good_sample=self.settings.gate_keep_sample)
+        # every recent refusal, used by a proposal or not: what the turns that went well are judged by
+        refusals = refusal_checks([c for g in mined.groups if g.kind == "tool_error" for c in g.cases])
         used = await self._used_turns(tenant_id)
         groups = []
         for g in mined.groups:
@@ -102,7 +105,7 @@ class Evolver:
             if g.cases:
                 groups.append(g)
         groups.sort(key=lambda g: -len(g.cases))
-        return groups, mined.good, mined.turns_seen
+        return groups, mined.good, mined.turns_seen, refusals
 
     async def pending_failures(self, tenant_id: str, since: float = 0.0) -> int:
         """Failure cases that became visible since `since` and that no proposal used yet.
@@ -111,7 +114,7 @@ class Evolver:
         its evidence arrived (`Case.at`): a tool error whose session began before
         `since`, or a complaint filed after its session's last turn, is still new.
         """
-        groups, _, _ = await self._groups(tenant_id)
+        groups, _, _, _ = await self._groups(tenant_id)
         return sum(1 for g in groups for c in g.cases if c.at >= since)
 
     async def _judge_recent(self, tenant_id: str) -> int:
@@ -131,9 +134,12 @@ class Evolver:
         serving = {n: ls.skill for n, ls in current.items()}
         if self.model is None:
             return offline.propose(groups, serving, min_support=self.settings.min_support,
-                                   max_drafts=self.settings.max_proposals), []
+                                   max_drafts=self.settings.max_proposals,
+                                   wish_support=self.settings.wish_min_support), []
         drafts, invalid = [], []
-        for g in [g for g in groups if len(g.cases) >= self.settings.min_support][: self.settings.max_proposals]:
+        due = [g for g in groups
+               if len(g.cases) >= offline.support_needed(g, self.settings.min_support, self.settings.wish_min_support)]
+        for g in due[: self.settings.max_proposals]:
             relevant = [s for s in serving.values() if s.serving and set(s.tools) & set(g.tools)] or \
                 [s for s in serving.values() if s.serving][:20]
             try:
@@ -153,7 +159,7 @@ class Evolver:
         report = EvolutionReport(tenant, eid, "done")
         try:
             report.judged = await self._judge_recent(ten.id)
-            groups, good, _ = await self._groups(ten.id)
+            groups, good, _, refusals = await self._groups(ten.id)
             report.failures, report.groups = failure_count(groups), len(groups)
             drafts, invalid = await self._drafts(tenant, groups)
             for bad in invalid:
@@ -164,7 +170,8 @@ class Evolver:
             gate = Gate(self.replayer, tenant, minibatch=self.settings.gate_minibatch,
                         tolerance=self.settings.gate_tolerance)
             # non-regression on first tries: a retry after a tool error is a fix's evidence
-            keep = [c for c in (keep_check(g) for g in good if not answers_an_error(g.request)) if c]
+            keep = [restate(c, g.at, refusals) for g in good if not answers_an_error(g.request)
+                    for c in [keep_check(g)] if c]
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
             # the context block, like the skills, learns from recurring failures only: one failure

@@ -71,7 +71,7 @@ async def mine(trajectories: TrajectoryStore, feedback: FeedbackStore, tenant_id
             if (calls and t["turn_type"] == "main" and t["status"] == "ok"
                     and t["id"] not in failed_turns and t["id"] not in bad_fb):
                 good.append(Case(str(t["id"]), sid, "good", "", [n for n, _ in calls],
-                                 t["request"], calls, calls[0]))
+                                 t["request"], calls, calls[0], at=float(t.get("created_at") or 0.0)))
     rng = random.Random(seed)
     rng.shuffle(good)
     ordered = sorted(groups.values(), key=lambda g: -len(g.cases))

@@ -4,9 +4,10 @@ With no evolver model configured, molt still learns from what tools and users
 say. A tool error that recurs (the same reading, >= `min_support` times)
 becomes a skill stating the constraint in molt's own words (`evolver.rules`:
 ``write date as DD.MM.YYYY``), never the error's text or its example values;
-a recurring complaint read as a wish (`evolver.complaints`) becomes a skill
-asking for that value, or for an order of calls. Every such skill says it was
-written by the rule-based miner.
+a complaint read as a wish (`evolver.complaints`) becomes a skill asking for
+that value, or for an order of calls: one is enough (`wish_min_support`), the
+user said what they want, and the gate still replays it. Every such skill says in its
+description that it was written by the rule-based miner, from how many cases.
 
 What the tools said is untrusted data. Where no reader understood an error,
 the miner quotes it only as data (`evolver.safety.quote`: "the tool said:
@@ -33,16 +34,18 @@ from store.skills import Skill
 
 MARK = "Written by molt's rule-based miner"
 
+# Compact: the skills block of a small policy holds every standing rule at once (7 rules in
+# about 300 tokens), so the rule is the body's first line and the tools are named once, in it.
 LAYOUT: dict[str, str] = {
-    "error_desc": "Argument rule for {tools}.",
-    "error_body": "{mark} from {n} tool errors.\n1. {rule}\n{example}{anti}",
-    "example": "   Accepted example: {args}.\n",
+    "error_desc": "{mark} from {n} tool errors.",
+    "error_body": "{rule}\n{example}{anti}",
+    "example": "Accepted example: {args}.\n",
     "anti": "\nAnti-patterns:\n- {refused}",
     "refused": "Sending {value} (the tool refused it).",
-    "pref_desc": "User preference for {tool}.",
-    "pref_body": "{mark} from {n} user complaints.\n1. {rule}",
-    "order_desc": "Order rule: {first} before {then}.",
-    "order_body": "{mark} from {n} user complaints.\n1. {rule}",
+    "pref_desc": "{mark} from {n} user complaints.",
+    "pref_body": "{rule}",
+    "order_desc": "{mark} from {n} user complaints.",
+    "order_body": "{rule}",
 }
 
 
@@ -130,7 +133,7 @@ def _error_draft(g: FailureGroup) -> Draft | None:
         name = slugify("rule " + " ".join(said.split()[:4]))
         why = quote(said)
         subjects = []
-    op = AddOp(op="add", name=name, description=LAYOUT["error_desc"].format(tools=tools),
+    op = AddOp(op="add", name=name, description=LAYOUT["error_desc"].format(mark=MARK, n=len(g.cases), tools=tools),
                body=LAYOUT["error_body"].format(mark=MARK, n=len(g.cases), rule=rule, example=example,
                                                 anti=anti).rstrip(),
                tools=g.tools, category="tool-rules", scope="tools",
@@ -147,12 +150,13 @@ def _complaint_draft(g: FailureGroup) -> Draft | None:
     reason = f"recurring complaint ({len(g.cases)}x): {wish.key}"
     if wish.before is None:
         op = AddOp(op="add", name=slugify(f"pref {wish.tool} {wish.param}"),
-                   description=LAYOUT["pref_desc"].format(tool=wish.tool),
+                   description=LAYOUT["pref_desc"].format(mark=MARK, n=len(g.cases), tool=wish.tool),
                    body=LAYOUT["pref_body"].format(mark=MARK, n=len(g.cases), rule=rule),
                    tools=[wish.tool], category="preferences", scope="tools", reason=reason, turn_ids=g.turn_ids)
         return Draft([op], op.reason, g.turn_ids, checks, subjects=[f"{wish.tool} {wish.param}"])
     op = AddOp(op="add", name=slugify(f"order {wish.tool} before {wish.before}"),
-               description=LAYOUT["order_desc"].format(first=wish.tool, then=wish.before),
+               description=LAYOUT["order_desc"].format(mark=MARK, n=len(g.cases), first=wish.tool,
+                                                             then=wish.before),
                body=LAYOUT["order_body"].format(mark=MARK, n=len(g.cases), rule=rule),
                tools=[wish.tool, wish.before], category="preferences", scope="tools", reason=reason,
                turn_ids=g.turn_ids)
@@ -224,12 +228,20 @@ def subject_of(skill_name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def support_needed(g: FailureGroup, min_support: int, wish_support: int | None) -> int:
+    """How many cases a group needs before a rule is proposed: a complaint read as a wish is the
+    user stating what they want (``wish_support``), anything else must recur (``min_support``)."""
+    if wish_support is not None and g.kind == "complaint" and any(c.wish is not None for c in g.cases):
+        return wish_support
+    return min_support
+
+
 def propose(groups: list[FailureGroup], existing: dict[str, Skill] | set[str], *, min_support: int = 2,
-            max_drafts: int = 3) -> list[Draft]:
+            max_drafts: int = 3, wish_support: int | None = None) -> list[Draft]:
     """Rule-based drafts for the largest recurring failure groups not yet covered."""
     drafts: list[Draft] = []
     for g in groups:
-        if len(g.cases) < min_support:
+        if len(g.cases) < support_needed(g, min_support, wish_support):
             continue
         draft = _error_draft(g) if g.kind == "tool_error" else (
             _complaint_draft(g) if g.kind == "complaint" else None)

@@ -6,8 +6,9 @@ date as DD.MM.YYYY``, ``pass priority="high"``, ``call check_stock
 before place_order``. Where the error states its form only as a regular
 expression, the rule names the expression, quoted as the tool's data
 (`evolver.safety.quote`). A placeholder form is molt's own notation; it is
-read from the error (``DD.MM.YYYY``) or, when the tool showed only a pattern,
-derived from the refused ISO date and the value the tool later accepted.
+read from the error (``DD.MM.YYYY``) or, when the tool showed only a pattern or
+examples, named from the notations `evolver.notation` knows (the refused value
+rewritten in the form the pattern, the examples or a later accepted value fit).
 
 `subject` reads back what one of molt's own rule lines is about, so that the
 context optimizer can leave a subject to the skill that states it.
@@ -22,27 +23,9 @@ from dataclasses import dataclass
 
 from evolver.cases import Case
 from evolver.complaints import Wish
+from evolver.notation import form_for
 from evolver.reading import Constraint
 from evolver.safety import data_reason, quote
-
-_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-
-
-def date_form(refused: object, accepted: object) -> str | None:
-    """``2026-11-27`` refused, ``27.11.2026`` accepted -> ``DD.MM.YYYY`` (None when it can not tell)."""
-    if not isinstance(refused, str) or not isinstance(accepted, str):
-        return None
-    iso = _ISO.fullmatch(refused)
-    if iso is None:
-        return None
-    year, month, day = iso.groups()
-    if month == day:
-        return None
-    names = {year: "YYYY", month: "MM", day: "DD"}
-    runs = re.findall(r"\d+|\D+", accepted)
-    if sorted(r for r in runs if r.isdigit()) != sorted(names):
-        return None
-    return "".join(names.get(r, r) if r.isdigit() else r for r in runs)
 
 
 @dataclass(frozen=True)
@@ -64,10 +47,12 @@ def state_constraint(c: Constraint, cases: Sequence[Case]) -> Statement | None:
     if arg is None:
         return None
     form = c.forms[0] if c.forms else None
-    if form is None:  # derive it from what the tool later accepted
-        form = next((f for case in cases if case.target is not None
-                     for f in [date_form((case.extras.get("arguments") or {}).get(arg),
-                                         case.target[1].get(arg))] if f), None)
+    if form is None:  # a known notation the pattern, the examples or what the tool later accepted fit
+        refused = c.refused if c.refused is not None else next(
+            (v for case in cases if (v := (case.extras.get("arguments") or {}).get(arg)) is not None), None)
+        accepted = [case.target[1].get(arg) for case in cases if case.target is not None]
+        form = form_for(arg, refused, pattern=c.pattern, accepted=accepted, examples=c.examples,
+                        said=c.said)
     if form is not None:
         return Statement(arg, form, f"write {arg} as {form}")
     if c.pattern and data_reason(c.pattern) is None:

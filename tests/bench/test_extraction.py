@@ -23,7 +23,8 @@ def test_the_schedules_drift_events_and_how_long_each_holds() -> None:
 
 @pytest.mark.parametrize("grammar", GRAMMARS)
 def test_the_miners_own_statements_count_in_every_grammar(grammar: str) -> None:
-    for family, value in [("date", "dmy"), ("date", "mdy"), *WISHES]:
+    for family, value in [("date", "dmy"), ("date", "mdy"), ("time", "h12"), ("name_order", "last_first"),
+                          *WISHES]:
         skills = state_in_molt_words({family: value}, grammar)
         assert [states(family, value, s.body) for s in skills] == ["words"], (grammar, family, value)
 
@@ -36,6 +37,13 @@ def test_a_rule_stating_another_value_does_not_count() -> None:
     assert states("time", "h12", "1. When calling book_table, write time as HH:MM.") is None
     assert states("time", "h12", "1. When calling book_table, write time so that it matches the pattern "
                   "«^(1[0-2]|[1-9])(:[0-5]\\d)?(am|pm)$».") == "words"
+    # a notation molt names (evolver.notation) counts when it reads the true values only
+    assert states("name_order", "last_first", "When calling find_contact, write name as Last, First.") == "words"
+    assert states("name_order", "last_first", "When calling find_contact, write name as First Last.") is None
+    assert states("time", "h12", "When calling book_table, write time as h:mm with am or pm (12-hour clock).") \
+        == "words"
+    assert states("time", "h24", "When calling book_table, write time as h:mm with am or pm (12-hour clock).") \
+        is None
     # the tool's own text, quoted as data: counted apart
     assert states("time", "h12", "1. When calling book_table, the tool said: «time must be 12-hour like "
                   "7pm or 7:30pm».") == "quoted"

@@ -144,7 +144,7 @@ def test_offline_miner_needs_recurrence_and_marks_its_skills() -> None:
     g.cases = cases * 2
     (draft,) = propose([g], set(), min_support=2)
     op = draft.ops[0]
-    assert MARK in op.body and "write date as DD.MM.YYYY." in op.body  # type: ignore[union-attr]
+    assert MARK in op.description and "write date as DD.MM.YYYY." in op.body  # type: ignore[union-attr]
     # in molt's words: no value from the error or another task, nothing quoted from the tool
     assert "27.11.2026" not in op.body and "2026-11-27" not in op.body  # type: ignore[union-attr]
     assert "«" not in op.body and "must be" not in op.body  # type: ignore[union-attr]
@@ -302,3 +302,46 @@ def test_a_case_is_dated_by_when_its_evidence_arrived() -> None:
     scored = cases_from_session(turns, [{"session_id": "ses_1", "turn_id": "turn_2", "score": -1.0,
                                          "text": None, "created_at": 400.0, "source": "user"}])
     assert [(c.kind, c.at) for c in scored if c.kind == "low_score"] == [("low_score", 400.0)]
+
+
+def test_seven_standing_rules_fit_the_small_policy_s_skills_budget() -> None:
+    """The miner's layout names the tools once and puts the rule first: 7 rules in 300 tokens.
+
+    Before, each rule repeated its tools in a description line and numbered its one rule
+    (63 tokens for the date rule): on days 14-16 of the benchmark (7 rules) the budget
+    dropped one of them from every request.
+    """
+    from modeling.blocks import SkillText
+    from proxy.skills_serving import estimate_tokens
+
+    cases = cases_from_session(_session(), [])
+    g = FailureGroup(cases[0].key, "tool_error", cases[0].message, cases * 8)
+    (draft,) = propose([g], set(), min_support=2)
+    op = draft.ops[0]
+    tools = "book_table, check_calendar, create_event, get_weather"
+    skill = SkillText(op.name, op.description.replace("book_table", tools),  # type: ignore[union-attr]
+                      op.body.replace("book_table", tools))  # type: ignore[union-attr]
+    assert op.body.splitlines()[0] == "When calling book_table, write date as DD.MM.YYYY."  # type: ignore[union-attr]
+    assert estimate_tokens(skill) <= 45  # the widest of the 7; the date rule was 63 before
+
+
+def test_one_complaint_read_as_a_wish_is_enough_a_tool_error_must_recur() -> None:
+    """The user saying what they want is proposed at once (the gate still replays it); a tool
+    error must recur. On the benchmark, the 15-minute reminder (day 6) waited for its second
+    complaint until day 10."""
+    msgs = [{"role": "user", "content": "Add a team sync on Friday at 10"}]
+    call = _call("c1", "create_event", {"title": "team sync", "date": "2026-11-27", "start": "10:00",
+                                        "duration_min": 30})
+    fb = [{"session_id": "ses_1", "turn_id": None, "score": 0.5, "source": "verifier",
+           "text": "Alert me 15 minutes before, please."}]
+    (case,) = cases_from_session([_turn(0, msgs, [call])], fb)
+    wish = FailureGroup(case.key, "complaint", case.message, [case])
+    (draft,) = propose([wish], {}, min_support=2, wish_support=1)
+    assert "pass reminder_min=15" in draft.ops[0].body and draft.checks  # type: ignore[union-attr]
+    assert propose([wish], {}, min_support=2) == []  # without wish_support: min_support for all
+    # a complaint no reader understood, or a single tool error, is no wish
+    unread = cases_from_session([_turn(0, msgs, [call])], [{**fb[0], "text": "Hmm, not like that."}])
+    assert all(c.wish is None for c in unread)
+    (error,) = cases_from_session(_session(), [])
+    one_error = FailureGroup(error.key, "tool_error", error.message, [error])
+    assert propose([one_error], {}, min_support=2, wish_support=1) == []

@@ -82,3 +82,25 @@ def test_values_with_units() -> None:
     assert amounts("a 15-minute reminder") == [900]
     assert amounts("two hours or 90 min") == [7200, 5400]
     assert amounts("half an hour") == [1800]
+
+
+SEARCH = {"name": "search_restaurants", "description": "Find restaurants; returns ids, best rated first.",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+WITH_SEARCH = {"tools": [*REQUEST["tools"], {"type": "function", "function": SEARCH}]}
+SEARCHED = ("search_restaurants", {"city": "Oslo"})
+CHECKED = ("check_calendar", {"date": "2026-11-27"})
+
+
+@pytest.mark.parametrize("text", ["Look at my calendar first, then book.",
+                                  "You booked a table without checking my calendar first.",
+                                  "Check my calendar before booking anything."])
+def test_an_order_wish_names_both_tools_and_blames_the_call_that_came_too_early(text: str) -> None:
+    # a turn that only searched is not what the complaint is about: no "book_table before
+    # search_restaurants" (the order word "first" is no tool's word)
+    assert read_complaint(text, [SEARCHED], WITH_SEARCH) is None
+    # the calendar was checked, but after booking: the order is still the wish
+    wish = read_complaint(text, [BOOKED, CHECKED], WITH_SEARCH)
+    assert wish is not None and wish.key == "order:check_calendar<book_table"
+    # checked ahead of the booking: nothing to ask for in that order
+    done = read_complaint(text, [CHECKED, BOOKED], WITH_SEARCH)
+    assert done is None or done.key != "order:check_calendar<book_table"

@@ -10,11 +10,12 @@ argument nobody asked for can be told apart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
 from evolver.cases import Case, cases_from_session
-from evolver.checks import evidence_check, keep_check
+from evolver.checks import evidence_check, keep_check, refusal_checks, restate
 from evolver.gate import Gate
 
 TOOLS = [{"type": "function", "function": {"name": "reserve", "description": "Reserve seats.", "parameters": {
@@ -106,3 +107,44 @@ def test_a_rule_that_corrupts_a_value_is_rejected() -> None:
 def test_a_rule_that_adds_an_argument_the_evidence_does_not_ask_for_is_rejected() -> None:
     result = _judge("adds-a-note")
     assert not result.accepted
+
+
+class BreaksAnotherTurn(ScriptedAgent):
+    """Right on every failing turn, but a turn about something else now gets another seat count."""
+
+    async def replay(self, request: dict[str, Any], *, tenant: str, candidate: str | None,
+                     context: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        if request["messages"][0]["content"] == "note for 7":
+            return [("reserve", {"seats": 7 if candidate is None else 8, "note": "n"})]
+        return await super().replay(request, tenant=tenant, candidate="faithful" if candidate else None)
+
+
+def test_a_rejection_for_breaking_turns_names_them_and_what_was_called_instead() -> None:
+    fix, _ = _checks()
+    other = Case("other_0", "s8", "good", "", ["reserve"],
+                 {"messages": [{"role": "user", "content": "note for 7"}], "tools": TOOLS},
+                 [("reserve", {"seats": 7, "note": "n"})])
+    keep = [c for c in [keep_check(other)] if c]
+    result = asyncio.run(Gate(BreaksAnotherTurn(), "t", minibatch=2).judge("c", fix, keep))
+    assert not result.accepted and "other_0 (reserve)" in result.reason
+    assert result.broken == [{"turn_id": "other_0", "tool": "reserve", "expected": {"seats": 7, "note": "n"},
+                              "called": [["reserve", {"seats": 8, "note": "n"}]]}]
+
+
+def test_a_turn_that_went_well_is_judged_against_every_newer_refusal_of_its_tool() -> None:
+    cases = [c for sid, iso, dmy, n in SESSIONS for c in cases_from_session(_session(sid, iso, dmy, n), [])]
+    for c in cases:
+        c.at = 10.0
+    refusals = refusal_checks(cases)
+    assert len(refusals) == 3 and all(dict(chk.written).get("day") for _, chk in refusals)
+    _, keep = _checks()
+    # made before the tool refused ISO days: its ISO day is no longer a turn that goes well
+    then = restate(keep[0], 5.0, refusals)
+    assert dict(then.written)["day"].passes("20.01.2026") and "day" not in then.expect
+    assert then.passes([("reserve", {"day": "20.01.2026", "seats": 5})])
+    assert not then.passes([("reserve", {"day": "2026-01-20", "seats": 5})])
+    assert not then.passes([("reserve", {"day": "21.01.2026", "seats": 5})])  # its own day, rewritten
+    # made after the refusals (the tool took ISO again), or on another tool: as it was
+    assert restate(keep[0], 20.0, refusals) == keep[0]
+    other_tool = dataclasses.replace(keep[0], tool="book")
+    assert restate(other_tool, 5.0, refusals) == other_tool
