@@ -48,6 +48,9 @@ class RLPlan:
     # distillation trains every step served with skills, not only the few flagged ones: it
     # needs more optimiser steps than RL on failures (30 left a rule half learned; see LOG)
     distill_steps: int = 120
+    # ... and stops once this many steps in a row carry no signal (RLConfig.stop_idle_steps;
+    # None: never; 8 stopped after 24 steps, before the rule was learned: see LOG)
+    distill_idle_steps: int | None = None
 
     def windows_after(self, days: Sequence[int]) -> set[int]:
         """One window, after the first half of the days (days of traffic, window, more days)."""
@@ -174,7 +177,8 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
         return {**report, "status": "no flagged steps: nothing to train"}
     budget = plan.cpu_minutes * 60
     distill = ({"distill_coef": plan.distill, "teacher_samples": True,
-                "max_steps": plan.distill_steps} if plan.distill else {})
+                "max_steps": plan.distill_steps, "stop_idle_steps": plan.distill_idle_steps}
+               if plan.distill else {})
     rl_fields = {**dict(plan.rl), **distill}
     result = train(split, checkpoint, out, RLConfig(**rl_fields), StepRewards(weights, checks=checks),
                    should_stop=lambda: cpu_seconds() - t_cpu > budget)

@@ -9,7 +9,10 @@
    step and a sampled completion), and trains on per-token advantages;
 4. with `cfg.stop_at_reward`, training ends once the logged mean reward has stayed at or
    above it for `cfg.stop_patience` logged steps (the samples already earn what the
-   rewards can give: more steps only move the policy further from the base);
+   rewards can give: more steps only move the policy further from the base); with
+   `cfg.stop_idle_steps`, it also ends after that many logged steps in a row with no
+   learning signal: every group's rewards constant (skipped) and, with distillation,
+   the teacher and the student agreeing within `cfg.idle_distill_eps` per token;
    a `should_stop()` the scheduler passes is checked after every optimiser step: when it
    says stop, the trainer saves a checkpoint and returns (`stopped_early`), and a later
    call with `resume_from` (a trl/transformers checkpoint folder, e.g.
@@ -82,8 +85,19 @@ def _callbacks(cfg: RLConfig, should_stop: Callable[[], bool] | None) -> tuple[A
         saturated = False  # by `cfg.stop_at_reward` (done: nothing left to learn)
         streak = 0
 
+        idle = 0
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> Any:
-            r = (logs or {}).get("reward")
+            logs = logs or {}
+            if cfg.stop_idle_steps and "step_rewards/skipped_groups" in logs:
+                gap = logs.get("distill/teacher_minus_student")
+                quiet = float(logs["step_rewards/skipped_groups"]) >= 1.0 and (
+                    gap is None or abs(float(gap)) < cfg.idle_distill_eps)
+                self.idle = self.idle + 1 if quiet else 0
+                if self.idle >= cfg.stop_idle_steps:
+                    self.saturated = True
+                    control.should_training_stop = True
+            r = logs.get("reward")
             if cfg.stop_at_reward is None or not isinstance(r, (int, float)) or math.isnan(r):
                 return control
             self.streak = self.streak + 1 if r >= cfg.stop_at_reward else 0

@@ -35,6 +35,11 @@ class RLConfig:
     # stop once the logged mean reward stays >= this for `stop_patience` logged steps (None: never)
     stop_at_reward: float | None = None
     stop_patience: int = 3
+    # stop after this many logged steps in a row with no learning signal (every group's
+    # rewards constant, and distillation's teacher - student gap below `idle_distill_eps`
+    # per token); None: never
+    stop_idle_steps: int | None = None
+    idle_distill_eps: float = 1e-3
     # LoRA (peft)
     lora_r: int = 8
     lora_alpha: int = 16

@@ -187,3 +187,28 @@ def test_distillation_kl_anchor_and_context_blocks_in_a_real_step(tmp_path: Path
     assert "distill/teacher_minus_student" in row and "kl" in row
     prompts = list(run.trainer._logs["prompt"])
     assert prompts and all(any(m["content"] == block for m in p) for p in prompts)
+
+
+def test_training_stops_once_no_step_carries_a_learning_signal() -> None:
+    """`stop_idle_steps`: logged steps whose groups were all skipped and whose teacher and
+    student agree end the run as done (not paused); one step with a signal resets the count."""
+    from transformers import TrainerControl
+
+    from trainer.rl import _callbacks
+
+    stop, _ = _callbacks(RLConfig(stop_idle_steps=3, idle_distill_eps=1e-3), None)
+    control = TrainerControl()
+    quiet = {"step_rewards/skipped_groups": 1.0, "distill/teacher_minus_student": 2e-7,
+             "reward": 0.75}
+    signal = {**quiet, "distill/teacher_minus_student": 0.4}
+    for logs in (quiet, quiet, signal, quiet, quiet):
+        stop.on_log(None, None, control, logs=logs)
+        assert not control.should_training_stop
+    stop.on_log(None, None, control, logs=quiet)
+    assert control.should_training_stop and stop.saturated and not stop.stopped
+
+    never, _ = _callbacks(RLConfig(), None)  # off by default
+    control = TrainerControl()
+    for _ in range(10):
+        never.on_log(None, None, control, logs=quiet)
+    assert not control.should_training_stop
