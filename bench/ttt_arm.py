@@ -148,7 +148,8 @@ def _fit(tokenizer: Any, chats: Sequence[list[dict[str, Any]]], budget: int) -> 
     kept: list[list[dict[str, Any]]] = []
     used = 0
     for chat in reversed(chats):
-        n = len(tokenizer.apply_chat_template(chat, tokenize=True))
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+        n = len(tokenizer(str(text), add_special_tokens=False)["input_ids"])
         if used + n > budget:
             break
         kept.insert(0, chat)

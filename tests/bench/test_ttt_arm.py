@@ -23,7 +23,7 @@ def test_the_ttt_arm_plays_each_way_and_zero_ttt_layers_serve_the_base(tmp_path:
     attach(load_base(DEFAULT_CHECKPOINT).model, TTTConfig(every=2, chunk_size=32)).save_version(art)
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, "-m", "molt", "bench", "run", "--days", "4", "--tasks-per-day", "5",
+        [sys.executable, "-m", "molt", "bench", "run", "--days", "3,4", "--tasks-per-day", "5",
          "--arms", "ttt", "--out", str(out)],
         check=False, capture_output=True, text=True, timeout=900,
         env={**os.environ, "MOLT_BENCH_TTT_VERSION": str(art)},
@@ -31,10 +31,10 @@ def test_the_ttt_arm_plays_each_way_and_zero_ttt_layers_serve_the_base(tmp_path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "In-place TTT" in proc.stdout and "target: at least 50%" in proc.stdout
     t = json.loads((out / "report.json").read_text())["arms"]["ttt"]["ttt"]
-    assert t["version"].startswith("v") and t["revealing"]["episodes"] == 3
+    assert t["version"].startswith("v") and t["revealing"]["episodes"] == 6
     assert set(t["later"]) == set(CONDITIONS)
     for way in t["later"].values():
-        assert way["episodes"] == 2 and way["errors"] == 0  # 5 tasks: 3 reveal, 2 later
+        assert way["episodes"] == 4 and way["errors"] == 0  # a day: 3 reveal, 2 later
     # the in-context reference carries the revealing chat; the others never see it
     assert t["history_messages"][0] > 0
     # zero TTT layers, in the revealing session or a fresh one, answer as the base does
