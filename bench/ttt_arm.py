@@ -49,39 +49,51 @@ class TTTPlan:
     window: int = 256  # the held-out loss's attention window
     steps: int = 40
     chunk: int = 32
-    learning_rate: float = 3e-3
+    # (with the assistant's loss, 1e-4 and above wreck the policy at the first step: dev/LOG.md)
+    learning_rate: float = 1e-5
+    # the loss on the assistant's tokens only (what the policy was pretrained on and is
+    # judged on); False: on every token (trainer/ttt.py's default)
+    assistant_loss: bool = True
     # the in-context reference: revealing transcripts kept in the prompt, at most this many
     # tokens (the tiny policy reads 1,024: the later episode needs the rest)
     history_tokens: int = 448
     gen_tokens: int = 48  # the tokens/s probe
 
 
-def drift_sessions(tokenizer: Any, n: int, length: int, seed: int) -> list[list[int]]:
+def drift_sessions(tokenizer: Any, n: int, length: int,
+                   seed: int) -> tuple[list[list[int]], list[list[int]]]:
     """Long toolworld sessions: one drifted set of conventions per session, never stated;
     the first conversations make the base-convention call first and get the tool's error,
-    the later ones write the drifted form straight away. Rendered with the chat template."""
+    the later ones write the drifted form straight away. Rendered with the chat template;
+    each with its labels as pretraining has them (the assistant's tokens, not the wrong
+    calls; -100 elsewhere)."""
     from bench.policy.data import AGENT_PROMPTS, play, random_drift, sample_task, system_messages
+    from bench.policy.pretrain import encode
     from bench.toolworld.conventions import BASE
     from bench.toolworld.tools import tool_schemas
 
     rng = random.Random(f"ttt-arm:{seed}")
     tools = tool_schemas()
-    out = []
+    out: list[list[int]] = []
+    out_labels: list[list[int]] = []
     for _ in range(n):
         conv = random_drift(rng)
         while conv == BASE:
             conv = random_drift(rng)
         prompt = rng.choice(AGENT_PROMPTS)
         ids: list[int] = []
+        labels: list[int] = []
         k = 0
         while len(ids) < length:
             wrong = dict(BASE) if k < 2 else None
             c = play(sample_task(rng, conv, True), system_messages([], prompt), wrong_first=wrong)
-            text = tokenizer.apply_chat_template(c.messages, tools=tools, tokenize=False)
-            ids += tokenizer(str(text), add_special_tokens=False)["input_ids"]
+            more, more_labels = encode(c, tokenizer, tools)
+            ids += more
+            labels += more_labels
             k += 1
         out.append(ids[:length])
-    return out
+        out_labels.append(labels[:length])
+    return out, out_labels
 
 
 def prepare_version(plan: TTTPlan, checkpoint: Path, out: Path, seed: int) -> tuple[Path, dict[str, Any]]:
@@ -98,8 +110,8 @@ def prepare_version(plan: TTTPlan, checkpoint: Path, out: Path, seed: int) -> tu
     given = os.environ.get("MOLT_BENCH_TTT_VERSION")
     cpu0, wall0 = cpu_seconds(), time.monotonic()
     base = load_base(checkpoint)
-    seqs = drift_sessions(base.tokenizer, plan.train_sessions + plan.heldout_sessions,
-                          plan.session_tokens, seed)
+    seqs, labels = drift_sessions(base.tokenizer, plan.train_sessions + plan.heldout_sessions,
+                                  plan.session_tokens, seed)
     train, heldout = seqs[:plan.train_sessions], seqs[plan.train_sessions:]
     figures: dict[str, Any] = {}
     if given:
@@ -109,8 +121,10 @@ def prepare_version(plan: TTTPlan, checkpoint: Path, out: Path, seed: int) -> tu
         art = out / "ttt-version"
         cfg = TTTTrainConfig(ttt=TTTConfig(every=2, chunk_size=plan.chunk), max_steps=plan.steps,
                              learning_rate=plan.learning_rate, seq_len=plan.session_tokens)
-        result = train_ttt(train, heldout, checkpoint, art, cfg)
+        result = train_ttt(train, heldout, checkpoint, art, cfg, train_labels=(
+            labels[:plan.train_sessions] if plan.assistant_loss else None))
         figures["trained"] = {**result.metrics(), "train_sessions": len(train),
+                              "loss_on": "assistant" if plan.assistant_loss else "all",
                               "session_tokens": plan.session_tokens,
                               "cpu_s": round(cpu_seconds() - cpu0, 1),
                               "wall_s": round(time.monotonic() - wall0, 1)}
@@ -259,8 +273,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--train-sessions", type=int, default=TTTPlan.train_sessions)
     p.add_argument("--lr", type=float, default=TTTPlan.learning_rate)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--all-tokens", action="store_true", help="the loss on every token")
     args = p.parse_args(argv)
-    plan = TTTPlan(steps=args.steps, train_sessions=args.train_sessions, learning_rate=args.lr)
+    plan = TTTPlan(steps=args.steps, train_sessions=args.train_sessions, learning_rate=args.lr,
+                   assistant_loss=not args.all_tokens)
     os.environ.pop("MOLT_BENCH_TTT_VERSION", None)
     art, figures = prepare_version(plan, DEFAULT_CHECKPOINT, args.out, args.seed)
     print(json.dumps({"artifact": str(art), **figures}, indent=2))
