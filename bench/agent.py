@@ -72,6 +72,8 @@ class AgentDriver:
         self.errors = errors
         self.complaint_rate = complaint_rate
         self.varied_complaints = varied_complaints
+        self.last_messages: list[dict[str, Any]] = []
+        self.last_tools: list[dict[str, Any]] = []
         self._http = httpx.Client(
             base_url=str(client.base_url).rstrip("/"),
             headers={"Authorization": f"Bearer {client.api_key}"},
@@ -81,13 +83,20 @@ class AgentDriver:
     def close(self) -> None:
         self._http.close()
 
-    def run(self, task: Task, *, extra_system: Sequence[str] = (), session_id: str | None = None) -> EpisodeResult:
-        """Play one task. `extra_system` messages follow the agent's prompt (the oracle arm)."""
+    def run(self, task: Task, *, extra_system: Sequence[str] = (), session_id: str | None = None,
+            model: str | None = None, history: Sequence[dict[str, Any]] = ()) -> EpisodeResult:
+        """Play one task. `extra_system` messages follow the agent's prompt (the oracle arm);
+        `history`, earlier chat of the session, comes before the task's message (the ttt
+        arm's in-context reference); `model` replaces the driver's for this task. The
+        conversation is left in `last_messages`."""
         episode = Episode(task, errors=self.errors, complaint_rate=self.complaint_rate,
                           varied_complaints=self.varied_complaints)
         sid = session_id or f"tw-{task.id}-{uuid.uuid4().hex[:8]}"
         messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
         messages += [{"role": "system", "content": s} for s in extra_system]
+        messages += [dict(m) for m in history]
+        self.last_messages = messages
+        self.last_tools = episode.tools
         messages.append({"role": "user", "content": task.user_message})
         turn_ids: list[str] = []
         molt_session: str | None = None
@@ -98,7 +107,7 @@ class AgentDriver:
         for _ in range(self.max_steps):
             try:
                 raw = self.client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, tools=episode.tools,
+                    model=model or self.model, messages=messages, tools=episode.tools,
                     temperature=self.temperature, max_tokens=self.max_tokens,
                     extra_headers={"X-Session-Id": sid, "X-Turn-Type": "main"},
                 )
@@ -122,6 +131,8 @@ class AgentDriver:
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             if turn_id:
                 turn_step_scores.append((turn_id, [s.ok for s in episode.step_scores[n_before:]]))
+        if final:
+            messages.append({"role": "assistant", "content": final})
         outcome = episode.finish(final)
         tool_errors = episode.tool_errors
         if self.feedback and turn_ids:

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.rl_arm import RLPlan
 from bench.toolworld import BASE, conventions_for_day, state_conventions
+from bench.ttt_arm import TTTPlan
 from modeling.blocks import render_skills_block
 
 NO_LEARNING: dict[str, Any] = {"skills": {"enabled": False}, "evolver": {"enabled": False}}
@@ -39,6 +40,8 @@ class Arm:
     loop: bool = False
     # Idle windows of RL (bench/rl_arm.py): train, gate and promote between days; None: never.
     rl: RLPlan | None = None
+    # Long sessions served with in-place TTT (bench/ttt_arm.py); the arm plays only those.
+    ttt: TTTPlan | None = None
 
 
 def _oracle_block(day: int, _errors: str = "toolworld") -> list[str]:
@@ -97,4 +100,8 @@ ARMS: dict[str, Arm] = {
     "rl-verifier-prm": Arm("rl-verifier-prm", "upper bound: toolworld's verifier as PRM (as rl, "
                            "the window's rewards and gate from the hidden truth)",
                            rl=RLPlan("verifier")),
+    "ttt": Arm("ttt", "a day is one long session: its first episodes reveal the conventions "
+               "(tool errors, complaints in the chat), later episodes need them in fresh "
+               "conversations; later episodes without TTT, with TTT serving, and with the "
+               "revealing part in context (the reference)", ttt=TTTPlan()),
 }

@@ -42,7 +42,41 @@ def markdown(report: dict[str, Any]) -> str:
     lines += extraction_table(report)
     lines += tokens_table(report)
     lines += window_table(report)
+    lines += ttt_table(report)
     return "\n".join(lines) + "\n"
+
+
+def ttt_table(report: dict[str, Any]) -> list[str]:
+    """The ttt arm (bench/ttt_arm.py): its later episodes, each way, and what TTT costs."""
+    t = (report["arms"].get("ttt") or {}).get("ttt")
+    if not t:
+        return []
+    lines = ["", "## In-place TTT: the later episodes of each day's session", "",
+             "| way | step accuracy | drift-affected step accuracy | success | episodes |",
+             "|---|---|---|---|---|"]
+    for way, o in t["later"].items():
+        lines.append(f"| {way} | {_fmt(o['step_accuracy'])} | {_fmt(o['affected_accuracy'])} | "
+                     f"{_fmt(o['success'])} | {o['episodes']} |")
+    rec = t["recovered"]
+    loss = t["heldout_windowed_loss"]
+
+    def later(way: str) -> str:
+        return _num(loss[way].get("later"), ".3f")
+
+    trained = t["trained"]
+    cost = trained if isinstance(trained, str) else f"{trained.get('cpu_s')} CPU s of training"
+    tps = t["tokens_per_s"]
+    share = (f"Share of the in-context gain TTT serving recovers: step accuracy "
+             f"{_fmt(rec['step_accuracy'])}, drift-affected {_fmt(rec['affected_accuracy'])} "
+             "(target: at least 50%).")
+    held = (f"Held-out next-token loss on long sessions through a {loss['window']}-token window "
+            f"(windows after the first): without TTT {later('without_ttt')}, TTT reset every "
+            f"window {later('ttt_reset_every_window')}, TTT carried through the session "
+            f"{later('ttt')}.")
+    speed = (f"Decoding through serving: {tps['without_ttt']} tokens/s without TTT, "
+             f"{tps['ttt']} with. TTT layers: {cost}.")
+    lines += ["", share, "", held, "", speed]
+    return lines
 
 
 def gap_recovered(report: dict[str, Any], arm: str, day: int, metric: str,

@@ -137,6 +137,9 @@ def run_arm(
     rules: list[dict[str, Any]] = []  # the edits the gate accepted, for the extraction check
     done = 0
     started = time.time()
+    if arm.ttt is not None:
+        return _run_ttt_arm(arm, server, client, driver, out=out, checkpoint=checkpoint, days=days,
+                            tasks_per_day=tasks_per_day, seed=seed, progress=progress)
     try:
         for day in days:
             results = []
@@ -175,6 +178,40 @@ def run_arm(
     return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
             "overall": overall, "seconds": time.time() - started, "episodes": episodes,
             "evolutions": evolutions, "cadence": cadence, "windows": windows, "rules": rules}
+
+
+def _run_ttt_arm(arm: Arm, server: Any, client: openai.OpenAI, driver: AgentDriver, *, out: Path,
+                 checkpoint: Path, days: Sequence[int], tasks_per_day: int, seed: int,
+                 progress: Callable[[int], None]) -> dict[str, Any]:
+    """The ttt arm (bench/ttt_arm.py): its per-day figures are the `ttt` way's later episodes;
+    `ttt` holds every way's."""
+    from bench.ttt_arm import run_arm as run_ttt
+
+    assert arm.ttt is not None
+    started = time.time()
+    try:
+        if server is None:
+            raise ValueError("the ttt arm serves a TTT version of the tiny policy: it needs molt's "
+                             "own local serving (no --endpoint)")
+
+        def tasks_of(day: int) -> list[Any]:
+            progress(tasks_per_day)
+            return day_tasks(day, tasks_per_day, seed)
+
+        result = run_ttt(arm.ttt, client=client, driver=driver, data_dir=out / arm.name / "molt",
+                         out=out / arm.name, checkpoint=checkpoint, days=days, tasks_of=tasks_of,
+                         seed=seed)
+    finally:
+        driver.close()
+        if server is not None:
+            server.__exit__(None, None, None)
+    episodes = result.pop("episodes")
+    per_day = {d: v["ttt"] for d, v in result["per_day"].items()}
+    return {"arm": arm.name, "description": arm.description, "per_day": per_day,
+            "per_day_late": per_day, "overall": result["later"]["ttt"],
+            "seconds": time.time() - started, "episodes": episodes["ttt"], "evolutions": [],
+            "cadence": "none", "windows": [], "rules": [], "ttt": result,
+            "ttt_episodes": episodes}
 
 
 def tick(url: str) -> None:

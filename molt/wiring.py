@@ -48,8 +48,11 @@ def backend_factories(settings: MoltSettings) -> dict[str, BackendFactory]:
 
     def local(route: ModelRoute) -> Backend:
         from proxy.local.backend import LocalBackend
+        from proxy.local.ttt_sessions import TTTSessions
 
-        return LocalBackend(route, registry=registry)
+        limits = settings.ttt_sessions
+        sessions = TTTSessions(idle_s=limits.idle_s, max_bytes=limits.max_bytes())
+        return LocalBackend(route, registry=registry, ttt_sessions=sessions)
 
     def vllm(route: ModelRoute) -> Backend:
         from proxy.upstream.vllm import VLLMBackend

@@ -353,6 +353,24 @@ class TafcSettings(BaseModel):
     tools: list[str] = Field(default_factory=list)
 
 
+class TTTSessionSettings(BaseModel):
+    """The per-session fast weights of TTT-enabled versions served locally
+    (proxy/local/ttt_sessions.py), for every local model of this process.
+
+    A session's state is dropped at `X-Session-Done`, after `idle_s` without a request,
+    or, least recently used first, when the states of all sessions together pass `max_mb`
+    (a state in use by a running request is never dropped).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    idle_s: float = Field(default=900.0, gt=0)
+    max_mb: float = Field(default=1024.0, gt=0)
+
+    def max_bytes(self) -> int:
+        return int(self.max_mb * 1024 * 1024)
+
+
 class OtelSettings(BaseModel):
     """Each recorded turn as an OTLP span with the OpenTelemetry GenAI attributes (store/otel.py).
 
@@ -399,6 +417,7 @@ class MoltSettings(BaseSettings):
     evolver: EvolverSettings = Field(default_factory=EvolverSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     tafc: TafcSettings = Field(default_factory=TafcSettings)
+    ttt_sessions: TTTSessionSettings = Field(default_factory=TTTSessionSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
 

@@ -92,7 +92,9 @@ def windows(seq: Sequence[int], seq_len: int) -> list[list[int]]:
     return [list(seq[i:i + seq_len]) for i in range(0, len(seq), seq_len) if len(seq[i:i + seq_len]) >= 2]
 
 
-def _batch(rows: Sequence[list[int]], pad: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _batch(rows: Sequence[list[int]], pad: int, device: torch.device,
+           row_labels: Sequence[list[int]] | None = None) -> dict[str, torch.Tensor]:
+    """Padded ids and labels: every token's own id, or `row_labels` (IGNORE: no loss)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -100,6 +102,9 @@ def _batch(rows: Sequence[list[int]], pad: int, device: torch.device) -> dict[st
         ids[k, :len(r)] = torch.tensor(r)
         mask[k, :len(r)] = 1
     labels = ids.masked_fill(mask == 0, IGNORE)
+    if row_labels is not None:
+        for k, lab in enumerate(row_labels):
+            labels[k, :len(lab)] = torch.tensor(lab)
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
             "labels": labels.to(device)}
 
@@ -191,12 +196,24 @@ def train_ttt(train: Sequence[list[int]], heldout: Sequence[list[int]], base_dir
               out_dir: Path, cfg: TTTTrainConfig, *, should_stop: Callable[[], bool] | None = None,
               on_step: Callable[[int, dict[str, float]], None] | None = None,
               init_from: Path | None = None, device: str = "cpu",
-              max_steps: int | None = None) -> TTTTrainResult:
-    """Train conv + W_target (and the optional LoRA) on `train`; see the module docstring."""
+              max_steps: int | None = None,
+              train_labels: Sequence[list[int]] | None = None) -> TTTTrainResult:
+    """Train conv + W_target (and the optional LoRA) on `train`; see the module docstring.
+
+    `train_labels` (one per train sequence, as long as it, IGNORE where a token is not
+    trained on) puts the loss on some tokens only, e.g. the assistant's; default: all."""
     t0 = time.monotonic()
-    rows = [w for seq in train for w in windows(seq, cfg.seq_len)]
+    if train_labels is not None and [len(x) for x in train_labels] != [len(x) for x in train]:
+        raise ValueError("train_labels must match the train sequences one for one, token for token")
+    labelled = [(w, lab) for k, seq in enumerate(train)
+                for w, lab in zip(windows(seq, cfg.seq_len),
+                                  windows(train_labels[k], cfg.seq_len) if train_labels is not None
+                                  else windows(seq, cfg.seq_len), strict=True)
+                if any(t != IGNORE for t in lab[1:])]
+    rows = list(range(len(labelled)))
     if not rows:
-        raise NotEnoughData("no session of two tokens or more to train the TTT layers on")
+        raise NotEnoughData("no session of two tokens or more (with a labelled token, given "
+                            "train_labels) to train the TTT layers on")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     tm = build(Path(base_dir), cfg, init_from=init_from, device=device)
@@ -206,14 +223,16 @@ def train_ttt(train: Sequence[list[int]], heldout: Sequence[list[int]], base_dir
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     model.train()
     log: list[dict[str, float]] = []
-    order: list[list[int]] = []
+    order: list[int] = []
     stopped = False
     steps = max_steps or cfg.max_steps
     for step in range(1, steps + 1):
         if len(order) < cfg.batch_size:
             order += rng.sample(rows, len(rows))
         batch, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        loss = model(**_batch(batch, pad, tm.base.device)).loss
+        loss = model(**_batch([labelled[i][0] for i in batch], pad, tm.base.device,
+                              [labelled[i][1] for i in batch] if train_labels is not None
+                              else None)).loss
         if not math.isfinite(float(loss.detach())):
             raise TrainerError(f"TTT training diverged at step {step} (loss {float(loss.detach())})")
         loss.backward()

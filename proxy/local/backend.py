@@ -75,7 +75,7 @@ class LocalBackend:
         self.max_active = max_active
         self.poll_s = poll_s
         # per-session fast weights of TTT-enabled versions
-        self.ttt_sessions = ttt_sessions or TTTSessions()
+        self.ttt_sessions = ttt_sessions if ttt_sessions is not None else TTTSessions()
         self.base: LoadedBase | None = None
         self.engine: Engine | None = None
         self.versions: VersionTracker[Runner] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,36 @@ def test_idle_states_expire_and_the_memory_cap_evicts_the_oldest(tiny_base: Path
     use("four")
     use("five")  # three states would pass the cap: the least recently used goes
     assert [k[1] for k in sessions.sessions()] == ["four", "five"] and sessions.evicted == 1
+
+
+def served_with(molt_factory: Any, tiny_base: Path, tmp_path: Path,
+                **limits: float) -> tuple[Any, str]:
+    art = ttt_version(tiny_base, tmp_path / "ttt")
+    m = start_local(molt_factory, tiny_base, ttt_sessions=limits)
+    reg = Registry(m.settings.registry_root())
+    v = reg.create("default", "tiny", kind="ttt_delta", files_from=art, base_model="tiny",
+                   base_hash=base_fingerprint(tiny_base)).version
+    return m, f"tiny@{v}"
+
+
+def test_the_session_timeout_setting_drops_an_idle_sessions_fast_weights(
+        molt_factory: Any, tiny_base: Path, tmp_path: Path) -> None:
+    # [ttt_sessions] idle_s = 1.5 in the served process's settings
+    m, model = served_with(molt_factory, tiny_base, tmp_path, idle_s=1.5)
+    fresh = ask(m, model, "fresh", PROBE)
+    ask(m, model, "s", REVEAL, max_tokens=24)
+    adapted = ask(m, model, "s", PROBE)
+    assert adapted != fresh  # within the timeout the session keeps what it absorbed
+    time.sleep(2.0)
+    # idle past 1.5 s: the session's next request starts from W_down again
+    assert ask(m, model, "s", PROBE) == fresh
+
+
+def test_the_memory_cap_setting_evicts_the_least_recently_used_session(
+        molt_factory: Any, tiny_base: Path, tmp_path: Path) -> None:
+    # a cap below one session's state: a session's state survives only while it is in use
+    m, model = served_with(molt_factory, tiny_base, tmp_path, max_mb=0.01)
+    fresh = ask(m, model, "fresh", PROBE)
+    ask(m, model, "a", REVEAL, max_tokens=24)
+    ask(m, model, "b", PROBE)  # b's state passes the cap: a's (idle) goes
+    assert ask(m, model, "a", PROBE) == fresh

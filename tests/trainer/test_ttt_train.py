@@ -243,3 +243,25 @@ def test_the_scheduler_body_trains_pauses_resumes_then_updates_overnight(tmp_pat
     assert night.metrics["sessions"] == 3
     v2 = register(reg, TENANT, BASE, night.artifact, POLICY, cfg(), night.metrics)
     reg.validate(TENANT, BASE, v2.version, POLICY)
+
+
+def test_train_labels_put_the_loss_on_the_labelled_tokens_only(
+        tmp_path: Path, sequences: list[list[int]]) -> None:
+    from trainer.errors import NotEnoughData
+    from trainer.ttt import IGNORE
+
+    c = cfg(max_steps=1)
+    # the first step's loss is the untrained model's loss on the labelled tokens: with only
+    # the second half of each window labelled it is that half's loss, not the window's
+    half = [[IGNORE] * 128 + s[128:256] for s in sequences[:1]]
+    first = [s[:256] for s in sequences[:1]]
+    tm = build(POLICY, c)
+    with torch.no_grad():
+        logits = tm.model(input_ids=torch.tensor(first)).logits[0]
+    want = F.cross_entropy(logits[128 - 1:255], torch.tensor(first[0][128:256])).item()
+    got = train_ttt(first, sequences[3:], POLICY, tmp_path / "a", c, train_labels=half)
+    assert got.loss_first == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="match the train sequences"):
+        train_ttt(first, [], POLICY, tmp_path / "b", c, train_labels=[[IGNORE] * 3])
+    with pytest.raises(NotEnoughData, match="labelled"):  # nothing labelled: nothing to train
+        train_ttt(first, [], POLICY, tmp_path / "c", c, train_labels=[[IGNORE] * 256])
