@@ -15,6 +15,7 @@ from molt.cli import (
     sessions,
     skills,
     tenants,
+    tools,
     train,
     versions,
 )
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train,
-               tenants, export):
+               tenants, tools, export):
     module.register(cli)
 
 
