@@ -137,6 +137,19 @@ def test_recurring_argument_errors_become_a_served_revertible_overlay(tmp_path: 
         assert _date_description(last["request"]) == own
         assert _date_description(last["upstream_request"]) == ov["description"]
 
+        # every route that carries tools gets it: Anthropic Messages too
+        chat_tools = fake.requests[-1]["tools"]
+        own_tools = [{**t, "function": {**t["function"], "parameters": json.loads(json.dumps(
+            t["function"]["parameters"]).replace(json.dumps(ov["description"]), json.dumps(own)))}}
+            for t in chat_tools]
+        r = httpx.post(srv.url + "/v1/messages", timeout=60, headers={"anthropic-version": "2023-06-01"}, json={
+            "model": "agent", "max_tokens": 64,
+            "messages": [{"role": "user", "content": tasks[5].user_message}],
+            "tools": [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
+                       "input_schema": t["function"]["parameters"]} for t in own_tools]})
+        assert r.status_code == 200, r.text
+        assert _date_description(fake.requests[-1]) == ov["description"]
+
         # the CLI lists it too (same store)
         (tmp_path / "molt.toml").write_text(f'[store]\nurl = "{cfg["store"]["url"]}"\n')
         out = CliRunner().invoke(cli, ["--config", str(tmp_path / "molt.toml"), "tools", "overlays",
