@@ -7,6 +7,10 @@ the tiny policy makes of a rule stated the way molt states it). `skills`: the
 evolver loop on the triggers a user gets by default (N failures or T
 seconds, `EvolverSettings`); `skills-runner-cadence`: the runner asks for an
 evolution every 2 episodes instead (reproducible; reported beside, labelled).
+`tafc` / `tafc-parameter`: no learning, molt's think-augmented tools on
+(function mode; parameter mode at `THINK_TAU`, since toolworld's plain schemas
+wrap nothing at the default 0.6). The policy must have seen think fields:
+run them on a checkpoint fine-tuned with `pretrain --think-share` (dev/LOG.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.policy.data import THINK_TAU
 from bench.rl_arm import RLPlan
 from bench.toolworld import BASE, conventions_for_day, state_conventions
 from bench.ttt_arm import TTTPlan
@@ -62,6 +67,13 @@ def _molt_words_block(day: int, errors: str = "toolworld") -> list[str]:
     return [render_skills_block(skills)] if skills else []
 
 
+def _tafc(mode: str, tau: float = 0.6) -> Callable[[Path], dict[str, Any]]:
+    def settings(_data_dir: Path) -> dict[str, Any]:
+        return {**NO_LEARNING, "tafc": {"mode": mode, "tau": tau}}
+
+    return settings
+
+
 def _skills(model: bool = False, loop: bool = True) -> Callable[[Path], dict[str, Any]]:
     def settings(_data_dir: Path) -> dict[str, Any]:
         # loop=True: the evolver loop runs on its default triggers, as for any user;
@@ -92,6 +104,11 @@ ARMS: dict[str, Arm] = {
         "(the runner's cadence, not a user's default)", settings=_skills(loop=False), evolve_every=2),
     "llm-skills": Arm("llm-skills", "skills written by an evolver model (MOLT_BENCH_EVOLVER_URL)",
                       settings=_skills(model=True), loop=True),
+    "tafc": Arm("tafc", "the policy alone with TAFC in function mode (a think property first in "
+                "every tool; stripped before the agent sees the calls)", settings=_tafc("function")),
+    "tafc-parameter": Arm("tafc-parameter", f"as tafc, in parameter mode at tau {THINK_TAU} (enum and "
+                          "unit parameters become {think, value})",
+                          settings=_tafc("parameter", THINK_TAU)),
     "rl": Arm("rl", "days of traffic, an idle window of RL on recorded evidence (LoRA, gated, "
               "hot-swapped), more days; no skills", rl=RLPlan("evidence")),
     "skills+rl": Arm("skills+rl", "skills as in `skills`, and RL on recorded evidence in the idle "

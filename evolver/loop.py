@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from evolver import offline
 from evolver.checks import Check, keep_check, refusal_checks, restate
 from evolver.context import ContextOptimizer
+from evolver.descriptions import DescriptionDraft, llm_draft, rule_drafts
 from evolver.edits import apply_ops, candidate_skills, ops_to_json
 from evolver.errors import EvolverError, ProposalRejected
 from evolver.gate import Gate
@@ -46,6 +47,7 @@ from store.feedback import FeedbackStore
 from store.ids import new_id
 from store.settings import EvolverSettings
 from store.skills import SkillLibrary
+from store.tool_overlays import ToolOverlayStore
 from store.trajectories import TrajectoryStore
 
 log = logging.getLogger("molt.evolver")
@@ -174,6 +176,8 @@ class Evolver:
                     for c in [keep_check(g)] if c]
             for d in drafts:
                 report.proposals.append(await self._gate_and_apply(tenant, ten.id, eid, d, gate, keep))
+            if self.settings.optimize_descriptions:
+                report.proposals += await self._descriptions(tenant, ten.id, eid, groups, keep)
             # the context block, like the skills, learns from recurring failures only: one failure
             # is not yet a pattern (and each step replays a dozen turns)
             recurring = [g for g in groups if len(g.cases) >= self.settings.min_support]
@@ -230,6 +234,63 @@ class Evolver:
                                                           "proposal": p.id})
             out["context"] = active.version
         return out
+
+    async def _descriptions(self, tenant: str, tenant_id: str, eid: str, groups: list[FailureGroup],
+                            keep: list[Any]) -> list[dict[str, Any]]:
+        """Rewritten parameter descriptions for recurring argument errors, each gated by replay
+        (against what is served now, skills accepted above included) and served as overlays."""
+        s = self.settings
+        out: list[dict[str, Any]] = []
+        drafts: list[DescriptionDraft] = []
+        if self.model is None:
+            drafts = rule_drafts(groups, min_support=s.min_support, max_drafts=s.max_proposals)
+        else:
+            for g in [g for g in groups if g.kind == "tool_error" and len(g.cases) >= s.min_support][
+                    : s.max_proposals]:
+                try:
+                    d = await llm_draft(self.model, g)
+                except ProposalRejected as exc:
+                    p = Proposal(new_id("prop"), tenant_id, eid, time.time(), "llm-descriptions", "invalid",
+                                 [], str(exc), g.turn_ids, {"reason": str(exc)}, None)
+                    await self.store.add_proposal(p)
+                    out.append({"id": p.id, "status": "invalid", "reason": str(exc)})
+                    continue
+                except EvolverError as exc:
+                    log.warning("evolver: model call failed: %s", exc)
+                    continue
+                if d is not None:
+                    drafts.append(d)
+        for d in drafts:
+            out.append(await self._gate_description(tenant, tenant_id, eid, d, keep))
+        return out
+
+    async def _gate_description(self, tenant: str, tenant_id: str, eid: str, d: DescriptionDraft,
+                                keep: list[Any]) -> dict[str, Any]:
+        p = Proposal(new_id("prop"), tenant_id, eid, time.time(), d.source, "pending", [], d.reason,
+                     d.turn_ids, None, None)
+        await self.store.add_proposal(p)
+        overlays = ToolOverlayStore(self.db)
+        cands = [await overlays.add_candidate(tenant_id, r.tool, r.param, r.description, base=r.base,
+                                              proposal_id=p.id, reason=d.reason) for r in d.rewrites]
+        # a gate of its own: what is current may have changed with a skill accepted before
+        gate = Gate(self.replayer, tenant, minibatch=self.settings.gate_minibatch,
+                    tolerance=self.settings.gate_tolerance)
+        result = await gate.judge(p.id, d.checks, keep)
+        shown = [{"id": c.id, "tool": c.tool, "param": c.param, "version": c.version,
+                  "description": c.description} for c in cands]
+        if not result.accepted:
+            await overlays.reject([c.id for c in cands])
+            await self.store.update_proposal(p.id, status="rejected", scores=result.as_dict())
+            log.info("evolver: description proposal %s rejected: %s", p.id, result.reason)
+            return {"id": p.id, "status": "rejected", "reason": result.reason, "scores": result.as_dict(),
+                    "overlays": shown}
+        for c in cands:
+            await overlays.activate(c.id)
+        await self.store.update_proposal(p.id, status="accepted", scores=result.as_dict(),
+                                         revisions=[c.id for c in cands])
+        log.info("evolver: description proposal %s accepted (%s)", p.id, result.reason)
+        return {"id": p.id, "status": "accepted", "reason": result.reason, "scores": result.as_dict(),
+                "overlays": shown}
 
     async def tenants(self) -> list[tuple[str, str]]:
         async with self.db.engine.connect() as conn:

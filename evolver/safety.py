@@ -241,3 +241,24 @@ def safe_lines(text: str) -> tuple[list[str], list[Refusal]]:
         else:
             kept.append(line)
     return kept, refused
+
+
+MAX_PARAM_DESCRIPTION = 600  # a rewritten tool parameter description, whole
+
+
+def description_reason(description: str, base: str | None) -> str | None:
+    """Why a rewritten parameter description may not be laid over a tool (None: it may).
+
+    The agent's own description (`base`) is its text, already served to its
+    model; what molt adds to it (all of it, when the rewrite does not keep the
+    base as its start) gets the general rules, and the whole stays on one line
+    of at most `MAX_PARAM_DESCRIPTION` characters.
+    """
+    if len(description) > MAX_PARAM_DESCRIPTION:
+        return f"is {len(description)} characters long, over the limit of {MAX_PARAM_DESCRIPTION}"
+    if not description.strip():
+        return "is empty"
+    added = description[len(base):] if base and description.startswith(base) else description
+    if "\n" in added:
+        return "spans lines"
+    return text_reason(added)

@@ -16,9 +16,10 @@ from molt.trainer_service import build_router as build_trainer_router
 from molt.ui_jobs import StoreJobs
 from proxy.app import create_app
 from proxy.context_injection import ContextService
-from proxy.routes import admin_skills, admin_tenants, admin_versions
+from proxy.routes import admin_skills, admin_tenants, admin_tool_overlays, admin_versions
 from proxy.skills_injection import SkillsService
 from proxy.tafc_injection import TafcService
+from proxy.tool_overlay_injection import ToolOverlayService
 from proxy.ui import build_router as build_ui_router
 from proxy.upstream.base import Backend
 from proxy.upstream.routing import BackendFactory
@@ -127,14 +128,17 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
     context = ContextService()
     evolver.on_change.append(context.changed)
     tafc = TafcService(settings.tafc)
+    overlays = ToolOverlayService()
+    evolver.on_change.append(overlays.changed)
     jobs = StoreJobs(lambda: trainer.store, settings.trainer.method)
     return create_app(
         settings, backend_factories=backend_factories(settings),
-        request_hooks=[skills.hook, context.hook, tafc],
+        request_hooks=[skills.hook, context.hook, overlays, tafc],
         routers=[admin_skills.build_router(lambda: skills), admin_versions.router,
-                 build_evolver_router(evolver, [skills.changed, context.changed]),
+                 build_evolver_router(evolver, [skills.changed, context.changed, overlays.changed]),
                  build_ui_router(lambda: skills, jobs=jobs), build_trainer_router(trainer),
-                 admin_tenants.build_router(lambda: tafc)],
+                 admin_tenants.build_router(lambda: tafc),
+                 admin_tool_overlays.build_router(overlays.changed)],
         # order matters: the evolver needs the started skill library
-        services=[skills, context, tafc, evolver, trainer],
+        services=[skills, context, overlays, tafc, evolver, trainer],
     )

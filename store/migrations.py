@@ -321,6 +321,29 @@ async def m009_turn_followup_from(conn: AsyncConnection) -> None:
     await conn.execute(sa.text("ALTER TABLE turns ADD COLUMN followup_from INTEGER"))
 
 
+async def m010_tool_overlays(conn: AsyncConnection) -> None:
+    """Per-tenant, versioned rewrites of tool parameter descriptions (the evolver's overlays)."""
+    md = sa.MetaData()
+    overlays = sa.Table(
+        "tool_overlays",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+        sa.Column("tool", sa.String(128), nullable=False),
+        sa.Column("param", sa.String(256), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("base", sa.Text, nullable=True),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("proposal_id", sa.String(64), nullable=True, index=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("changed_at", sa.Float, nullable=True),
+        sa.UniqueConstraint("tenant_id", "tool", "param", "version", name="uq_tool_overlays_version"),
+    )
+    await _create(conn, overlays)
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
@@ -332,6 +355,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m007_training", m007_training),
     ("m008_key_limits", m008_key_limits),
     ("m009_turn_followup_from", m009_turn_followup_from),
+    ("m010_tool_overlays", m010_tool_overlays),
 ]
 
 

@@ -268,6 +268,9 @@ class EvolverSettings(BaseModel):
     # Also evolve the tenant's context block (fast weights) in each evolution.
     optimize_context: bool = True
     context_children: int = Field(default=2, ge=1, le=8)
+    # Also rewrite the descriptions of tool parameters that keep getting refused, served as
+    # per-tenant overlays on the agent's tool schemas once the gate accepts them.
+    optimize_descriptions: bool = False
 
 
 class CronWindowSettings(BaseModel):

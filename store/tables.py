@@ -189,6 +189,26 @@ context_versions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("tenant_id", "version", name="uq_context_versions_tenant_version"),
 )
+# Per-tenant rewrites of tool parameter descriptions (store/tool_overlays.py): laid over
+# the agent's tool schema by the proxy. `param` is a dotted path through `properties`;
+# `base` is the agent's own description the rewrite replaces (NULL: it had none).
+tool_overlays = sa.Table(
+    "tool_overlays",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False, index=True),
+    sa.Column("tool", sa.String(128), nullable=False),
+    sa.Column("param", sa.String(256), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("base", sa.Text, nullable=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("proposal_id", sa.String(64), nullable=True, index=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("changed_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("tenant_id", "tool", "param", "version", name="uq_tool_overlays_version"),
+)
 # Turns the recorder could not store whole (see proxy/recorder.py): the record as
 # JSON text (ASCII-escaped, so any store accepts it) and why it failed.
 dead_letters = sa.Table(

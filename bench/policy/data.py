@@ -16,6 +16,16 @@ The pretraining mixture (one draw per example):
 Warm-up examples (``short_example``) are base-day tasks with nothing but the
 request; pretraining starts with them and keeps mixing some in.
 
+With ``think_share`` > 0 (``pretrain --think-share``), that share of the
+mixture's examples is rendered the way molt's TAFC serves it (proxy/tafc.py):
+the tools think-augmented (function mode, or parameter mode at ``THINK_TAU``),
+and every call writes its ``think`` first, then the arguments, wrapped ones as
+``{think, value}``. The think text says which form each convention-governed
+argument takes under the conversation's conventions (``date dmy; start
+h24``), so a policy that thinks states the form before it writes the value.
+The default (0) draws nothing more from the generator: the shipped mixture is
+unchanged.
+
 No drifted (family, value) pair ever appears as an unstated default, so the
 policy cannot know a drift unless its context says so.
 """
@@ -48,6 +58,63 @@ API_FAMILIES = tuple(f for f, spec in FAMILIES.items() if spec.kind == "api")
 class Conversation:
     messages: list[dict[str, Any]]
     no_loss: set[int] = field(default_factory=set)  # indices of assistant messages not trained on
+    # the tools to render (None: the plain toolworld list); think-augmented for TAFC examples
+    tools: list[dict[str, Any]] | None = None
+
+
+#: The tau of the parameter-mode TAFC examples (and of the bench's `tafc-parameter` arm):
+#: toolworld's schemas are plain, so at the default 0.6 no parameter is wrapped; at 0.1
+#: the ones with enums or unit words are (cuisine, reminder_min, units, from_unit, to_unit).
+THINK_TAU = 0.1
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """How a TAFC example's calls are written: the plan molt would strip, and the conventions."""
+
+    plan: Any  # proxy.tafc.Plan
+    conventions: Conventions
+
+
+#: Which convention governs an argument (as toolworld's tools check them).
+def _family(tool: str, param: str) -> str | None:
+    if param == "date":
+        return "date"
+    if param in ("time", "start"):
+        return "time"
+    if tool == "find_contact" and param == "name":
+        return "name_order"
+    if param in ("units",):
+        return "units"
+    return None
+
+
+def think_text(tool: str, param: str, conventions: Conventions) -> str:
+    fam = _family(tool, param)
+    return f"{param} {conventions[fam]}" if fam else f"{param} from the request"
+
+
+def thought_arguments(name: str, arguments: dict[str, Any], thinking: Thinking) -> dict[str, Any]:
+    """A call's arguments as a TAFC-served model writes them: think first, wrapped values."""
+    tool = thinking.plan.for_tool(name)
+    if tool is None:
+        return dict(arguments)
+    forms = [think_text(name, k, thinking.conventions) for k in arguments
+             if _family(name, k) is not None]
+    out: dict[str, Any] = {tool.think_key: "; ".join(forms) if forms else "values from the request"}
+    for k, v in arguments.items():
+        out[k] = ({"think": think_text(name, k, thinking.conventions), "value": v}
+                  if k in tool.wrapped else v)
+    return out
+
+
+def thinking_tools(rng: random.Random) -> tuple[list[dict[str, Any]], Any]:
+    """Toolworld's tools augmented by molt's TAFC, function or parameter mode (half each)."""
+    from bench.toolworld.tools import tool_schemas
+    from proxy.tafc import augment_tools
+
+    mode = "function" if rng.random() < 0.5 else "parameter"
+    return augment_tools(tool_schemas(), mode, THINK_TAU)
 
 
 def random_drift(rng: random.Random, p: float = 0.45) -> Conventions:
@@ -72,14 +139,15 @@ def system_messages(skills: list[SkillText], prompt: str | None,
     return out
 
 
-def _call_message(call: PlannedCall, index: int) -> dict[str, Any]:
+def _call_message(call: PlannedCall, index: int, thinking: Thinking | None = None) -> dict[str, Any]:
+    args = call.arguments if thinking is None else thought_arguments(call.name, call.arguments, thinking)
     return {"role": "assistant", "content": "", "tool_calls": [
         {"id": f"call_{index}", "type": "function",
-         "function": {"name": call.name, "arguments": call.arguments}}]}
+         "function": {"name": call.name, "arguments": args}}]}
 
 
 def play(task: Task, head: list[dict[str, Any]], upto: int | None = None,
-         wrong_first: Conventions | None = None) -> Conversation:
+         wrong_first: Conventions | None = None, thinking: Thinking | None = None) -> Conversation:
     """The conversation that follows ``task``'s plan (to step ``upto``, or to the answer).
 
     With ``wrong_first``, the first planned call that these (wrong) conventions
@@ -97,12 +165,13 @@ def play(task: Task, head: list[dict[str, Any]], upto: int | None = None,
         if pending_error and i < len(wrong_plan) and wrong_plan[i] != call:
             bad = wrong_plan[i]
             conv.no_loss.add(len(conv.messages))
-            conv.messages.append(_call_message(bad, 100 + i))
+            wrong = Thinking(thinking.plan, wrong_first) if thinking is not None else None
+            conv.messages.append(_call_message(bad, 100 + i, wrong))
             error = call_tool(world, bad.name, bad.arguments)
             conv.messages.append({"role": "tool", "tool_call_id": f"call_{100 + i}",
                                   "content": error})
             pending_error = False
-        conv.messages.append(_call_message(call, i))
+        conv.messages.append(_call_message(call, i, thinking))
         result = call_tool(world, call.name, call.arguments)
         conv.messages.append({"role": "tool", "tool_call_id": f"call_{i}", "content": result})
     if upto is None:
@@ -180,8 +249,17 @@ def said(rng: random.Random, family: str, value: str) -> SkillText:
     return dress(rng, skill) if rng.random() < DRESSED else skill
 
 
-def pretraining_example(rng: random.Random) -> Conversation:
+def pretraining_example(rng: random.Random, think_share: float = 0.0) -> Conversation:
     """One conversation from the pretraining mixture (see the module docstring)."""
+    if think_share > 0 and rng.random() < think_share:
+        tools, plan = thinking_tools(rng)
+        conv = _mixture_example(rng, plan)
+        conv.tools = tools
+        return conv
+    return _mixture_example(rng, None)
+
+
+def _mixture_example(rng: random.Random, plan: Any) -> Conversation:
     prompt = rng.choice(AGENT_PROMPTS) if rng.random() < 0.9 else None
     distractors = [dress(rng, d) if rng.random() < DRESSED else d
                    for d in rng.sample(DISTRACTORS, rng.randint(0, 2))]
@@ -192,7 +270,8 @@ def pretraining_example(rng: random.Random) -> Conversation:
         skills = [said(rng, f, BASE[f]) for f in stated]
         skills += distractors if rng.random() < 0.5 else []
         rng.shuffle(skills)
-        return play(sample_task(rng, conv, False), system_messages(skills, prompt))
+        return play(sample_task(rng, conv, False), system_messages(skills, prompt),
+                    thinking=Thinking(plan, conv) if plan is not None else None)
     if kind < 0.88:
         conv = random_drift(rng)
         all_families = rng.random() < 0.15
@@ -202,9 +281,11 @@ def pretraining_example(rng: random.Random) -> Conversation:
         skills += distractors
         rng.shuffle(skills)
         head = system_messages(skills, prompt, as_context=rng.random() < 0.15)
-        return play(sample_task(rng, conv, True), head)
+        return play(sample_task(rng, conv, True), head,
+                    thinking=Thinking(plan, conv) if plan is not None else None)
     family = rng.choice(API_FAMILIES)
     conv = dict(BASE)
     conv[family] = rng.choice(FAMILIES[family].values[1:])
     task = sample_task(rng, conv, True)
-    return play(task, system_messages(distractors, prompt), wrong_first=dict(BASE))
+    return play(task, system_messages(distractors, prompt), wrong_first=dict(BASE),
+                thinking=Thinking(plan, conv) if plan is not None else None)

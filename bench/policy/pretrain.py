@@ -100,7 +100,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 def pool_batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_tokens: int,
                  max_len: int, boost: float, short_only: bool, short_share: float,
-                 structural: set[int]) -> list[Batch]:
+                 structural: set[int], think_share: float = 0.0) -> list[Batch]:
     """One pool of examples cut into padded batches of about ``batch_tokens`` tokens.
 
     Examples are sorted by length and cut into batches of similar lengths, so
@@ -116,7 +116,8 @@ def pool_batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_t
             if short_only or rng.random() < short_share:
                 ids, labels = encode(short_example(rng), tokenizer, None)
             else:
-                ids, labels = encode(pretraining_example(rng), tokenizer, tools)
+                conv = pretraining_example(rng, think_share)
+                ids, labels = encode(conv, tokenizer, conv.tools or tools)
             ids, labels = ids[:max_len], labels[:max_len]
             # a conversation cut at max_len may have no trained token left: a batch of
             # those alone would divide by a zero loss weight
@@ -152,7 +153,7 @@ def pool_batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_t
 
 def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_tokens: int,
             max_len: int, boost: float = 0.0, short: Callable[[], bool] = lambda: False,
-            short_share: float = 0.0, workers: int = 0) -> Iterator[Batch]:
+            short_share: float = 0.0, workers: int = 0, think_share: float = 0.0) -> Iterator[Batch]:
     """Endless batches (see ``pool_batches``); ``short()`` says whether the warm-up is on.
 
     With ``workers`` > 0, pools are made in that many processes (each seeded
@@ -163,9 +164,9 @@ def batches(rng: random.Random, tokenizer: PreTrainedTokenizerFast, batch_tokens
     if workers <= 0:
         while True:
             yield from pool_batches(rng, tokenizer, batch_tokens, max_len, boost, short(),
-                                    short_share, structural)
+                                    short_share, structural, think_share)
     context = multiprocessing.get_context("fork")
-    setup = (tokenizer, batch_tokens, max_len, boost, short_share, structural)
+    setup = (tokenizer, batch_tokens, max_len, boost, short_share, structural, think_share)
     with context.Pool(workers, initializer=_worker_setup, initargs=(setup,)) as pool:
         pending: deque[Any] = deque()
         while True:
@@ -183,9 +184,9 @@ def _worker_setup(setup: tuple[Any, ...]) -> None:
 
 
 def _worker_pool(seed: int, short_only: bool) -> list[Batch]:
-    tokenizer, batch_tokens, max_len, boost, short_share, structural = _WORKER["setup"]
+    tokenizer, batch_tokens, max_len, boost, short_share, structural, think = _WORKER["setup"]
     return pool_batches(random.Random(seed), tokenizer, batch_tokens, max_len, boost,
-                        short_only, short_share, structural)
+                        short_only, short_share, structural, think)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (the shipped setting) or cuda")
     parser.add_argument("--workers", type=int, default=0,
                         help="processes generating training data (for a GPU run; 0: in-process)")
+    parser.add_argument("--think-share", type=float, default=0.0,
+                        help="share of examples served the TAFC way: think-augmented tools, calls "
+                             "that think first (bench.policy.data; e.g. 0.3 with --init)")
     parser.add_argument("--init", type=Path, default=None,
                         help="continue pretraining this checkpoint (its tokenizer and weights)")
     parser.add_argument("--hidden", type=int, default=ModelShape().hidden_size)
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for ids, _labels, mask, weights in batches(rng, tokenizer, args.batch_tokens, args.max_len,
                                               args.copy_boost, warming_up, args.short_share,
-                                              args.workers):
+                                              args.workers, args.think_share):
         frac = (time.monotonic() - train_start) / budget
         if args.max_steps:
             frac = max(frac, step / args.max_steps)

@@ -16,6 +16,7 @@ from molt.cli import (
     sessions,
     skills,
     tenants,
+    tools,
     train,
     versions,
 )
@@ -31,7 +32,7 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 for module in (serve, keys, sessions, feedback, doctor, bench, skills, versions, evolve, train,
-               tenants, export, connect):
+               tenants, tools, export, connect):
     module.register(cli)
 
 

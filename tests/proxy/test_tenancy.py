@@ -137,6 +137,10 @@ def _admin_calls(tmp_path: Path) -> dict[tuple[str, str], Call]:
         ("PUT", "/admin/tenants/{tenant}/settings"): Call(
             "PUT", lambda t, w: f"/admin/tenants/{t}/settings",
             lambda t, w: {"tafc": {"mode": "function"}}),
+        ("GET", "/admin/tools/overlays"): Call("GET", lambda t, w: f"/admin/tools/overlays?tenant={t}"),
+        # no overlay exists: 404 past the tenant check, in the named tenant
+        ("POST", "/admin/tools/overlays/{overlay_id}/revert"): Call(
+            "POST", lambda t, w: f"/admin/tools/overlays/tov_none/revert?tenant={t}", ok=(404,)),
     }
 
 

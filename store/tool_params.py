@@ -1,0 +1,91 @@
+"""Tool parameter schemas: finding a parameter, and laying description rewrites over a tools list.
+
+Pure functions on the Chat Completions `tools` shape, shared by the proxy's
+overlay hook (proxy/tool_overlay_injection.py) and the evolver's drafts.
+
+An overlay names a tool, a parameter (a dotted path through JSON Schema
+`properties`: ``address.city``) and the description to serve for it, with the
+agent's own description it was written for (`base`). It is laid only where the
+agent's schema still says `base` (or, for a base of None, says nothing): an
+agent that rewrote its own description gets its own words, never a rewrite of
+something it no longer sends. Nothing else in the schema changes, and the
+agent's list is never mutated (a copy carries the change).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    tool: str
+    param: str
+    description: str
+    base: str | None
+
+
+def find_param(parameters: Any, path: str) -> dict[str, Any] | None:
+    """The schema of the parameter at `path` (``a.b``: property b of property a), or None."""
+    node: Any = parameters
+    found: dict[str, Any] | None = None
+    for part in path.split("."):
+        props = node.get("properties") if isinstance(node, Mapping) else None
+        node = props.get(part) if isinstance(props, Mapping) else None
+        if not isinstance(node, dict):
+            return None
+        found = node
+    return found
+
+
+def function_of(tool: Any) -> dict[str, Any] | None:
+    """A Chat Completions function tool's `function` object, or None for any other tool."""
+    if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
+        return None
+    fn = tool.get("function")
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        return None
+    return fn
+
+
+def param_description(tools: Any, tool: str, param: str) -> tuple[bool, str | None]:
+    """(whether `tool` offers `param`, its description) in a request's tools."""
+    for t in tools if isinstance(tools, list) else ():
+        fn = function_of(t)
+        if fn is not None and fn["name"] == tool:
+            schema = find_param(fn.get("parameters"), param)
+            if schema is not None:
+                desc = schema.get("description")
+                return True, desc if isinstance(desc, str) else None
+    return False, None
+
+
+def apply_rewrites(tools: list[Any], rewrites: Sequence[Rewrite]) -> tuple[list[Any], list[Rewrite]]:
+    """The tools with the rewrites laid over them, and the rewrites that applied."""
+    by_tool: dict[str, list[Rewrite]] = {}
+    for r in rewrites:
+        by_tool.setdefault(r.tool, []).append(r)
+    out: list[Any] = []
+    applied: list[Rewrite] = []
+    for tool in tools:
+        fn = function_of(tool)
+        todo = by_tool.get(fn["name"], []) if fn is not None else []
+        if not todo:
+            out.append(tool)
+            continue
+        new = copy.deepcopy(tool)
+        params = new["function"].get("parameters")
+        for r in todo:
+            schema = find_param(params, r.param)
+            if schema is None:
+                continue
+            desc = schema.get("description")
+            if (desc if isinstance(desc, str) else None) != r.base:
+                continue
+            schema["description"] = r.description
+            applied.append(r)
+        out.append(new if any(a.tool == fn["name"] for a in applied) else tool)  # type: ignore[index]
+    return out, applied
