@@ -103,7 +103,8 @@ def check_role(settings: MoltSettings, role: Role) -> None:
 
 def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = None,
               role: Role = "all", tenants: Sequence[str] = (),
-              evolver_clock: Callable[[], float] = time.time) -> FastAPI:
+              evolver_clock: Callable[[], float] = time.time,
+              settle_heap: bool = False) -> FastAPI:
     """The app for one role, from one settings tree.
 
     `trainer_parts` replaces `TRAINER_PARTS`, the training jobs' parts. `tenants` (worker
@@ -111,6 +112,8 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
     tenant names; empty: every tenant. Everything the roles share goes through the store
     and the registry, so any number of proxies and one worker can run side by side.
     `evolver_clock` is the evolver loop's notion of now (a simulation passes its own).
+    `settle_heap`: a server process (`molt serve/proxy/worker`) freezes its heap once
+    started (`proxy.heap`).
     """
     check_role(settings, role)
     learns = role != "proxy"
@@ -124,7 +127,8 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
         why_not=None if learns else "this is a `molt proxy`: training runs in `molt worker` "
         "(`molt train now` there); status, history and cancel still work here")
     if role == "worker":
-        return create_app(settings, serve_api=False, services=[skills, evolver, trainer])
+        return create_app(settings, serve_api=False, services=[skills, evolver, trainer],
+                          settle_heap=settle_heap)
     context = ContextService()
     evolver.on_change.append(context.changed)
     tafc = TafcService(settings.tafc)
@@ -141,4 +145,5 @@ def build_app(settings: MoltSettings, *, trainer_parts: PartsFactory | None = No
                  admin_tool_overlays.build_router(overlays.changed)],
         # order matters: the evolver needs the started skill library
         services=[skills, context, overlays, tafc, evolver, trainer],
+        settle_heap=settle_heap,
     )

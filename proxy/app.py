@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from proxy import heap
 from proxy.anthropic.errors import error_body, is_messages_path, proxy_error_body
 from proxy.auth import Authenticator
 from proxy.errors import ProxyError, error_envelope
@@ -102,9 +103,12 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     services: Sequence[Service] = (),
     serve_api: bool = True,
+    settle_heap: bool = False,
 ) -> FastAPI:
     """The app. With `serve_api=False` (a `molt worker`) it answers only /healthz and /metrics:
-    no model routes and no upstream clients; the services still get the store."""
+    no model routes and no upstream clients; the services still get the store.
+    `settle_heap`: once started, freeze the heap for the collector (`proxy.heap`; a server
+    process only)."""
     routes = settings.models if serve_api else []
 
     @asynccontextmanager
@@ -135,6 +139,8 @@ def create_app(
             for svc in services:
                 await svc.start(state)
                 started.append(svc)
+            if settle_heap:
+                log.info("heap settled: %d objects frozen", heap.settle())
             yield
         finally:
             for svc in reversed(started):

@@ -19,6 +19,7 @@ within that time in every process):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -80,6 +81,7 @@ class Authenticator:
         self._cache: dict[str, tuple[Principal | None, float]] = {}
         self._mode: Mode | None = None
         self._mode_expires = 0.0
+        self._keys_lookup: asyncio.Future[bool] | None = None
         self._keys_seen = False
         self._default: Principal | None = None
 
@@ -92,7 +94,7 @@ class Authenticator:
         now = time.monotonic()
         if self._mode is not None and not force and now < self._mode_expires:
             return self._mode
-        usable = self.settings.admin_key is not None or await self.keys.any_live_keys()
+        usable = self.settings.admin_key is not None or await self._any_live_keys(fresh=force)
         self._keys_seen = self._keys_seen or usable
         mode: Mode
         if usable:
@@ -105,6 +107,15 @@ class Authenticator:
             self._log_mode(self._mode, mode)
         self._mode, self._mode_expires = mode, now + self.settings.key_cache_ttl_s
         return mode
+
+    async def _any_live_keys(self, *, fresh: bool) -> bool:
+        """One lookup at a time: when the cached mode expires under load, the requests in
+        flight share it rather than each opening a connection."""
+        pending = self._keys_lookup
+        if pending is None or pending.done() or fresh:
+            pending = asyncio.ensure_future(self.keys.any_live_keys())
+            self._keys_lookup = pending
+        return await asyncio.shield(pending)
 
     def _log_mode(self, old: Mode | None, new: Mode) -> None:
         host = self.settings.host

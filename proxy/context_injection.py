@@ -11,6 +11,7 @@ every process. A replay may name a candidate version, or none
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -42,6 +43,7 @@ class ContextService:
         self._store: EvolutionStore | None = None
         self._active: dict[str, tuple[ContextVersion | None, float]] = {}
         self._by_id: dict[tuple[str, str], ContextVersion] = {}
+        self._reading: dict[str, asyncio.Future[ContextVersion | None]] = {}
 
     async def start(self, state: ProxyState) -> None:
         self._store = EvolutionStore(state.db)
@@ -59,8 +61,15 @@ class ContextService:
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
-        cv = await self._store.active_context(tenant_id)
-        self._active[tenant_id] = (cv, now + self.ttl_s)
+        # One read per tenant at a time: when the entry expires under load, every request
+        # in flight would otherwise open its own connection for the same row.
+        pending = self._reading.get(tenant_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._store.active_context(tenant_id))
+            self._reading[tenant_id] = pending
+            pending.add_done_callback(lambda _f: self._reading.pop(tenant_id, None))
+        cv = await asyncio.shield(pending)
+        self._active[tenant_id] = (cv, time.monotonic() + self.ttl_s)
         return cv
 
     async def _version(self, tenant_id: str, cid: str) -> ContextVersion | None:

@@ -60,6 +60,7 @@ WriterState = Literal[
     "not_started", "replaying", "idle", "writing", "retrying", "restarting", "stopped"
 ]
 _CRASHES_PER_BATCH = 3
+_PREPARE_SLICE = 16  # turns finalised between two yields to the event loop
 
 
 class TurnSink(Protocol):
@@ -422,8 +423,12 @@ class Recorder:
 
     async def _write(self, batch: list[TurnRecord]) -> None:
         """Store `batch`: whole, else turn by turn, else dead letters. Returns only when done."""
-        for rec in batch:
+        for i, rec in enumerate(batch, 1):
             self._prepare(rec)
+            if i % _PREPARE_SLICE == 0:
+                # Assembling a batch of streams is milliseconds of work per slice: the
+                # requests waiting on the loop go first.
+                await asyncio.sleep(0)
         delay = 0.05
         while True:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
@@ -10,6 +11,11 @@ import uuid
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# The random bits come from a generator seeded from the OS once per process (and again in
+# a forked child), not from os.urandom per id: that is a system call which releases the
+# GIL on the event loop's thread several times per request. Ids are unique, not secret.
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 
 
 def uuid7() -> uuid.UUID:
@@ -31,7 +37,7 @@ def uuid7() -> uuid.UUID:
             _last_ms = ms
             _seq = 0
         seq = _seq
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        rand_b = _rng.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= seq << 64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +22,22 @@ _TURN_COLUMNS = {c.name for c in t.turns.columns}
 
 
 _ROW_FIELDS = tuple(f for f in TurnRecord.__slots__ if f in _TURN_COLUMNS)
+# Turns per INSERT statement of a batch: bounds how long one statement's encoding holds the loop.
+_ROWS_PER_STATEMENT = 32
+_NORMALIZE_SLICE = 32
+
+
+@functools.cache
+def _update_session(dialect: str) -> sa.Update:
+    """One statement for every session of a batch (executemany): its new turns, its last
+    turn's time and whether it ended."""
+    s = t.sessions.c
+    greatest = sa.func.max if dialect == "sqlite" else sa.func.greatest
+    return t.sessions.update().where(s.id == sa.bindparam("b_id")).values(
+        turn_count=s.turn_count + sa.bindparam("b_n", type_=sa.Integer),
+        last_turn_at=greatest(s.last_turn_at, sa.bindparam("b_last", type_=s.last_turn_at.type)),
+        done=sa.or_(s.done, sa.bindparam("b_done", type_=sa.Boolean)),
+    )
 
 
 def turn_row(rec: TurnRecord) -> dict[str, Any]:
@@ -44,8 +62,10 @@ class TrajectoryStore:
         """
         if not batch:
             return 0
-        for rec in batch:
+        for i, rec in enumerate(batch, 1):
             normalize_turn(rec)
+            if i % _NORMALIZE_SLICE == 0:
+                await asyncio.sleep(0)  # a batch is hundreds of turns: let requests run between
         try:
             async with self.db.engine.begin() as conn:
                 return await self._write_turns(conn, batch)
@@ -56,7 +76,7 @@ class TrajectoryStore:
             raise err from exc
 
     async def _write_turns(self, conn: AsyncConnection, batch: Sequence[TurnRecord]) -> int:
-        s = t.sessions.c
+        s, tc = t.sessions.c, t.turns.c
         sessions: dict[str, TurnRecord] = {}
         for rec in batch:
             sessions.setdefault(rec.session_id, rec)
@@ -65,43 +85,40 @@ class TrajectoryStore:
             # A session that ends in this batch frees its external id before any new session
             # of the same id is inserted (at most one *open* session per tenant and external id).
             await conn.execute(t.sessions.update().where(s.id.in_(list(ending))).values(done=True))
-        ins = self.db.insert(t.sessions).values(
-            [
-                {
-                    "id": rec.session_id,
-                    "tenant_id": rec.tenant_id,
-                    "external_id": rec.session_external_id,
-                    "started_at": rec.created_at,
-                    "last_turn_at": rec.created_at,
-                    "done": rec.session_id in ending,
-                    "turn_count": 0,
-                }
-                for rec in sessions.values()
-            ]
-        )
+        # executemany, not one multi-row VALUES: its statement is compiled once and cached
+        # (a VALUES list is compiled again for every batch, on the event loop).
         # No conflict target: skip the row on the id *and* on the open (tenant, external id).
-        await conn.execute(ins.on_conflict_do_nothing())
+        await conn.execute(self.db.insert(t.sessions).on_conflict_do_nothing(), [
+            {
+                "id": rec.session_id,
+                "tenant_id": rec.tenant_id,
+                "external_id": rec.session_external_id,
+                "started_at": rec.created_at,
+                "last_turn_at": rec.created_at,
+                "done": rec.session_id in ending,
+                "turn_count": 0,
+            }
+            for rec in sessions.values()
+        ])
         await self._join_existing_sessions(conn, batch, sessions)
         await self._free_indexes(conn, batch)
-        inserted = (
-            await conn.execute(
-                self.db.insert(t.turns).on_conflict_do_nothing().returning(t.turns.c.session_id),
-                [turn_row(r) for r in batch],
-            )
-        ).scalars().all()
+        insert_turns = self.db.insert(t.turns).on_conflict_do_nothing().returning(tc.session_id)
+        inserted: list[Any] = []
+        for i in range(0, len(batch), _ROWS_PER_STATEMENT):
+            # Slices: encoding a slice's JSON columns holds the event loop; each await frees it.
+            rows = [turn_row(r) for r in batch[i:i + _ROWS_PER_STATEMENT]]
+            inserted += (await conn.execute(insert_turns, rows)).scalars().all()
         new_per_session = Counter(str(sid) for sid in inserted)
-        by_session: dict[str, list[TurnRecord]] = {}
+        last: dict[str, float] = {}
+        done: set[str] = set()
         for rec in batch:
-            by_session.setdefault(rec.session_id, []).append(rec)
-        greatest = sa.func.max if self.db.dialect == "sqlite" else sa.func.greatest
-        for sid, recs in by_session.items():
-            values: dict[str, Any] = {
-                "turn_count": s.turn_count + new_per_session.get(sid, 0),
-                "last_turn_at": greatest(s.last_turn_at, max(r.created_at for r in recs)),
-            }
-            if any(r.session_done for r in recs):
-                values["done"] = True
-            await conn.execute(t.sessions.update().where(s.id == sid).values(**values))
+            last[rec.session_id] = max(last.get(rec.session_id, rec.created_at), rec.created_at)
+            if rec.session_done:
+                done.add(rec.session_id)
+        await conn.execute(_update_session(self.db.dialect), [
+            {"b_id": sid, "b_n": new_per_session.get(sid, 0), "b_last": at, "b_done": sid in done}
+            for sid, at in last.items()
+        ])
         return len(inserted)
 
     async def _free_indexes(self, conn: AsyncConnection, batch: Sequence[TurnRecord]) -> None:

@@ -82,7 +82,7 @@ def run(ctx: click.Context, role: Role, *, host: str | None, port: int | None,
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = build_app(settings, role=role, tenants=tenants)
+        app = build_app(settings, role=role, tenants=tenants, settle_heap=True)
     except WiringError as exc:
         raise click.ClickException(str(exc)) from exc
     where = f"http://{settings.server.host}:{settings.server.port}"
