@@ -255,7 +255,7 @@ class EvolverSettings(BaseModel):
     poll_s: float = Field(default=5.0, gt=0)
     lookback_s: float = Field(default=86_400.0, gt=0)
     min_support: int = Field(default=2, ge=1)
-    # A complaint the reader understood as a wish (``pass units="imperial"``) is the user saying
+    # A complaint the reader understood as a wish (``pass currency="EUR"``) is the user saying
     # what they want: one is enough to propose the rule (the gate still replays it).
     wish_min_support: int = Field(default=1, ge=1)
     max_proposals: int = Field(default=3, ge=1)
