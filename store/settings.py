@@ -358,10 +358,12 @@ class TafcSettings(BaseModel):
 
 class TTTSessionSettings(BaseModel):
     """The per-session fast weights of TTT-enabled versions served locally
-    (proxy/local/ttt_sessions.py), for every local model of this process.
+    (proxy/local/ttt_sessions.py). The limits apply to each local model of this process
+    on its own (each has its own session store).
 
     A session's state is dropped at `X-Session-Done`, after `idle_s` without a request,
-    or, least recently used first, when the states of all sessions together pass `max_mb`
+    or, least recently used first, when the states of all of that model's sessions
+    together pass `max_mb`
     (a state in use by a running request is never dropped).
     """
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from store.chat_shapes import tool_schemas
+
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
@@ -53,14 +55,12 @@ def function_of(tool: Any) -> dict[str, Any] | None:
 
 def param_description(tools: Any, tool: str, param: str) -> tuple[bool, str | None]:
     """(whether `tool` offers `param`, its description) in a request's tools."""
-    for t in tools if isinstance(tools, list) else ():
-        fn = function_of(t)
-        if fn is not None and fn["name"] == tool:
-            schema = find_param(fn.get("parameters"), param)
-            if schema is not None:
-                desc = schema.get("description")
-                return True, desc if isinstance(desc, str) else None
-    return False, None
+    fn = tool_schemas({"tools": tools}).get(tool)
+    schema = find_param(fn.get("parameters"), param) if fn is not None else None
+    if schema is None:
+        return False, None
+    desc = schema.get("description")
+    return True, desc if isinstance(desc, str) else None
 
 
 def apply_rewrites(tools: list[Any], rewrites: Sequence[Rewrite]) -> tuple[list[Any], list[Rewrite]]:

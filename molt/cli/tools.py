@@ -6,10 +6,8 @@ from typing import Any
 
 import click
 
-from molt.cli.common import echo_json, settings_from, ts, with_db
+from molt.cli.common import echo_json, settings_from, tenant_id_of, ts, with_db
 from store.database import Database
-from store.errors import StoreError
-from store.keys import KeyStore
 from store.tool_overlays import ToolOverlayStore
 
 
@@ -24,10 +22,9 @@ def overlays() -> None:
 
 
 async def _tenant_id(db: Database, tenant: str) -> str:
-    t = await KeyStore(db).tenant_by_name(tenant)
-    if t is None:
-        raise click.ClickException(f"no tenant {tenant!r}")
-    return t.id
+    tid = await tenant_id_of(db, tenant)
+    assert tid is not None
+    return tid
 
 
 @overlays.command("list")
@@ -44,10 +41,7 @@ def list_cmd(ctx: click.Context, tenant: str, status: str | None, tool: str | No
         tid = await _tenant_id(db, tenant)
         return [o.as_dict() for o in await ToolOverlayStore(db).overlays(tid, status=status, tool=tool)]
 
-    try:
-        rows = with_db(settings, run)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    rows = with_db(settings, run)  # a store error (no such tenant) is a ClickException
     if as_json:
         echo_json(rows)
         return
@@ -73,10 +67,7 @@ def revert_cmd(ctx: click.Context, overlay_id: str, tenant: str, as_json: bool) 
         reverted, restored = await ToolOverlayStore(db).revert(tid, overlay_id)
         return {"reverted": reverted.as_dict(), "restored": restored.as_dict() if restored else None}
 
-    try:
-        out = with_db(settings, run)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    out = with_db(settings, run)
     if as_json:
         echo_json(out)
         return
