@@ -79,6 +79,13 @@ def _skills(model: bool = False, loop: bool = True) -> Callable[[Path], dict[str
         # loop=True: the evolver loop runs on its default triggers, as for any user;
         # loop=False: the runner asks for an evolution every few episodes (reproducible).
         ev: dict[str, Any] = {"enabled": loop, "min_support": 2}
+        if loop:
+            # The runner checks the loop's triggers after every episode (POST
+            # /admin/evolver/tick, on the simulated clock). The loop's own wall-clock poll
+            # would also fire mid-episode, at moments that depend on the machine's load, so
+            # two runs of one arm (or two arms on one day) would see different evolutions.
+            # With it off, a run is a function of its seed.
+            ev["poll_s"] = 1e9
         if model:
             ev["model"] = {"base_url": os.environ["MOLT_BENCH_EVOLVER_URL"],
                            "model": os.environ.get("MOLT_BENCH_EVOLVER_MODEL", "gpt-4o-mini"),

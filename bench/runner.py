@@ -60,7 +60,7 @@ def loop_cadence(tasks_per_day: int) -> str:
     return (f"evolver loop, default triggers ({ev.trigger_failures} new failures, or any and "
             f"{ev.interval_s:g} s elapsed) on a simulated clock: {tasks_per_day} tasks a day over 8 hours "
             f"({gap:g} min apart); the loop checks its triggers after each episode (POST "
-            f"/admin/evolver/tick) and every {ev.poll_s:g} s of wall time")
+            f"/admin/evolver/tick); its wall-clock poll is off, so a run is reproducible")
 
 
 def molt_settings(arm: Arm, data_dir: Path, checkpoint: Path) -> dict[str, Any]:
