@@ -84,3 +84,32 @@ def test_the_report_shows_skill_tokens_per_day_and_what_a_window_internalized() 
     assert "| promoted | - -> - | date-format (-27 tokens) |" in table
     assert ("| skills | 4 | date-format | 6 (6) | 100.0% -> 100.0% | 100.0% -> 50.0% | yes | "
             in table)
+
+
+@pytest.mark.timeout(900)
+def test_a_loop_arm_is_a_function_of_its_seed(tmp_path: Path) -> None:
+    """Two runs of the skills arm see the same evolutions after the same episodes and play the
+    same calls: the loop is paced by the runner's ticks only, not by a wall-clock poll that
+    fires at load-dependent moments (which made two arms diverge before any difference)."""
+    def run(name: str) -> dict:
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "molt", "bench", "run", "--days", "4", "--tasks-per-day", "4",
+             "--arms", "skills", "--out", str(out)],
+            check=False, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads((out / "report.json").read_text())["arms"]["skills"]
+
+    first, second = run("a"), run("b")
+    assert "wall-clock poll is off" in first["cadence"]
+
+    def played(arm: dict) -> list:
+        return [(e["task_id"], e["step_accuracy"], e["tool_errors"], e["success"]) for e in arm["episodes"]]
+
+    def evolved(arm: dict) -> list:
+        return [(e["trigger"], e["after_episode"], [p.get("name") for p in e["accepted"]])
+                for e in arm["evolutions"]]
+
+    assert played(first) == played(second)
+    assert evolved(first) == evolved(second)
+    assert first["evolutions"], "the day's tool errors should trigger at least one evolution"
