@@ -35,6 +35,7 @@ from typing import Any
 
 from evolver.cases import Case
 from evolver.complaints import Wish
+from evolver.notation import rewritings
 from evolver.reading import Constraint, placeholder_regex
 from store.chat_shapes import tool_calls
 
@@ -285,8 +286,33 @@ def refusal_checks(cases: Sequence[Case]) -> list[tuple[float, Check]]:
 
 
 def restate(keep: Check, at: float, refusals: Sequence[tuple[float, Check]]) -> Check:
-    """A turn that went well, judged against every refusal its tool gave since (not only the
-    proposal's evidence): a call the tool now refuses is no turn that goes well today, and a
-    replay that writes it the accepted way does not break it."""
-    newer = [check for seen, check in refusals if seen > at and check.tool == keep.tool]
-    return supersede(keep, newer) if newer else keep
+    """A turn that went well, judged against every refusal given since (not only the proposal's
+    evidence).
+
+    - Its own tool's refusals: a call the tool now refuses is no turn that goes well today, and
+      a replay that writes it the accepted way does not break it (`supersede`).
+    - Other tools' refusals of a value written in a known notation (a date, a clock time, a
+      person's name; `evolver.notation`): when the turn wrote a value of that kind in the very
+      notation now refused, its success predates the change and no longer shows that the form
+      is still accepted. The replay may keep the value as it was or write the same content in
+      the accepted notation (``19:30`` or ``7:30pm``); any other value still breaks it. A turn
+      that went well after the refusal is held as it was.
+    """
+    newer = [(tool_check, seen) for seen, tool_check in refusals if seen > at]
+    own = [c for c, _ in newer if c.tool == keep.tool]
+    keep = supersede(keep, own) if own else keep
+    others = [c for c, _ in newer if c.tool != keep.tool]
+    if not others:
+        return keep
+    expect, written = dict(keep.expect), dict(keep.written)
+    for k, v in keep.expect.items():
+        alternatives: list[str] = []
+        for refusal in others:
+            for _, w in refusal.written:
+                alternatives += rewritings(v, k, w.refused, w.patterns)
+        if alternatives and isinstance(v, str):
+            expect.pop(k)
+            written[k] = Written(tuple(re.escape(a) for a in dict.fromkeys([v, *alternatives])), None, v)
+    if expect == keep.expect:
+        return keep
+    return dataclasses.replace(keep, expect=expect, written=tuple(written.items()))

@@ -159,3 +159,38 @@ def form_for(argument: str, refused: object, *, pattern: str | None = None,
     if len(found) > 1 and accepted_text:  # the later accepted value decides between look-alikes
         found = {f: w for f, w in found.items() if w.intersection(accepted_text)}
     return next(iter(found)) if len(found) == 1 else None
+
+
+def rewritings(value: object, argument: str, refused: object, accepted: Sequence[str]) -> tuple[str, ...]:
+    """``value`` written in each form that a tool's refusal of ``refused`` accepts, same content.
+
+    ``accepted``: the accepted forms the refusal states, as regular expressions.
+    When ``value`` is written in a notation the refused value is written in
+    (both ``19:30`` and ``18:00`` on the 24-hour clock), the answer holds
+    ``value``'s content written in every notation of the same kind that an
+    accepted form matches (``7:30pm``); otherwise it is empty.
+    """
+    if not isinstance(value, str) or not isinstance(refused, str):
+        return ()
+    kinds = _kinds_for(argument)
+    out: list[str] = []
+    for source in NOTATIONS:
+        if source.kind not in kinds or source.read(refused) is None:
+            continue
+        content = source.read(value)
+        if content is None:
+            continue
+        for target in NOTATIONS:
+            if target.kind != source.kind or target.form == source.form or target.read(refused) is not None:
+                continue
+            if not any(_matches(p, w) for p in accepted for w in target.write(source.read(refused) or ())):
+                continue
+            out += [w for w in target.write(content) if w != value]
+    return tuple(dict.fromkeys(out))
+
+
+def _matches(pattern: str, text: str) -> bool:
+    try:
+        return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), text) is not None
+    except re.error:
+        return False

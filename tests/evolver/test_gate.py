@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from evolver.cases import Case, cases_from_session
-from evolver.checks import evidence_check, keep_check, refusal_checks, restate
+from evolver.checks import Check, Written, evidence_check, keep_check, refusal_checks, restate
 from evolver.gate import Gate
 
 TOOLS = [{"type": "function", "function": {"name": "reserve", "description": "Reserve seats.", "parameters": {
@@ -144,7 +144,32 @@ def test_a_turn_that_went_well_is_judged_against_every_newer_refusal_of_its_tool
     assert then.passes([("reserve", {"day": "20.01.2026", "seats": 5})])
     assert not then.passes([("reserve", {"day": "2026-01-20", "seats": 5})])
     assert not then.passes([("reserve", {"day": "21.01.2026", "seats": 5})])  # its own day, rewritten
-    # made after the refusals (the tool took ISO again), or on another tool: as it was
+    # made after the refusals (the tool took ISO again): as it was
     assert restate(keep[0], 20.0, refusals) == keep[0]
+    # another tool's turn from before the refusals: it may keep its ISO day or write the same day
+    # the accepted way, nothing else; from after them, it is held as it was
     other_tool = dataclasses.replace(keep[0], tool="book")
-    assert restate(other_tool, 5.0, refusals) == other_tool
+    before = restate(other_tool, 5.0, refusals)
+    assert before.passes([("book", {"day": "2026-01-20", "seats": 5})])
+    assert before.passes([("book", {"day": "20.01.2026", "seats": 5})])
+    assert not before.passes([("book", {"day": "21.01.2026", "seats": 5})])
+    assert not before.passes([("book", {"day": "20.01.2026", "seats": 6})])
+    assert restate(other_tool, 20.0, refusals) == other_tool
+
+
+def test_another_tools_older_success_may_follow_a_new_clock_notation_but_keeps_its_time() -> None:
+    """A pydantic pattern refusal of a 24-hour time on one tool: an older booking on another tool
+    (its own argument name) may stay as it was or move to the 12-hour clock, same time."""
+    pattern = r"^(1[0-2]|[1-9])(:[0-5]\d)?(am|pm)$"
+    refusal = Check("t0", {}, "plan", {}, "fix", (("start", Written((pattern,), None, "19:00")),), source="form")
+    keep = Check("k0", {}, "book", {"time": "19:30", "party": 2}, "keep", allowed=frozenset({"time", "party"}),
+                 source="keep")
+    then = restate(keep, 1.0, [(2.0, refusal)])
+    assert then.passes([("book", {"time": "19:30", "party": 2})])
+    assert then.passes([("book", {"time": "7:30pm", "party": 2})])
+    assert not then.passes([("book", {"time": "8:30pm", "party": 2})])
+    assert not then.passes([("book", {"time": "7:30pm", "party": 3})])
+    assert restate(keep, 3.0, [(2.0, refusal)]) == keep
+    # a value of another kind is no evidence either way
+    dates = Check("k1", {}, "book", {"note": "table by the window"}, "keep", source="keep")
+    assert restate(dates, 1.0, [(2.0, refusal)]) == dates
