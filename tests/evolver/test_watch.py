@@ -103,11 +103,12 @@ def _watch(db: Database, lookback_s: float = 86_400.0) -> FailureWatch:
 async def test_an_idle_poll_reads_nothing_new(db: Database, tmp_path: Path) -> None:  # noqa: F811
     tid = await _tenant(db)
     ts = TrajectoryStore(db)
+    watch, full = _watch(db), _evolver(db, tmp_path)
+    assert (await watch.look(tid)).full  # a tenant with no traffic yet
     a, b = AgentSession(tid, "ses_a"), AgentSession(tid, "ses_b")
     await ts.write_turns([a.call("date"), a.call("ok"), a.answer(), b.call("currency"), b.call("ok")])
-    watch, full = _watch(db), _evolver(db, tmp_path)
     first = await watch.look(tid)
-    assert first.full and first.turns_read == 5
+    assert first.news and first.turns_read == 5
     assert await watch.pending(tid, since=0.0) == await full.pending_failures(tid) == 2
     idle = await watch.look(tid)
     assert (idle.news, idle.new_turns, idle.turns_read, idle.new_feedback) == (False, 0, 0, 0)
