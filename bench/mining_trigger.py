@@ -50,7 +50,7 @@ from store.skills import SkillLibrary
 from store.trajectories import TrajectoryStore
 
 DAY = 86_400.0
-TOOLS = {  # name -> (arguments when right, arguments when refused, what the tool answers when refused)
+TOOLS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {  # name -> (arguments when right, arguments when refused, what the tool answers when refused)
     "create_ticket": ({"title": "Printer down", "priority": "high"}, {"title": "Printer down", "priority": "urgent"},
                       json.dumps({"error": {"message": "priority must be one of: low, normal, high",
                                             "param": "priority", "type": "invalid_request_error"}})),

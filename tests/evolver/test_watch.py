@@ -20,7 +20,6 @@ from store import tables as t
 from store.database import Database
 from store.evolution import EvolutionStore
 from store.feedback import FeedbackStore
-from store.ids import new_id
 from store.keys import KeyStore
 from store.records import TurnRecord
 from store.settings import EvolverSettings, SkillsSettings, StoreSettings
@@ -79,13 +78,13 @@ class AgentSession:
         return rec
 
 
-async def _tenant(db: Database, name: str = "acme") -> str:
-    return (await KeyStore(db).ensure_tenant(name)).id
+async def _tenant(database: Database, name: str = "acme") -> str:
+    return (await KeyStore(database).ensure_tenant(name)).id
 
 
-def _evolver(db: Database, tmp_path: Path, **settings: Any) -> Evolver:
-    library = SkillLibrary(db, SkillsSettings(seed_dir=None), tmp_path / "data")
-    return Evolver(db, library, NoFix(), EvolverSettings(**settings))
+def _evolver(database: Database, tmp_path: Path, **settings: Any) -> Evolver:
+    library = SkillLibrary(database, SkillsSettings(seed_dir=None), tmp_path / "data")
+    return Evolver(database, library, NoFix(), EvolverSettings(**settings))
 
 
 class NoFix:
@@ -96,8 +95,9 @@ class NoFix:
         return []
 
 
-def _watch(db: Database, lookback_s: float = 86_400.0) -> FailureWatch:
-    return FailureWatch(TrajectoryStore(db), FeedbackStore(db), EvolutionStore(db), lookback_s=lookback_s)
+def _watch(database: Database, lookback_s: float = 86_400.0) -> FailureWatch:
+    return FailureWatch(TrajectoryStore(database), FeedbackStore(database), EvolutionStore(database),
+                        lookback_s=lookback_s)
 
 
 async def test_an_idle_poll_reads_nothing_new(db: Database, tmp_path: Path) -> None:  # noqa: F811
@@ -145,8 +145,8 @@ async def test_a_late_turn_with_an_old_created_at_is_still_seen(db: Database, tm
     assert await watch.pending(tid, since=0.0) == await full.pending_failures(tid) == 1
 
 
-async def _newest_created_at(db: Database, tenant_id: str) -> float:
-    async with db.engine.connect() as conn:
+async def _newest_created_at(database: Database, tenant_id: str) -> float:
+    async with database.engine.connect() as conn:
         return float((await conn.execute(sa.select(sa.func.max(t.turns.c.created_at))
                                          .where(t.turns.c.tenant_id == tenant_id))).scalar_one())
 
@@ -206,9 +206,9 @@ def _scenario(tenant_id: str) -> Iterator[list[TurnRecord] | tuple[str, str, flo
     yield [live[5].call("date"), live[5].call("ok"), live[5].answer()]
 
 
-async def _play(db: Database, tmp_path: Path, tick: Any, tenant_id: str) -> list[tuple[int, str, int]]:
+async def _play(database: Database, tick: Any, tenant_id: str) -> list[tuple[int, str, int]]:
     fired = []
-    ts, fs = TrajectoryStore(db), FeedbackStore(db)
+    ts, fs = TrajectoryStore(database), FeedbackStore(database)
     for step, what in enumerate(_scenario(tenant_id)):
         if isinstance(what, tuple):
             sid, turn_id, score = what
@@ -216,7 +216,7 @@ async def _play(db: Database, tmp_path: Path, tick: Any, tenant_id: str) -> list
         else:
             await ts.write_turns(what)
         fired += [(step, r.failures) for r in await tick()]
-    triggers = [e["trigger"] for e in reversed(await EvolutionStore(db).evolutions(tenant_id))]
+    triggers = [e["trigger"] for e in reversed(await EvolutionStore(database).evolutions(tenant_id))]
     return [(step, trigger, failures) for (step, failures), trigger in zip(fired, triggers, strict=True)]
 
 
@@ -243,8 +243,8 @@ async def test_the_trigger_fires_at_the_same_turns_as_the_full_re_mine(tmp_path:
                     out.append(await reference.evolve(name, trigger="failures" if not due else "interval"))
             return out
 
-        a = await _play(watched, tmp_path, loop.tick, await _tenant(watched))
-        b = await _play(mined, tmp_path, full_tick, await _tenant(mined))
+        a = await _play(watched, loop.tick, await _tenant(watched))
+        b = await _play(mined, full_tick, await _tenant(mined))
         assert a == b
         assert [(step, trigger) for step, trigger, _ in a] == [(3, "failures"), (6, "failures"), (10, "failures")]
         assert all(r.status == "done" for r in loop.reports)
