@@ -95,6 +95,30 @@ class _Tenant:
     feedback: _Marks = field(default_factory=_Marks)
 
 
+def _share(session: _Session, row: dict[str, Any]) -> None:
+    """Hold the messages and tools a turn's request repeats from the session's previous turn once.
+
+    An agent's request carries the whole conversation and the tool schemas again at every
+    turn: kept as decoded, a session's turns hold O(turns^2) messages. Equal values are
+    replaced by the previous turn's objects (read only, here and by mining).
+    """
+    earlier = [r for r in session.turns.values() if r["idx"] < row["idx"]]
+    request = row.get("request")
+    if not earlier or not isinstance(request, dict):
+        return
+    prev = max(earlier, key=lambda r: r["idx"]).get("request")
+    if not isinstance(prev, dict):
+        return
+    if "tools" in request and request["tools"] == prev.get("tools"):
+        request["tools"] = prev["tools"]
+    msgs, before = request.get("messages"), prev.get("messages")
+    if isinstance(msgs, list) and isinstance(before, list):
+        for i, (m, b) in enumerate(zip(msgs, before)):
+            if m != b:
+                break
+            msgs[i] = b
+
+
 class FailureWatch:
     """Failure cases of each tenant, kept up to date by reading only what was written since."""
 
@@ -151,6 +175,7 @@ class FailureWatch:
                 entering.append(sid)
             if tid in session.turns:
                 continue  # read by the first look and listed again
+            _share(session, row)
             session.turns[tid] = row
             session.cases = None
             heapq.heappush(state.expiry, (float(row["created_at"]), sid, tid))
