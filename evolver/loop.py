@@ -40,6 +40,7 @@ from evolver.offline import Draft
 from evolver.replay import Replayer
 from evolver.safety import check_ops
 from evolver.synthesis import synthesize
+from evolver.watch import FailureWatch
 from store import tables as t
 from store.database import Database
 from store.evolution import EvolutionStore, Proposal
@@ -87,12 +88,6 @@ class Evolver:
                                         children=settings.context_children)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    async def _used_turns(self, tenant_id: str) -> set[str]:
-        used: set[str] = set()
-        for p in await self.store.proposals(tenant_id, limit=1000):
-            used |= set(p.provenance or [])
-        return used
-
     async def _groups(self, tenant_id: str, since: float | None = None
                       ) -> tuple[list[FailureGroup], list[Any], int, list[tuple[float, Check]]]:
         since = max(since or 0.0, time.time() - self.settings.lookback_s)
@@ -100,7 +95,7 @@ class Evolver:
                            good_sample=self.settings.gate_keep_sample)
         # every recent refusal, used by a proposal or not: what the turns that went well are judged by
         refusals = refusal_checks([c for g in mined.groups if g.kind == "tool_error" for c in g.cases])
-        used = await self._used_turns(tenant_id)
+        used = await self.store.used_turns(tenant_id)
         groups = []
         for g in mined.groups:
             g.cases = [c for c in g.cases if c.turn_id not in used]
@@ -318,8 +313,11 @@ class EvolverLoop:
         self._lock = asyncio.Lock()  # one tick at a time (the background one, or one asked for)
         self.reports: list[EvolutionReport] = []
         self._since = clock()  # the interval counts from the loop's start at the earliest
-        self._seen: dict[str, float] = {}  # tenant id -> newest turn or feedback already looked at
-        self._pending: dict[str, int] = {}  # tenant id -> failure cases found at that look
+        # what each tenant's turns and feedback hold, read incrementally (outcomes and complaints
+        # come after a session's last turn: new feedback is news as new turns are)
+        self.watch = FailureWatch(evolver.trajectories, evolver.feedback, evolver.store,
+                                  lookback_s=evolver.settings.lookback_s)
+        self._pending: dict[str, int] = {}  # tenant id -> failure cases found at the last look with news
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="molt-evolver")
@@ -333,16 +331,12 @@ class EvolverLoop:
                 pass
             self._task = None
 
-    async def _newest(self, tenant_id: str) -> float:
-        """The newest turn or feedback of a tenant: outcomes and complaints come after the last turn."""
-        turn = await self.evolver.trajectories.latest_turn_at(tenant_id)
-        return max(turn, await self.evolver.feedback.latest_at(tenant_id))
-
     async def tick(self, only: Collection[str] | None = None) -> list[EvolutionReport]:
         """Evolve each tenant that has N new failures, or any failure and T elapsed.
 
-        Turns are mined only when a tenant has new turns or feedback since the last
-        look; otherwise the count from that look stands. `only`: these tenant names
+        The count is taken again only when a tenant has turns or feedback written
+        since the last look (`evolver.watch`: only those are read); otherwise the
+        count from that look stands. `only`: these tenant names
         (of those the loop evolves); None: all of them.
         """
         async with self._lock:
@@ -355,10 +349,8 @@ class EvolverLoop:
             if (self.tenants and name not in self.tenants) or (only is not None and name not in only):
                 continue
             last = await self.evolver.store.last_evolution_at(tid)
-            latest = await self._newest(tid)
-            if latest > self._seen.get(tid, 0.0):
-                self._seen[tid] = latest
-                self._pending[tid] = await self.evolver.pending_failures(tid, since=last)
+            if (await self.watch.look(tid)).news:
+                self._pending[tid] = await self.watch.pending(tid, since=last)
             pending = self._pending.get(tid, 0)
             if not pending:
                 continue

@@ -138,6 +138,15 @@ class EvolutionStore:
             rows = (await conn.execute(stmt.order_by(p.created_at.desc()).limit(limit))).mappings().all()
         return [Proposal(**dict(r)) for r in rows]
 
+    async def used_turns(self, tenant_id: str, *, limit: int = 1000) -> set[str]:
+        """The turns the newest `limit` proposals of the tenant were drawn from (their provenance)."""
+        p = t.proposals.c
+        stmt = (sa.select(p.provenance).where(p.tenant_id == tenant_id)
+                .order_by(p.created_at.desc()).limit(limit))
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).scalars().all()
+        return {str(turn) for prov in rows for turn in (prov or [])}
+
     # -- context versions ----------------------------------------------------
     async def add_context(self, tenant_id: str, text: str, *, parent: str | None, status: str,
                           scores: dict[str, Any] | None) -> ContextVersion:

