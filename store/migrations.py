@@ -344,6 +344,15 @@ async def m010_tool_overlays(conn: AsyncConnection) -> None:
     await _create(conn, overlays)
 
 
+async def m011_turn_tool_overlays(conn: AsyncConnection) -> None:
+    """Which tool overlay versions served a turn: a JSON list of {id, version, tool, param}.
+
+    NULL on turns recorded before (and on turns no overlay hook saw); [] when
+    none applied to the request's tools.
+    """
+    await conn.execute(sa.text("ALTER TABLE turns ADD COLUMN tool_overlays JSON"))
+
+
 # Append new migrations below and register them in MIGRATIONS, in order.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
@@ -356,6 +365,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m008_key_limits", m008_key_limits),
     ("m009_turn_followup_from", m009_turn_followup_from),
     ("m010_tool_overlays", m010_tool_overlays),
+    ("m011_turn_tool_overlays", m011_turn_tool_overlays),
 ]
 
 

@@ -99,6 +99,8 @@ turns = sa.Table(
     # A Responses turn a `previous_response_id` may continue: its messages from here on
     # (m009_turn_followup_from; see store/followups.py).
     sa.Column("followup_from", sa.Integer, nullable=True),
+    # The tool overlays that served the turn (m011_turn_tool_overlays): [{id, version, tool, param}].
+    sa.Column("tool_overlays", sa.JSON, nullable=True),
 )
 
 feedback = sa.Table(

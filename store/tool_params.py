@@ -30,6 +30,13 @@ class Rewrite:
     param: str
     description: str
     base: str | None
+    # the overlay version this rewrite serves (store/tool_overlays.py), when it is one
+    overlay_id: str | None = None
+    version: int | None = None
+
+    def served(self) -> dict[str, Any]:
+        """How a turn records that this rewrite served it."""
+        return {"id": self.overlay_id, "version": self.version, "tool": self.tool, "param": self.param}
 
 
 def function_of(tool: Any) -> dict[str, Any] | None:
