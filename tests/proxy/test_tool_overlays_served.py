@@ -5,6 +5,7 @@ from new turns once reverted."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,15 @@ def test_a_turn_records_the_overlay_versions_that_served_it(molt: Any, fake_llm:
     assert _city(later["upstream_request"]) == city1.description
     assert {o["id"] for o in molt.run(molt.state.trajectories.get_turn(served))["tool_overlays"]} == \
         {city2.id, date.id}
+
+    # and on the session's page in the dashboard (logged in with an admin key, as a person does)
+    key = molt.run(molt.state.keys.create_key("default", role="admin"))[0]
+    molt.run(molt.state.auth.mode(force=True))
+    with httpx.Client(base_url=molt.url, timeout=30) as browser:
+        form = browser.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        assert browser.post("/ui/login", data={"csrf": csrf.group(1), "key": key}).status_code == 303
+        page = browser.get(f"/ui/sessions/{turn['session_id']}")
+    assert page.status_code == 200
+    assert "overlay <b>ship.to.city v2</b>" in page.text and "overlay <b>ship.date v1</b>" in page.text
