@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from evolver.checks import Check, evidence_check
 from evolver.errors import ProposalRejected
@@ -54,19 +54,25 @@ class DescriptionDraft:
 
 
 def _target(g: FailureGroup) -> tuple[str, list[tuple[str, str | None]]] | None:
-    """The argument the group's errors are about, and each failing tool that offers it (its description)."""
+    """The parameter the group's errors are about, and each failing tool that offers it (its description).
+
+    The parameter is where the error points (``to.city``) when a failing tool's schema has it
+    (through `$ref`, `anyOf` and array items: store/param_paths.py), else the argument."""
     c = main_constraint(g)
     if c is None or c.argument is None:
         return None
-    found: dict[str, str | None] = {}
-    for case in g.cases:
-        for tool in case.tools[:1]:  # the tool whose result was the error
-            if tool in found:
-                continue
-            offered, desc = param_description(case.request.get("tools"), tool, c.argument)
-            if offered:
-                found[tool] = desc
-    return (c.argument, sorted(found.items())) if found else None
+    for param in dict.fromkeys(p for p in (c.path, c.argument) if p):
+        found: dict[str, str | None] = {}
+        for case in g.cases:
+            for tool in case.tools[:1]:  # the tool whose result was the error
+                if tool in found:
+                    continue
+                offered, desc = param_description(case.request.get("tools"), tool, param)
+                if offered:
+                    found[tool] = desc
+        if found:
+            return param, sorted(found.items())
+    return None
 
 
 def _joined(base: str | None, sentence: str) -> str:
@@ -97,10 +103,12 @@ def rule_drafts(groups: Sequence[FailureGroup], *, min_support: int = 2,
             continue
         target = _target(g)
         constraint = main_constraint(g)
-        stated = state_constraint(constraint, g.cases) if constraint else None
-        if target is None or stated is None:
+        if target is None or constraint is None:
             continue
         param, tools = target
+        stated = state_constraint(replace(constraint, argument=param), g.cases)
+        if stated is None:
+            continue
         sentence = f"{stated.words[0].upper()}{stated.words[1:]}."
         rewrites = [ParamRewrite(tool, param, _joined(base, sentence), base) for tool, base in tools
                     if sentence not in (base or "")]

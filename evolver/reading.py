@@ -3,8 +3,8 @@
 A reader takes a tool result (the text the agent saw) and the call that got
 it, and answers None when the result is not an error in its grammar, else a
 `ToolFailure`: the error's message and what it states about each argument it
-names (`Constraint`: which argument, the refused value, and the accepted
-forms when stated: a placeholder pattern such as ``DD.MM.YYYY``, a regular
+names (`Constraint`: which argument, where inside it when the error points
+deeper (``to.city``), the refused value, and the accepted forms when stated: a placeholder pattern such as ``DD.MM.YYYY``, a regular
 expression, a list of choices, bounds). `read_error` tries the default
 readers in order, outermost envelope first:
 
@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from store.param_paths import parse_path
+
 Args = Mapping[str, Any]
 
 
@@ -52,6 +54,9 @@ class Constraint:
     type: str | None = None  # integer, string, ...
     examples: tuple[str, ...] = ()  # example values the error gave (never copied into a rule)
     said: str = ""  # what the error said about this argument (data: quoted if ever shown)
+    # where inside `argument` the error points, when deeper (``to.city`` for argument ``to``):
+    # a parameter path (store/param_paths.py), item indexes dropped
+    path: str | None = None
 
     @property
     def states_form(self) -> bool:
@@ -189,7 +194,7 @@ class PydanticReader:
                 value = _literal(m.group(3))
                 if arg is None or arg not in args:
                     arg = arg if arg else _arg_by_value(args, value)
-                out.append(_pydantic_msg(arg, m.group(1), value, m.group(2)))
+                out.append(_at(_pydantic_msg(arg, m.group(1), value, m.group(2)), loc))
             elif line and not line.startswith(" "):
                 loc = line.strip()
         return ToolFailure(self.name, result.strip(), tuple(out), tool)
@@ -222,7 +227,7 @@ def _jsonschema_message(message: str, args: Args, path: str | None = None) -> Co
         if m:
             c = make(m)
             arg = c.argument or _path_arg(path) or _arg_by_value(args, c.refused)
-            return replace(c, argument=arg)
+            return _at(replace(c, argument=arg), path)
     return None
 
 
@@ -231,6 +236,17 @@ def _path_arg(path: str | None) -> str | None:
         return None
     parts = [p for p in re.split(r"[./\[\]$#]+", path) if p and not p.isdigit()]
     return parts[0] if parts else None
+
+
+def _deeper(path: str | None) -> str | None:
+    """A location's parameter path when it names more than a top-level argument, else None."""
+    names = parse_path(path.lstrip("#")) if path else ()
+    return ".".join(names) if len(names) > 1 else None
+
+
+def _at(c: Constraint, path: str | None) -> Constraint:
+    deeper = _deeper(path)
+    return replace(c, path=deeper) if deeper and _path_arg(deeper) == c.argument else c
 
 
 class JsonSchemaReader:
@@ -351,11 +367,15 @@ class McpReader:
         return read_message(inner, tool, args, grammar=self.name)
 
 
-def _loc_arg(loc: Any) -> str | None:
+def _loc_parts(loc: Any) -> list[str]:
     if isinstance(loc, list | tuple):
-        parts = [str(p) for p in loc if not isinstance(p, int) and str(p) not in ("body", "query", "path")]
-        return parts[0] if parts else None
-    return None
+        return [str(p) for p in loc if not isinstance(p, int) and str(p) not in ("body", "query", "path")]
+    return []
+
+
+def _loc_arg(loc: Any) -> str | None:
+    parts = _loc_parts(loc)
+    return parts[0] if parts else None
 
 
 class FastApiReader:
@@ -373,7 +393,8 @@ class FastApiReader:
         for d in detail:
             arg = _loc_arg(d.get("loc"))
             ctx = d.get("ctx") if isinstance(d.get("ctx"), dict) else None
-            cons.append(_pydantic_msg(arg, str(d["msg"]), d.get("input"), str(d.get("type") or ""), ctx))
+            c = _pydantic_msg(arg, str(d["msg"]), d.get("input"), str(d.get("type") or ""), ctx)
+            cons.append(_at(c, ".".join(_loc_parts(d.get("loc")))))
         return ToolFailure(self.name, "; ".join(str(d["msg"]) for d in detail), tuple(cons), tool)
 
 
@@ -396,7 +417,7 @@ class ProblemJsonReader:
                 why = str(item.get("reason") or item.get("detail") or item.get("message") or "")
                 c = _text_constraint(why, args, str(arg) if arg else None)
                 if c is not None:
-                    cons.append(c)
+                    cons.append(_at(c, str(item.get("pointer") or item.get("field") or item.get("name") or "")))
         message = str(data.get("detail") or data.get("title"))
         if not cons:
             return read_message(message, tool, args, grammar=self.name)

@@ -41,16 +41,32 @@ def _choices(values: Sequence[object]) -> str:
     return " or ".join(json.dumps(v) for v in values)
 
 
+def value_at(args: object, path: str) -> object:
+    """The value at an argument path in a call's arguments (``to.city``; in a list, the first item's)."""
+    if isinstance(args, dict) and path in args:
+        return args[path]
+    node = args
+    for name in path.split("."):
+        while isinstance(node, list):
+            node = next((x for x in node if isinstance(x, dict) and name in x), None)
+        if not isinstance(node, dict):
+            return None
+        node = node.get(name)
+    return node
+
+
 def state_constraint(c: Constraint, cases: Sequence[Case]) -> Statement | None:
-    """A tool error's constraint in molt's words, or None when there is nothing to state."""
+    """A tool error's constraint in molt's words, or None when there is nothing to state.
+
+    `c.argument` may be a path into the arguments (``to.city``): the values are looked up there."""
     arg = c.argument
     if arg is None:
         return None
     form = c.forms[0] if c.forms else None
     if form is None:  # a known notation the pattern, the examples or what the tool later accepted fit
         refused = c.refused if c.refused is not None else next(
-            (v for case in cases if (v := (case.extras.get("arguments") or {}).get(arg)) is not None), None)
-        accepted = [case.target[1].get(arg) for case in cases if case.target is not None]
+            (v for case in cases if (v := value_at(case.extras.get("arguments") or {}, arg)) is not None), None)
+        accepted = [value_at(case.target[1], arg) for case in cases if case.target is not None]
         form = form_for(arg, refused, pattern=c.pattern, accepted=accepted, examples=c.examples,
                         said=c.said)
     if form is not None:

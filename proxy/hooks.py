@@ -33,6 +33,8 @@ class TurnContext:
     replay: Replay | None = None
     skill_generation: int | None = None
     injected_skills: list[dict[str, Any]] | None = None
+    # the tool overlays laid over this request's tools (proxy/tool_overlay_injection.py)
+    tool_overlays: list[dict[str, Any]] | None = None
     context_version: str | None = None
     # what the TAFC hook added to this request's tools (proxy/tafc.py), to strip on the way back
     tafc: Plan | None = None

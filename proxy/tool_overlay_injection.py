@@ -10,6 +10,10 @@ a proposal (`X-Molt-Replay: <proposal id>`) gets that proposal's candidate
 rewrites laid over the active ones; a replay of `current` gets the active
 ones. A store failure never fails an agent's request: the tools go up as the
 agent sent them.
+
+The turn records the overlay versions that served it (`TurnContext.tool_overlays`,
+the turns' `tool_overlays` column: ``[{id, version, tool, param}]``): those
+laid over its tools, [] when none applied.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ log = logging.getLogger("molt.tool_overlays")
 
 
 def _rewrites(overlays: list[ToolOverlay]) -> list[Rewrite]:
-    return [Rewrite(o.tool, o.param, o.description, o.base) for o in overlays]
+    return [Rewrite(o.tool, o.param, o.description, o.base, o.id, o.version) for o in overlays]
 
 
 class ToolOverlayService:
@@ -73,6 +77,7 @@ class ToolOverlayService:
         return _rewrites([o for o in found if o.tenant_id == tenant_id and o.status == CANDIDATE])
 
     async def __call__(self, ctx: TurnContext, body: dict[str, Any]) -> dict[str, Any]:
+        ctx.tool_overlays = []
         tools = body.get("tools")
         if not isinstance(tools, list) or not tools:
             return body
@@ -87,4 +92,5 @@ class ToolOverlayService:
         new, applied = apply_rewrites(tools, rewrites)
         if not applied:
             return body
+        ctx.tool_overlays = [r.served() for r in applied]
         return {**body, "tools": new}

@@ -42,6 +42,7 @@ def open_record(ctx: TurnContext, body: dict[str, Any], upstream_body: dict[str,
         upstream_request=upstream_body if upstream_body is not body else None,
         skill_generation=ctx.skill_generation,
         injected_skills=ctx.injected_skills,
+        tool_overlays=ctx.tool_overlays,
         context_version=ctx.context_version,
         request_hash=ctx.session.request_hash,
     )

@@ -15,7 +15,7 @@ nothing. The answer is the agent's in both: what the agent was given.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from store.chat_shapes import ToolCall, tool_calls
 from store.export import ExportTurn
@@ -80,11 +80,18 @@ def example(turn: ExportTurn, form: Form = "agent") -> JSON | None:
     return out
 
 
+def overlay_versions(recorded: Any) -> list[str]:
+    """The tool overlay versions a turn records, as ``<id>@v<version>`` (malformed entries left out)."""
+    return [f"{o['id']}@v{o.get('version')}" for o in recorded if isinstance(o, dict) and o.get("id")] \
+        if isinstance(recorded, list) else []
+
+
 def metadata(turn: ExportTurn) -> JSON:
     """Where an example came from and how it went (`molt export --meta`)."""
     return {
         "turn_id": turn.id, "session_id": turn.session_id, "tenant": turn.tenant or turn.tenant_id,
         "idx": turn.idx, "created_at": turn.created_at, "model": turn.request_model,
         "weight_version": turn.weight_version, "skill_generation": turn.skill_generation,
+        "tool_overlays": overlay_versions(turn.tool_overlays),
         "status": turn.status, "score": turn.score, "verdict": turn.verdict,
     }

@@ -98,6 +98,7 @@ def _parquet_schema() -> Any:
         ("http_status", i32), ("finish_reason", s), ("latency_ms", f64), ("ttft_ms", f64),
         ("input_tokens", i64), ("output_tokens", i64), ("weight_version", s),
         ("skill_generation", i64), ("context_version", s), ("injected_skills", pa.list_(s)),
+        ("tool_overlays", pa.list_(pa.struct([("id", s), ("version", i64), ("tool", s), ("param", s)]))),
         ("score", f64), ("scored_by", s), ("verdict", s),
         ("messages", s), ("tools", s), ("answer", s), ("error", s),
     ])
@@ -107,6 +108,12 @@ def _skill_names(injected: Sequence[Any] | None) -> list[str] | None:
     if not injected:
         return None
     return [str(s.get("id")) for s in injected if isinstance(s, dict) and s.get("id") is not None]
+
+
+def served_overlays(recorded: Sequence[Any] | None) -> list[JSON]:
+    """The overlay versions a turn records ({id, version, tool, param}), malformed entries left out."""
+    return [{"id": str(o["id"]), "version": o.get("version"), "tool": o.get("tool"), "param": o.get("param")}
+            for o in recorded or () if isinstance(o, dict) and o.get("id") is not None]
 
 
 def parquet_row(turn: ExportTurn, form: Form = "agent") -> JSON:
@@ -126,6 +133,7 @@ def parquet_row(turn: ExportTurn, form: Form = "agent") -> JSON:
         "weight_version": turn.weight_version, "skill_generation": turn.skill_generation,
         "context_version": turn.context_version,
         "injected_skills": _skill_names(turn.injected_skills),
+        "tool_overlays": served_overlays(turn.tool_overlays) or None,
         "score": turn.score, "scored_by": turn.scored_by, "verdict": turn.verdict,
         "messages": None if messages is None else _dumps(messages),
         "tools": None if offered is None else _dumps(offered),

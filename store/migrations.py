@@ -344,6 +344,15 @@ async def m010_tool_overlays(conn: AsyncConnection) -> None:
     await _create(conn, overlays)
 
 
+async def m011_turn_tool_overlays(conn: AsyncConnection) -> None:
+    """Which tool overlay versions served a turn: a JSON list of {id, version, tool, param}.
+
+    NULL on turns recorded before (and on turns no overlay hook saw); [] when
+    none applied to the request's tools.
+    """
+    await conn.execute(sa.text("ALTER TABLE turns ADD COLUMN tool_overlays JSON"))
+
+
 async def m012_turn_recorded_at(conn: AsyncConnection) -> None:
     """When each turn row was written (the database's clock), apart from when it was served.
 
@@ -351,7 +360,6 @@ async def m012_turn_recorded_at(conn: AsyncConnection) -> None:
     the spool, or another process) has an old `created_at` but a new `recorded_at`. Rows
     written before are stamped with their `created_at`. Feedback is stamped as it is stored
     (its `created_at`); it gets the index the same "since" read needs.
-    (m011 is another change's number; the runner applies by name, in list order.)
     """
     await conn.execute(sa.text("ALTER TABLE turns ADD COLUMN recorded_at FLOAT"))
     await conn.execute(sa.text("UPDATE turns SET recorded_at = created_at"))
@@ -373,6 +381,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m008_key_limits", m008_key_limits),
     ("m009_turn_followup_from", m009_turn_followup_from),
     ("m010_tool_overlays", m010_tool_overlays),
+    ("m011_turn_tool_overlays", m011_turn_tool_overlays),
     ("m012_turn_recorded_at", m012_turn_recorded_at),
 ]
 

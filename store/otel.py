@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from store.chat_examples import Form, answer, prompt, tools
+from store.chat_examples import Form, answer, overlay_versions, prompt, tools
 from store.chat_shapes import tool_calls
 from store.export import ExportTurn
 from store.records import JSON
@@ -262,6 +262,9 @@ def span_attributes(turn: ExportTurn, *, capture_content: bool = False,
               if isinstance(s, dict) and s.get("id") is not None]
     if skills:
         out["molt.skills"] = skills
+    overlays = overlay_versions(turn.tool_overlays)
+    if overlays:
+        out["molt.tool_overlays"] = overlays
     if turn.context_version:
         out["molt.context_version"] = turn.context_version
     if turn.ttft_ms is not None:

@@ -46,6 +46,9 @@ class TurnRecord:
     weight_version: str | None = None
     skill_generation: int | None = None
     injected_skills: list[JSON] | None = None
+    # the tool overlays laid over the request's tools ({id, version, tool, param} each;
+    # [] none applied, None: no overlay hook ran): store/tool_overlays.py
+    tool_overlays: list[JSON] | None = None
     context_version: str | None = None
     request_hash: str | None = None
     # A Responses turn that a follow-up may continue: the first of its request

@@ -99,6 +99,8 @@ turns = sa.Table(
     # A Responses turn a `previous_response_id` may continue: its messages from here on
     # (m009_turn_followup_from; see store/followups.py).
     sa.Column("followup_from", sa.Integer, nullable=True),
+    # The tool overlays that served the turn (m011_turn_tool_overlays): [{id, version, tool, param}].
+    sa.Column("tool_overlays", sa.JSON, nullable=True),
     # When the row was written, by the database's clock (m012_turn_recorded_at): what "turns
     # since the last look" means, so that a turn that arrives late is still seen.
     sa.Column("recorded_at", sa.Float, nullable=True),

@@ -5,9 +5,11 @@ that proposal see it); the gate's verdict makes it `active` (the one served
 for its tool and parameter; the one it replaces becomes `superseded`) or
 `rejected`. Reverting an active overlay marks it `reverted` and brings back
 the version it replaced, if any, as skills revert to their previous revision.
-Every version stays in the table: the history of what was served, and why.
+Every version stays in the table: the history of what was served, and why;
+each turn records the versions that served it (the turns' `tool_overlays`).
 
-`param` is a dotted path through JSON Schema `properties` (``address.city``);
+`param` is a parameter path (``address.city``, read through `$ref`, `anyOf`/
+`oneOf`/`allOf` and array items: store/param_paths.py);
 `base` is the agent's own description the rewrite was written for (None: the
 parameter had none). Serving lays a rewrite only over that same base, so an
 agent that changes its schema gets its own words back (store/tool_params.py).

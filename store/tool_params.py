@@ -3,10 +3,11 @@
 Pure functions on the Chat Completions `tools` shape, shared by the proxy's
 overlay hook (proxy/tool_overlay_injection.py) and the evolver's drafts.
 
-An overlay names a tool, a parameter (a dotted path through JSON Schema
-`properties`: ``address.city``) and the description to serve for it, with the
-agent's own description it was written for (`base`). It is laid only where the
-agent's schema still says `base` (or, for a base of None, says nothing): an
+An overlay names a tool, a parameter (a path, ``address.city``, that reads
+through `$ref`, `anyOf`/`oneOf`/`allOf` and array items: store/param_paths.py,
+which also says where a rewrite is written) and the description to serve for
+it, with the agent's own description it was written for (`base`). It is laid
+only where the agent's schema still says `base` (or, for a base of None, says nothing): an
 agent that rewrote its own description gets its own words, never a rewrite of
 something it no longer sends. Nothing else in the schema changes, and the
 agent's list is never mutated (a copy carries the change).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.chat_shapes import tool_schemas
+from store.param_paths import describe, set_description
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +30,13 @@ class Rewrite:
     param: str
     description: str
     base: str | None
+    # the overlay version this rewrite serves (store/tool_overlays.py), when it is one
+    overlay_id: str | None = None
+    version: int | None = None
 
-
-def find_param(parameters: Any, path: str) -> dict[str, Any] | None:
-    """The schema of the parameter at `path` (``a.b``: property b of property a), or None."""
-    node: Any = parameters
-    found: dict[str, Any] | None = None
-    for part in path.split("."):
-        props = node.get("properties") if isinstance(node, Mapping) else None
-        node = props.get(part) if isinstance(props, Mapping) else None
-        if not isinstance(node, dict):
-            return None
-        found = node
-    return found
+    def served(self) -> dict[str, Any]:
+        """How a turn records that this rewrite served it."""
+        return {"id": self.overlay_id, "version": self.version, "tool": self.tool, "param": self.param}
 
 
 def function_of(tool: Any) -> dict[str, Any] | None:
@@ -56,11 +52,7 @@ def function_of(tool: Any) -> dict[str, Any] | None:
 def param_description(tools: Any, tool: str, param: str) -> tuple[bool, str | None]:
     """(whether `tool` offers `param`, its description) in a request's tools."""
     fn = tool_schemas({"tools": tools}).get(tool)
-    schema = find_param(fn.get("parameters"), param) if fn is not None else None
-    if schema is None:
-        return False, None
-    desc = schema.get("description")
-    return True, desc if isinstance(desc, str) else None
+    return describe(fn.get("parameters"), param) if fn is not None else (False, None)
 
 
 def apply_rewrites(tools: list[Any], rewrites: Sequence[Rewrite]) -> tuple[list[Any], list[Rewrite]]:
@@ -79,13 +71,7 @@ def apply_rewrites(tools: list[Any], rewrites: Sequence[Rewrite]) -> tuple[list[
         new = copy.deepcopy(tool)
         params = new["function"].get("parameters")
         for r in todo:
-            schema = find_param(params, r.param)
-            if schema is None:
-                continue
-            desc = schema.get("description")
-            if (desc if isinstance(desc, str) else None) != r.base:
-                continue
-            schema["description"] = r.description
-            applied.append(r)
+            if set_description(params, r.param, r.description, base=r.base):
+                applied.append(r)
         out.append(new if any(a.tool == fn["name"] for a in applied) else tool)  # type: ignore[index]
     return out, applied

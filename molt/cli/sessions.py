@@ -47,6 +47,10 @@ def render_transcript(d: SessionDetail) -> str:
             + (f"  version={t['weight_version']}" if t.get("weight_version") else "")
             + (f"  skills gen {t['skill_generation']}" if t.get("skill_generation") is not None else "")
         )
+        overlays = [f"{o.get('tool')}.{o.get('param')} v{o.get('version')} ({o.get('id')})"
+                    for o in t.get("tool_overlays") or [] if isinstance(o, dict)]
+        if overlays:
+            lines.append(f"  {'overlays':>9}: {', '.join(overlays)}")
         messages = (t.get("request") or {}).get("messages") or []
         for m in messages[shown if t["idx"] else 0:]:
             role = m.get("role", "?")

@@ -36,6 +36,7 @@ def _turn(**kw: Any) -> ExportTurn:
         "content": "Sunny in Oslo.", "finish_reason": "stop", "latency_ms": 250.0, "ttft_ms": 40.0,
         "input_tokens": 30, "output_tokens": 5, "weight_version": "v0003", "skill_generation": 4,
         "injected_skills": [{"id": "weather-basics"}], "score": 0.5,
+        "tool_overlays": [{"id": "tov_1", "version": 2, "tool": "get_weather", "param": "city"}],
     }
     fields.update(kw)
     return ExportTurn(**fields)
@@ -68,6 +69,7 @@ def test_genai_attributes_without_content() -> None:
     assert (a["server.address"], a["server.port"]) == ("127.0.0.1", 9000)
     assert a["molt.turn.id"] == "turn_1" and a["molt.weight_version"] == "v0003"
     assert tuple(a["molt.skills"]) == ("weather-basics",) and a["molt.feedback.score"] == 0.5
+    assert tuple(a["molt.tool_overlays"]) == ("tov_1@v2",)  # the overlay version that served it
     assert span.status.status_code == StatusCode.UNSET and "error.type" not in a
     # the span covers the call: from its start to start + latency
     assert span.start_time == 1_790_000_000_500_000_000
