@@ -39,7 +39,8 @@ class Tenant:
 
     def ask(self, session: str, messages: list[dict[str, Any]], max_tokens: int = 12) -> str:
         r = self.client.chat.completions.create(
-            model=self.model, messages=messages, temperature=0, max_tokens=max_tokens,
+            model=self.model, messages=messages,  # type: ignore[arg-type]
+            temperature=0, max_tokens=max_tokens,
             extra_headers={"X-Session-Id": session})
         return r.choices[0].message.content or ""
 
