@@ -7,6 +7,9 @@ the tiny policy makes of a rule stated the way molt states it). `skills`: the
 evolver loop on the triggers a user gets by default (N failures or T
 seconds, `EvolverSettings`); `skills-runner-cadence`: the runner asks for an
 evolution every 2 episodes instead (reproducible; reported beside, labelled).
+`rl`: an idle window of LoRA RL between days (bench/rl_arm.py); `ttt-overnight`: days
+served by a TTT-enabled version, an idle window of the overnight in-place update (the
+scheduler's `ttt_delta` job, gated), more days (bench/ttt_overnight.py).
 `tafc` / `tafc-parameter`: no learning, molt's think-augmented tools on
 (function mode; parameter mode at `THINK_TAU`, since toolworld's plain schemas
 wrap nothing at the default 0.6). The policy must have seen think fields:
@@ -25,6 +28,7 @@ from bench.policy.data import THINK_TAU
 from bench.rl_arm import RLPlan
 from bench.toolworld import BASE, conventions_for_day, state_conventions
 from bench.ttt_arm import TTTPlan
+from bench.ttt_overnight import OvernightPlan
 from modeling.blocks import render_skills_block
 
 NO_LEARNING: dict[str, Any] = {"skills": {"enabled": False}, "evolver": {"enabled": False}}
@@ -47,6 +51,9 @@ class Arm:
     rl: RLPlan | None = None
     # Long sessions served with in-place TTT (bench/ttt_arm.py); the arm plays only those.
     ttt: TTTPlan | None = None
+    # Days served by a TTT-enabled version, with an idle window of the overnight in-place
+    # update (bench/ttt_overnight.py); None: never.
+    overnight: OvernightPlan | None = None
 
 
 def _oracle_block(day: int, _errors: str = "toolworld") -> list[str]:
@@ -97,6 +104,9 @@ def _skills(model: bool = False, loop: bool = True) -> Callable[[Path], dict[str
     return settings
 
 
+_OVERNIGHT = OvernightPlan()
+_UNGATED = OvernightPlan(ungated=True)
+
 ARMS: dict[str, Arm] = {
     "baseline": Arm("baseline", "the tiny policy alone, no skills"),
     "oracle": Arm("oracle", "the day's true conventions stated in the skills block (upper bound)",
@@ -128,4 +138,13 @@ ARMS: dict[str, Arm] = {
                "(tool errors, complaints in the chat), later episodes need them in fresh "
                "conversations; later episodes without TTT, with TTT serving, and with the "
                "revealing part in context (the reference)", ttt=TTTPlan()),
+    "ttt-overnight": Arm(
+        "ttt-overnight", "days served by a TTT-enabled version (per-session fast weights), an "
+        "idle window of the overnight in-place update (the scheduler's job: the days' sessions "
+        "streamed into a ttt_delta version, eval gate, hot-swap on a pass), more days; no skills",
+        settings=_OVERNIGHT.settings, overnight=_OVERNIGHT),
+    "ttt-overnight-ungated": Arm(
+        "ttt-overnight-ungated", "as ttt-overnight, but the delta is served on the next days "
+        "even when the gate rejects it (what the gate kept out)",
+        settings=_UNGATED.settings, overnight=_UNGATED),
 }

@@ -42,6 +42,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += extraction_table(report)
     lines += tokens_table(report)
     lines += window_table(report)
+    lines += overnight_table(report)
+    lines += next_day_table(report)
     lines += ttt_table(report)
     return "\n".join(lines) + "\n"
 
@@ -193,7 +195,8 @@ def tokens_table(report: dict[str, Any]) -> list[str]:
 
 def window_table(report: dict[str, Any]) -> list[str]:
     """Markdown rows: the rl arms' idle windows (bench/rl_arm.py), what they cost and decided."""
-    rows = [(name, w) for name, a in report["arms"].items() for w in a.get("windows") or []]
+    rows = [(name, w) for name, a in report["arms"].items() for w in a.get("windows") or []
+            if w.get("kind") != "ttt-delta"]
     if not rows:
         return []
     lines = ["", "## RL idle windows", "",
@@ -214,6 +217,87 @@ def window_table(report: dict[str, Any]) -> list[str]:
             f"{_fmt(ref.get('accuracy'))} -> {_fmt(cand.get('accuracy'))} | "
             f"{internalized(gate)} |")
     return lines + agreement_table(rows) + skill_tests_table(rows)
+
+
+def _pair(figures: dict[str, Any] | None) -> str:
+    """A gate set's reference -> candidate accuracy, over how many steps both were scored on."""
+    f = figures or {}
+    ref, cand = (f.get("reference") or {}), (f.get("candidate") or {})
+    return f"{_fmt(ref.get('accuracy'))} -> {_fmt(cand.get('accuracy'))} ({f.get('paired', 0)})"
+
+
+def overnight_table(report: dict[str, Any]) -> list[str]:
+    """The ttt-overnight arms' windows (bench/ttt_overnight.py): the scheduler's job, what the
+    overnight pass streamed and added, the gate's decision and figures, what is served next."""
+    rows = [(name, a, w) for name, a in report["arms"].items() for w in a.get("windows") or []
+            if w.get("kind") == "ttt-delta"]
+    if not rows:
+        return []
+    lines = ["", "## Overnight in-place TTT update (`ttt_delta`) windows", "",
+             ("| arm | after day | job | parent -> delta version | sessions streamed | tokens | "
+              "chunk updates (clipped) | largest layer ||dW||_F | gate | held-out accuracy "
+              "(paired steps) | retention accuracy | served next day | window wall min |"),
+             "|---" * 13 + "|"]
+    notes = []
+    for name, a, w in rows:
+        u, gate = w.get("update") or {}, w.get("gate") or {}
+        status = gate.get("status", "-")
+        served = w.get("served_next") or "base"
+        if w.get("promoted_ungated"):
+            served += " (ungated: promoted despite the gate)"
+        lines.append(
+            f"| {name} | {w.get('after_day')} | {w.get('job_status')} | {w.get('parent')} -> "
+            f"{w.get('version') or '-'} | {_num(u.get('sessions'), '.0f')} | "
+            f"{_num(u.get('tokens'), '.0f')} | {_num(u.get('updates'), '.0f')} "
+            f"({_num(u.get('clipped'), '.0f')}) | {_num(u.get('delta_norm'), '.4f')} | {status} | "
+            f"{_pair(gate.get('heldout'))} | {_pair(gate.get('retention'))} | {served} | "
+            f"{_num(w.get('window_wall_min'), '.2f')} |")
+        if w.get("job_status") != "succeeded":
+            notes.append(f"- {name}: the job {w.get('job')} ended {w.get('job_status')}: "
+                         f"{w.get('error') or 'no version'}.")
+        elif status == "rejected":
+            why = "; ".join(gate.get("reasons") or []) or "no reason recorded"
+            then = ("it was served anyway (this arm ignores the gate)" if w.get("promoted_ungated")
+                    else f"the next days are served by {served}, the version the delta was "
+                    "judged against")
+            notes.append(f"- {name}: the gate **rejected** the delta {w.get('version')} "
+                         f"({why}); {then}.")
+        layers = a.get("ttt_layers") or {}
+        trained = layers.get("trained")
+        if trained is not None:
+            cost = trained if isinstance(trained, str) else (
+                f"trained {trained.get('steps')} steps, {trained.get('cpu_s')} CPU s")
+            notes.append(f"- {name}: the days were served by {layers.get('version')} (TTT "
+                         f"layers: {cost}).")
+    return lines + ([""] + notes if notes else [])
+
+
+def next_day_table(report: dict[str, Any]) -> list[str]:
+    """Every idle window (RL or overnight TTT): the day before it and the day after, side by
+    side, with the gate's decision."""
+    days = [str(d) for d in report["days"]]
+    out = ["", "## The day after each idle window", "",
+           ("| arm | window | gate | served the next day | step accuracy: day before -> next "
+            "day | drift-affected step accuracy | base-convention step accuracy |"),
+           "|---" * 7 + "|"]
+    for name, a in report["arms"].items():
+        for w in a.get("windows") or []:
+            day = str(w.get("after_day"))
+            if day not in days or days.index(day) + 1 >= len(days):
+                continue
+            nxt = days[days.index(day) + 1]
+            before, after = a["per_day"].get(day) or {}, a["per_day"].get(nxt) or {}
+            kind = "overnight TTT" if w.get("kind") == "ttt-delta" else "RL"
+            status = (w.get("gate") or {}).get("status", w.get("status", "-"))
+            if w.get("promoted_ungated"):
+                status += ", served anyway"
+            served = ", ".join(f"{v} ({n})" for v, n in
+                               sorted((after.get("served_versions") or {}).items())) or "-"
+            moves = " | ".join(f"{_fmt(before.get(k))} -> {_fmt(after.get(k))}" for k in
+                               ("step_accuracy", "affected_accuracy", "unaffected_accuracy"))
+            out.append(f"| {name} | {kind}, after day {day} | {status} | day {nxt}: {served} | "
+                       f"{moves} |")
+    return out if len(out) > 5 else []
 
 
 def internalized(gate: dict[str, Any]) -> str:

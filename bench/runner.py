@@ -137,10 +137,16 @@ def run_arm(
     rules: list[dict[str, Any]] = []  # the edits the gate accepted, for the extraction check
     done = 0
     started = time.time()
+    prepared: dict[str, Any] = {}  # the ttt-overnight arms' TTT-enabled version
     if arm.ttt is not None:
         return _run_ttt_arm(arm, server, client, driver, out=out, checkpoint=checkpoint, days=days,
                             tasks_per_day=tasks_per_day, seed=seed, progress=progress)
     try:
+        if arm.overnight is not None:
+            if server is None:
+                raise ValueError(f"the {arm.name} arm trains and serves versions of the tiny "
+                                 "policy: it needs molt's own local serving (no --endpoint)")
+            prepared = overnight_prepare(arm, server.url, out, checkpoint, seed)
         for day in days:
             results = []
             for task in day_tasks(day, tasks_per_day, seed):
@@ -160,6 +166,10 @@ def run_arm(
             if arm.rl is not None and server is not None and day in arm.rl.windows_after(days):
                 windows.append({"after_day": day, **rl_window(arm, server.url, out, checkpoint,
                                                              days, tasks_per_day, seed, episodes)})
+            if arm.overnight is not None and server is not None \
+                    and day in arm.overnight.windows_after(days):
+                server.call(server.app.state.molt.recorder.flush())  # the day's turns are data
+                windows.append({"after_day": day, **overnight_window(arm, server.url)})
         if server is not None and not arm.evolve_every and arm.loop:
             evolutions = loop_evolutions(server.url, ends)
         if server is not None and (arm.evolve_every or arm.loop):
@@ -173,11 +183,17 @@ def run_arm(
     if server is not None:  # after the server stopped: the recorder has drained
         add_skill_tokens(out / arm.name / "molt" / "molt.db", per_day, per_day_late, overall,
                          episodes)
+        if arm.overnight is not None or arm.rl is not None:
+            add_served_versions(out / arm.name / "molt" / "molt.db", per_day, episodes)
     cadence = (f"runner's cadence: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
                else loop_cadence(tasks_per_day) if arm.loop else "none")
-    return {"arm": arm.name, "description": arm.description, "per_day": per_day, "per_day_late": per_day_late,
-            "overall": overall, "seconds": time.time() - started, "episodes": episodes,
-            "evolutions": evolutions, "cadence": cadence, "windows": windows, "rules": rules}
+    result = {"arm": arm.name, "description": arm.description, "per_day": per_day,
+              "per_day_late": per_day_late, "overall": overall, "seconds": time.time() - started,
+              "episodes": episodes, "evolutions": evolutions, "cadence": cadence,
+              "windows": windows, "rules": rules}
+    if arm.overnight is not None:
+        result["ttt_layers"] = prepared
+    return result
 
 
 def _run_ttt_arm(arm: Arm, server: Any, client: openai.OpenAI, driver: AgentDriver, *, out: Path,
@@ -307,6 +323,41 @@ def rl_window(arm: Arm, url: str, out: Path, checkpoint: Path, days: Sequence[in
     return idle_window(arm.rl, url=url, store_url=f"sqlite+aiosqlite:///{data_dir}/molt.db",
                        registry_root=data_dir / "registry", checkpoint=checkpoint,
                        out=out / arm.name / f"window-{len(episodes)}", task_of=task_of)
+
+
+def overnight_prepare(arm: Arm, url: str, out: Path, checkpoint: Path,
+                      seed: int) -> dict[str, Any]:
+    """The ttt-overnight arm's TTT-enabled version, promoted before the first day."""
+    from bench.ttt_overnight import prepare_active
+
+    assert arm.overnight is not None
+    with httpx.Client(base_url=url, timeout=600) as client:
+        return prepare_active(arm.overnight, client, data_dir=out / arm.name / "molt",
+                              out=out / arm.name, checkpoint=checkpoint, seed=seed)
+
+
+def overnight_window(arm: Arm, url: str) -> dict[str, Any]:
+    """The ttt-overnight arm's idle window (bench/ttt_overnight.py): the scheduler's job."""
+    from bench.ttt_overnight import overnight_window as window
+
+    assert arm.overnight is not None
+    with httpx.Client(base_url=url, timeout=600) as client:
+        return window(arm.overnight, client)
+
+
+def add_served_versions(store: Path, per_day: dict[str, Any],
+                        episodes: Sequence[dict[str, Any]]) -> None:
+    """Each day's served weight versions (`served_versions`) and how many of its model requests
+    each served."""
+    from bench.ttt_overnight import served_versions
+
+    served = served_versions(store)
+    for e in episodes:
+        counts = per_day[str(e["day"])].setdefault("served_versions", {})
+        for t in e["turn_ids"]:
+            if t in served:
+                v = served[t] or "base"
+                counts[v] = counts.get(v, 0) + 1
 
 
 def evolve(url: str, day: int) -> dict[str, Any]:

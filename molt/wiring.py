@@ -52,7 +52,8 @@ def backend_factories(settings: MoltSettings) -> dict[str, BackendFactory]:
         from proxy.local.ttt_sessions import TTTSessions
 
         limits = settings.ttt_sessions
-        sessions = TTTSessions(idle_s=limits.idle_s, max_bytes=limits.max_bytes())
+        sessions = TTTSessions(idle_s=limits.idle_s, max_bytes=limits.max_bytes(),
+                               tenant_limits=limits.tenant_limits)
         return LocalBackend(route, registry=registry, ttt_sessions=sessions)
 
     def vllm(route: ModelRoute) -> Backend:

@@ -356,6 +356,16 @@ class TafcSettings(BaseModel):
     tools: list[str] = Field(default_factory=list)
 
 
+class TTTTenantLimits(BaseModel):
+    """One tenant's own TTT session limits (`[ttt_sessions.tenants.<name>]`); a field left
+    out takes `tenant_max_sessions` / `tenant_max_mb`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_sessions: int | None = Field(default=None, ge=1)
+    max_mb: float | None = Field(default=None, gt=0)
+
+
 class TTTSessionSettings(BaseModel):
     """The per-session fast weights of TTT-enabled versions served locally
     (proxy/local/ttt_sessions.py). The limits apply to each local model of this process
@@ -363,17 +373,50 @@ class TTTSessionSettings(BaseModel):
 
     A session's state is dropped at `X-Session-Done`, after `idle_s` without a request,
     or, least recently used first, when the states of all of that model's sessions
-    together pass `max_mb`
-    (a state in use by a running request is never dropped).
+    together pass `max_mb` (taken from the tenant that holds the most), or when one
+    tenant's states pass that tenant's `tenant_max_sessions` or `tenant_max_mb` (taken
+    from that tenant only). `tenants.<name>` overrides the per-tenant limits for one
+    tenant (by name). Unset per-tenant limits: no count limit, and `max_mb` for bytes,
+    which is today's single-tenant behaviour. A state in use by a running request is
+    never dropped.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     idle_s: float = Field(default=900.0, gt=0)
     max_mb: float = Field(default=1024.0, gt=0)
+    tenant_max_sessions: int | None = Field(default=None, ge=1)
+    tenant_max_mb: float | None = Field(default=None, gt=0)
+    tenants: dict[str, TTTTenantLimits] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tenant_caps_fit(self) -> TTTSessionSettings:
+        caps = [("tenant_max_mb", self.tenant_max_mb)] + [
+            (f"tenants.{name}.max_mb", t.max_mb) for name, t in self.tenants.items()]
+        for where, mb in caps:
+            if mb is not None and mb > self.max_mb:
+                raise ValueError(f"ttt_sessions.{where} = {mb:g} is over ttt_sessions.max_mb = "
+                                 f"{self.max_mb:g} (the cap of all tenants together): a "
+                                 "tenant's cap must fit inside it")
+        for name in self.tenants:
+            if not name.strip():
+                raise ValueError("ttt_sessions.tenants has an empty tenant name")
+        return self
 
     def max_bytes(self) -> int:
-        return int(self.max_mb * 1024 * 1024)
+        return _mb(self.max_mb)
+
+    def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
+        """`tenant`'s own most sessions and most bytes (None: no limit of its own; its
+        states then count only towards `max_mb`)."""
+        own = self.tenants.get(tenant, TTTTenantLimits())
+        sessions = own.max_sessions if own.max_sessions is not None else self.tenant_max_sessions
+        mb = own.max_mb if own.max_mb is not None else self.tenant_max_mb
+        return sessions, None if mb is None else _mb(mb)
+
+
+def _mb(mb: float) -> int:
+    return int(mb * 1024 * 1024)
 
 
 class OtelSettings(BaseModel):

@@ -11,7 +11,10 @@ session id and version), so that
 - a session never sees another's fast weights: every forward pass opens the TTT stream
   on its own state (the engine thread runs one forward at a time);
 - the state is dropped when the session ends (`X-Session-Done`), after `idle_s` without
-  a request, or, least recently used first, when the states together pass `max_bytes`.
+  a request, or, least recently used first, when its tenant's states pass that tenant's
+  limits (`tenant_limits`: most states, most bytes; only that tenant's states go), or
+  when all states together pass `max_bytes` (taken from the tenant holding the most
+  bytes, so that one tenant's many long sessions do not push out another's).
 
 What a prompt adds: the engine re-renders the whole conversation at every request. The
 state remembers the token ids of the last context it saw (`seen`); the prompt's longest
@@ -38,6 +41,12 @@ from modeling.loading import forward_step
 from modeling.ttt import TTT, TTTState
 
 Key = tuple[str, str, str]  # tenant, session id, version
+# A tenant's own limits: most states and most bytes (None: no limit of its own).
+TenantLimits = Callable[[str], tuple[int | None, int | None]]
+
+
+def _no_tenant_limits(tenant: str) -> tuple[int | None, int | None]:
+    return None, None
 
 
 class TTTRunner:
@@ -109,14 +118,17 @@ class TTTSessions:
     """The fast-weight states of every session served by TTT versions (see the module doc)."""
 
     def __init__(self, *, idle_s: float = 900.0, max_bytes: int = 1 << 30,
+                 tenant_limits: TenantLimits = _no_tenant_limits,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.idle_s = idle_s
         self.max_bytes = max_bytes
+        self.tenant_limits = tenant_limits
         self.clock = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self.evicted = 0  # states dropped for the memory cap
+        self.evicted = 0  # states dropped for the memory cap of all tenants together
         self.expired = 0  # states dropped after idle_s
+        self.tenant_evicted: dict[str, int] = {}  # states dropped for their tenant's limits
 
     def runner(self, base: TTTRunner, tenant: str, session_id: str | None,
                version: str) -> SessionRunner:
@@ -150,22 +162,57 @@ class TTTSessions:
             self._sweep()
 
     def _sweep(self) -> None:
-        """Drop idle states past `idle_s`, then the least recently used over `max_bytes`
-        (caller holds the lock; states in use are kept)."""
+        """Drop idle states past `idle_s`, then each tenant's least recently used over its
+        own limits, then, over `max_bytes`, the least recently used of the tenant holding
+        the most bytes (caller holds the lock; states in use are kept)."""
         now = self.clock()
         for key in [k for k, e in self._entries.items()
                     if e.users == 0 and now - e.last_used > self.idle_s]:
             del self._entries[key]
             self.expired += 1
-        total = sum(e.nbytes for e in self._entries.values())
-        for key in list(self._entries):
-            if total <= self.max_bytes:
+        by_tenant: dict[str, list[Key]] = {}
+        for key in self._entries:  # least recently used first
+            by_tenant.setdefault(key[0], []).append(key)
+        held: dict[str, int] = {}
+        for tenant, keys in by_tenant.items():
+            keys[:] = self._within_tenant(tenant, keys)
+            held[tenant] = sum(self._entries[k].nbytes for k in keys)
+        total = sum(held.values())
+        while total > self.max_bytes:
+            # the tenant holding the most bytes in states no request is using
+            free = {t: keys for t, keys in by_tenant.items()
+                    if any(self._entries[k].users == 0 for k in keys)}
+            if not free:
                 break
+            tenant = max(free, key=lambda t: held[t])
+            key = next(k for k in free[tenant] if self._entries[k].users == 0)
+            nbytes = self._entries.pop(key).nbytes
+            by_tenant[tenant].remove(key)
+            held[tenant] -= nbytes
+            total -= nbytes
+            self.evicted += 1
+
+    def _within_tenant(self, tenant: str, keys: list[Key]) -> list[Key]:
+        """Drop `tenant`'s least recently used states (of `keys`, oldest first) while it is
+        over its own limits; the states kept."""
+        max_states, max_bytes = self.tenant_limits(tenant)
+        if max_states is None and max_bytes is None:
+            return keys
+        count = len(keys)
+        held = sum(self._entries[k].nbytes for k in keys)
+        kept: list[Key] = []
+        for key in keys:
             e = self._entries[key]
-            if e.users == 0:
-                total -= e.nbytes
-                del self._entries[key]
-                self.evicted += 1
+            over = ((max_states is not None and count > max_states)
+                    or (max_bytes is not None and held > max_bytes))
+            if not over or e.users:
+                kept.append(key)
+                continue
+            del self._entries[key]
+            count -= 1
+            held -= e.nbytes
+            self.tenant_evicted[tenant] = self.tenant_evicted.get(tenant, 0) + 1
+        return kept
 
     def __len__(self) -> int:
         return len(self._entries)
