@@ -299,6 +299,10 @@ class LocalBackend:
         finally:
             done()
 
+    def ttt_stats(self) -> dict[str, object]:
+        """The per-session fast-weight states this backend holds (see `TTTSessions.stats`)."""
+        return self.ttt_sessions.stats()
+
     def health(self) -> str | None:
         """None while this backend can serve; else what is wrong (for `/healthz`)."""
         if self._start is not None and self._start.done() and not self._start.cancelled():

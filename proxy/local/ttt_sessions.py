@@ -224,3 +224,16 @@ class TTTSessions:
     def nbytes(self) -> int:
         with self._lock:
             return sum(e.nbytes for e in self._entries.values())
+
+    def stats(self) -> dict[str, object]:
+        """What `/healthz` shows: states held (in all and per tenant), their bytes, and how many
+        were dropped for the memory cap of all tenants, after `idle_s`, and for a tenant's limits."""
+        with self._lock:
+            per_tenant: dict[str, dict[str, int]] = {}
+            for (tenant, _, _), e in self._entries.items():
+                t = per_tenant.setdefault(tenant, {"sessions": 0, "bytes": 0})
+                t["sessions"] += 1
+                t["bytes"] += e.nbytes
+            return {"sessions": len(self._entries), "bytes": sum(t["bytes"] for t in per_tenant.values()),
+                    "max_bytes": self.max_bytes, "evicted": self.evicted, "expired": self.expired,
+                    "tenant_evicted": dict(self.tenant_evicted), "tenants": per_tenant}

@@ -11,6 +11,12 @@ seconds of the last successful write, null before the first) and
 `last_write_age_s`, `restarts` (writer deaths), `dead_letters` (turns the store
 refused whole since start), `spool` (whether the spool is on) and
 `replay_done` (the files left by a recorder that is gone are written).
+
+`ttt_sessions` (only when a local model is served): per model alias, the
+per-session fast-weight states it holds (`sessions`, `bytes`, `max_bytes`, and
+per tenant), and how many were dropped for the memory cap of all tenants
+(`evicted`), after `idle_s` (`expired`) and for a tenant's own limits
+(`tenant_evicted`, by tenant id). It never makes the answer degraded.
 """
 
 from __future__ import annotations
@@ -31,6 +37,23 @@ class _ReportsHealth(Protocol):
     """A backend that can be broken while the proxy runs (the local model engine)."""
 
     def health(self) -> str | None: ...
+
+
+@runtime_checkable
+class _HoldsTTTSessions(Protocol):
+    """A backend that keeps per-session fast weights (the local model engine)."""
+
+    def ttt_stats(self) -> dict[str, object]: ...
+
+
+def ttt_sessions(state: ProxyState) -> dict[str, dict[str, object]]:
+    """alias -> its backend's TTT session states, for every backend that keeps them."""
+    out: dict[str, dict[str, object]] = {}
+    for alias in state.upstreams.aliases():
+        backend = state.upstreams.backend_of(alias)
+        if isinstance(backend, _HoldsTTTSessions):
+            out[alias] = backend.ttt_stats()
+    return out
 
 
 def engine_problems(state: ProxyState) -> dict[str, str]:
@@ -55,6 +78,9 @@ async def healthz(state: State) -> JSONResponse:
         "recorder_queue": recorder.queue_depth,
         "recorder": recorder.as_dict(),
     }
+    held = ttt_sessions(state)
+    if held:
+        body["ttt_sessions"] = held
     engines = engine_problems(state)
     if engines:  # a dead local engine: requests to it fail; the process should be replaced
         body.update(status="error", engines=engines)

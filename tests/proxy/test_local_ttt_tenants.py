@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import torch
@@ -93,6 +94,12 @@ def test_a_tenants_many_sessions_drop_its_own_oldest_never_another_tenants(
     ttt = backend(m).ttt_sessions
     assert held(ttt) == {"a": 2, "b": 2}
     assert ttt.tenant_evicted == {"a": 2} and ttt.evicted == 0
+    # what an operator sees: /healthz shows the states held per tenant and the drops
+    health = httpx.get(f"{m.url}/healthz").json()
+    shown = health["ttt_sessions"]["tiny"]
+    assert health["status"] == "ok" and shown["sessions"] == 4 and shown["tenant_evicted"] == {"a": 2}
+    assert {t: v["sessions"] for t, v in shown["tenants"].items()} == {"a": 2, "b": 2}
+    assert shown["bytes"] == ttt.nbytes() > 0 and shown["evicted"] == shown["expired"] == 0
     # b's session still has its fast weights (a probe of W_down answers `fresh`); a's
     # oldest starts from W_down again
     assert b.ask("b1", PROBE) != fresh
