@@ -10,7 +10,7 @@ user's complaints as text). It never reads molt's internals.
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +60,7 @@ class AgentDriver:
         errors: str = "toolworld",
         complaint_rate: float = 1.0,
         varied_complaints: bool = False,
+        session_prefix: str | None = None,
     ) -> None:
         self.client = client
         self.model = model
@@ -74,6 +75,12 @@ class AgentDriver:
         self.varied_complaints = varied_complaints
         self.last_messages: list[dict[str, Any]] = []
         self.last_tools: list[dict[str, Any]] = []
+        # Session ids: the prefix, the task and the n-th episode of this driver. Against its own
+        # fresh molt the runner gives a fixed prefix, so a rerun sends the same ids (the trainer
+        # holds sessions out by the agent's id); against a shared endpoint a random one, so runs
+        # never continue each other's sessions.
+        self.session_prefix = session_prefix if session_prefix is not None else f"{secrets.token_hex(4)}-"
+        self._episodes = 0
         self._http = httpx.Client(
             base_url=str(client.base_url).rstrip("/"),
             headers={"Authorization": f"Bearer {client.api_key}"},
@@ -91,7 +98,8 @@ class AgentDriver:
         conversation is left in `last_messages`."""
         episode = Episode(task, errors=self.errors, complaint_rate=self.complaint_rate,
                           varied_complaints=self.varied_complaints)
-        sid = session_id or f"tw-{task.id}-{uuid.uuid4().hex[:8]}"
+        self._episodes += 1
+        sid = session_id or f"tw-{self.session_prefix}{task.id}-{self._episodes}"
         messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
         messages += [{"role": "system", "content": s} for s in extra_system]
         messages += [dict(m) for m in history]

@@ -127,7 +127,7 @@ def run_arm(
                            max_retries=2, timeout=120)
     driver = AgentDriver(client, model, system_prompt=DEFAULT_SYSTEM_PROMPT,
                          feedback=server is not None, errors=errors, complaint_rate=complaint_rate,
-                         varied_complaints=True)
+                         varied_complaints=True, session_prefix="" if server is not None else None)
     per_day: dict[str, Any] = {}
     per_day_late: dict[str, Any] = {}  # the day's second half: after the learners had time to learn
     episodes: list[dict[str, Any]] = []

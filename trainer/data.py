@@ -9,9 +9,11 @@ What trains the policy (MetaClaw's support/query separation, our instantiation):
 - never a turn that caused an evolution: the turn ids an evolver proposal names as its
   provenance (store/evolution.py), and those a skill revision records (store/skills).
 
-Held out for evaluation: whole sessions, chosen by a hash of the session id and the seed
-(`sha256(seed:session) < heldout_fraction`), so the same session is held out in every
-window. Retention: turns of earlier generations (older tasks: what the policy must not
+Held out for evaluation: whole sessions, chosen by a hash of the session's name and the seed
+(`sha256(seed:name) < heldout_fraction`), so the same session is held out in every
+window. The name is the agent's own id for the session (`X-Session-Id`, the sessions
+row's `external_id`) when it sent one, else molt's session id: traffic replayed with the
+same ids (a rerun, an import into another store) holds out the same sessions. Retention: turns of earlier generations (older tasks: what the policy must not
 forget), a seeded sample of at most `retention_size`. Every step carries its rewards
 (trainer/rewards.py, from the next request and the feedback rows), the weight version
 that produced it, the skills the proxy injected into it (names and token estimates: what
@@ -200,6 +202,19 @@ def _sessions(turns: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str,
     return out
 
 
+async def _session_names(db: Database, tenant_id: str, session_ids: list[str]) -> dict[str, str]:
+    """session id -> the agent's own id for it (`external_id`), for sessions that have one."""
+    sc = t.sessions.c
+    out: dict[str, str] = {}
+    async with db.engine.connect() as conn:
+        for i in range(0, len(session_ids), 500):
+            rows = (await conn.execute(sa.select(sc.id, sc.external_id).where(
+                sc.tenant_id == tenant_id, sc.id.in_(session_ids[i:i + 500]),
+                sc.external_id.is_not(None)))).all()
+            out.update({str(r[0]): str(r[1]) for r in rows})
+    return out
+
+
 async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None,
                      weights: RewardWeights | None = None) -> Split:
     """The query data, held-out and retention sets of a tenant, as of now."""
@@ -221,6 +236,7 @@ async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None
             last = sessions[str(row["session_id"])][-1]
             by_turn.setdefault(str(last["id"]), []).append(row)
 
+    names = await _session_names(db, tenant_id, list(sessions))
     split = Split()
     older: list[Step] = []
     for sid, rows in sessions.items():
@@ -236,7 +252,7 @@ async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None
             step.hindsight = hindsight_fix(rows, i)
             if not current:
                 older.append(step)
-            elif is_heldout(sid, cfg.heldout_fraction, cfg.seed):
+            elif is_heldout(names.get(sid) or sid, cfg.heldout_fraction, cfg.seed):
                 split.heldout.append(step)
             else:
                 split.train.append(step)

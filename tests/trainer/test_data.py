@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from store.database import Database
 from store.evolution import EvolutionStore, Proposal
 from store.ids import new_id
 from store.records import TurnRecord
+from store.settings import StoreSettings
 from store.skills.revisions import RevisionStore
 from store.trajectories import TrajectoryStore
 from tests.trainer.conftest import POLICY, WEATHER, call
@@ -88,6 +90,26 @@ async def test_split_keeps_current_generation_query_turns_only(sqlite_db: Databa
     again = await load_split(sqlite_db, "ten_a", DataConfig(heldout_fraction=0.25, seed=3))
     assert [s.turn_id for s in again.heldout] == [s.turn_id for s in split.heldout]
     assert [s.turn_id for s in again.retention] == [s.turn_id for s in split.retention]
+
+
+async def test_the_same_traffic_holds_out_the_same_sessions_in_another_store(tmp_path: Path) -> None:
+    """The split goes by the agent's own session id (X-Session-Id) when it sent one: the same
+    traffic recorded into two stores (molt minting other session ids) holds out the same
+    sessions; a session without an agent id goes by molt's id."""
+    picked = []
+    for run in ("a", "b"):
+        db = await Database.open(StoreSettings(url=f"sqlite+aiosqlite:///{tmp_path / run}.db"))
+        try:
+            turns = [dataclasses.replace(_turn(f"ses_{run}{i}", 0, None), session_external_id=f"agent-{i}")
+                     for i in range(40)]
+            await TrajectoryStore(db).write_turns(turns)
+            split = await load_split(db, "ten_a", DataConfig(heldout_fraction=0.25, seed=3))
+        finally:
+            await db.close()
+        held = sorted(s.session_id.removeprefix(f"ses_{run}") for s in split.heldout)
+        assert held == sorted(str(i) for i in range(40) if is_heldout(f"agent-{i}", 0.25, 3))
+        picked.append(held)
+    assert picked[0] == picked[1] and 0 < len(picked[0]) < 40
 
 
 async def test_retention_is_a_seeded_sample(sqlite_db: Database) -> None:
