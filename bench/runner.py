@@ -181,10 +181,10 @@ def run_arm(
     flat = [EpisodeResult(**e) for e in episodes]
     overall = summarize(flat)
     if server is not None:  # after the server stopped: the recorder has drained
-        add_skill_tokens(out / arm.name / "molt" / "molt.db", per_day, per_day_late, overall,
-                         episodes)
+        turns = main_turns(out / arm.name / "molt" / "molt.db")
+        add_skill_tokens(turns, per_day, per_day_late, overall, episodes)
         if arm.overnight is not None or arm.rl is not None:
-            add_served_versions(out / arm.name / "molt" / "molt.db", per_day, episodes)
+            add_served_versions(turns, per_day, episodes)
     cadence = (f"runner's cadence: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
                else loop_cadence(tasks_per_day) if arm.loop else "none")
     result = {"arm": arm.name, "description": arm.description, "per_day": per_day,
@@ -236,9 +236,8 @@ def tick(url: str) -> None:
     r.raise_for_status()
 
 
-def request_skill_tokens(store: Path) -> dict[str, int]:
-    """Turn id -> the estimated tokens of the skills injected into it (the proxy's estimate,
-    recorded with each injected skill), for every main turn in an arm's store."""
+def main_turns(store: Path) -> list[dict[str, Any]]:
+    """Every main turn (no side calls or replays) in an arm's SQLite store, as stored."""
     import asyncio
 
     from store.database import Database
@@ -252,15 +251,21 @@ def request_skill_tokens(store: Path) -> dict[str, int]:
         finally:
             await db.close()
 
+    return [t for t in asyncio.run(read()) if t.get("turn_type") == "main"]
+
+
+def request_skill_tokens(turns: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Turn id -> the estimated tokens of the skills injected into it (the proxy's estimate,
+    recorded with each injected skill), for each of an arm's main turns (`main_turns`)."""
     return {str(t["id"]): sum(int(s.get("tokens") or 0) for s in t.get("injected_skills") or [])
-            for t in asyncio.run(read()) if t.get("turn_type") == "main"}
+            for t in turns}
 
 
-def add_skill_tokens(store: Path, per_day: dict[str, Any], per_day_late: dict[str, Any],
+def add_skill_tokens(turns: Sequence[dict[str, Any]], per_day: dict[str, Any], per_day_late: dict[str, Any],
                      overall: dict[str, Any], episodes: Sequence[dict[str, Any]]) -> None:
     """Mean skill tokens per model request (`skill_tokens`): per day (whole and late half)
     and over the arm."""
-    tokens = request_skill_tokens(store)
+    tokens = request_skill_tokens(turns)
 
     def mean(eps: Sequence[dict[str, Any]]) -> float | None:
         ids = [t for e in eps for t in e["turn_ids"] if t in tokens]
@@ -345,13 +350,11 @@ def overnight_window(arm: Arm, url: str) -> dict[str, Any]:
         return window(arm.overnight, client)
 
 
-def add_served_versions(store: Path, per_day: dict[str, Any],
+def add_served_versions(turns: Sequence[dict[str, Any]], per_day: dict[str, Any],
                         episodes: Sequence[dict[str, Any]]) -> None:
     """Each day's served weight versions (`served_versions`) and how many of its model requests
     each served."""
-    from bench.ttt_overnight import served_versions
-
-    served = served_versions(store)
+    served = {str(t["id"]): t.get("weight_version") for t in turns}
     for e in episodes:
         counts = per_day[str(e["day"])].setdefault("served_versions", {})
         for t in e["turn_ids"]:

@@ -149,22 +149,3 @@ def active_version(client: httpx.Client) -> str | None:
     r.raise_for_status()
     rows = r.json()["data"]
     return str(rows[0]["active"]) if rows and rows[0].get("active") else None
-
-
-def served_versions(store: Path) -> dict[str, str | None]:
-    """Turn id -> the weight version that served it, for every main turn in an arm's store."""
-    import asyncio
-
-    from store.database import Database
-    from store.settings import StoreSettings
-    from store.trajectories import TrajectoryStore
-
-    async def read() -> list[dict[str, Any]]:
-        db = await Database.open(StoreSettings(url=f"sqlite+aiosqlite:///{store}"))
-        try:
-            return await TrajectoryStore(db).turns_since(0.0)
-        finally:
-            await db.close()
-
-    return {str(t["id"]): t.get("weight_version") for t in asyncio.run(read())
-            if t.get("turn_type") == "main"}

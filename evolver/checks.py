@@ -35,7 +35,7 @@ from typing import Any
 
 from evolver.cases import Case
 from evolver.complaints import Wish
-from evolver.notation import rewritings
+from evolver.notation import fullmatch_pattern, rewritings
 from evolver.reading import Constraint, placeholder_regex
 from store.chat_shapes import tool_calls
 
@@ -51,7 +51,7 @@ class Written:
     refused: Any = None  # the value the tool refused (its form is the one now refused)
 
     def passes(self, value: Any) -> bool:
-        if not isinstance(value, str) or not any(_fullmatch(p, value) for p in self.patterns):
+        if not isinstance(value, str) or not any(fullmatch_pattern(p, value) for p in self.patterns):
             return False
         return self.pieces is None or tuple(pieces(value) or ()) == self.pieces
 
@@ -90,11 +90,6 @@ class Check:
                      sorted(self.allowed) if self.allowed is not None else None, self.before))
 
 
-def _fullmatch(pattern: str, value: str) -> bool:
-    try:
-        return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value) is not None
-    except re.error:
-        return False
 
 
 _DIGITS, _LETTERS = re.compile(r"\d+"), re.compile(r"[^\W\d_]+")
@@ -163,7 +158,7 @@ def fix_check(case: Case) -> Check | None:
         old = failed.get(k)
         if isinstance(v, str) and isinstance(old, str) and shape(v) != shape(old):
             patterns = stated_patterns(stated[k]) if k in stated else ()
-            patterns = tuple(p for p in patterns if _fullmatch(p, v)) or (shape_regex(v),)
+            patterns = tuple(p for p in patterns if fullmatch_pattern(p, v)) or (shape_regex(v),)
             written.append((k, Written(patterns, tuple(pieces(v) or ()), old)))
         else:
             expect[k] = v
@@ -180,7 +175,7 @@ def form_check(case: Case) -> Check | None:
     for arg, c in _constraints(case).items():
         value = failed.get(arg)
         patterns = stated_patterns(c)
-        if not patterns or not isinstance(value, str) or any(_fullmatch(p, value) for p in patterns):
+        if not patterns or not isinstance(value, str) or any(fullmatch_pattern(p, value) for p in patterns):
             continue
         # the same pieces rearranged, where every accepted form has as many pieces as the refused value
         counts = {_count_pieces(p) for p in patterns}
@@ -298,10 +293,10 @@ def restate(keep: Check, at: float, refusals: Sequence[tuple[float, Check]]) -> 
       the accepted notation (``19:30`` or ``7:30pm``); any other value still breaks it. A turn
       that went well after the refusal is held as it was.
     """
-    newer = [(tool_check, seen) for seen, tool_check in refusals if seen > at]
-    own = [c for c, _ in newer if c.tool == keep.tool]
+    newer = [check for seen, check in refusals if seen > at]
+    own = [c for c in newer if c.tool == keep.tool]
     keep = supersede(keep, own) if own else keep
-    others = [c for c, _ in newer if c.tool != keep.tool]
+    others = [c for c in newer if c.tool != keep.tool]
     if not others:
         return keep
     expect, written = dict(keep.expect), dict(keep.written)

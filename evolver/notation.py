@@ -183,13 +183,14 @@ def rewritings(value: object, argument: str, refused: object, accepted: Sequence
         for target in NOTATIONS:
             if target.kind != source.kind or target.form == source.form or target.read(refused) is not None:
                 continue
-            if not any(_matches(p, w) for p in accepted for w in target.write(source.read(refused) or ())):
+            if not any(fullmatch_pattern(p, w) for p in accepted for w in target.write(source.read(refused) or ())):
                 continue
             out += [w for w in target.write(content) if w != value]
     return tuple(dict.fromkeys(out))
 
 
-def _matches(pattern: str, text: str) -> bool:
+def fullmatch_pattern(pattern: str, text: str) -> bool:
+    """Whether `text` is written whole in `pattern` (anchors optional; a bad pattern matches nothing)."""
     try:
         return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), text) is not None
     except re.error:

@@ -17,19 +17,25 @@ from modeling.ttt import attach
 from modeling.ttt_config import TTTConfig
 
 
-def test_the_ttt_arm_plays_each_way_and_zero_ttt_layers_serve_the_base(tmp_path: Path) -> None:
-    # zero-initialised TTT layers: the served version is exactly the base model
+def bench_with_zero_ttt(tmp_path: Path, *args: str, timeout: int = 900) -> tuple[str, Path]:
+    """`molt bench run ARGS` with zero-initialised TTT layers (a TTT version that serves exactly
+    as the base does): its stdout and report folder."""
     art = tmp_path / "zero-ttt"
     attach(load_base(DEFAULT_CHECKPOINT).model, TTTConfig(every=2, chunk_size=32)).save_version(art)
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, "-m", "molt", "bench", "run", "--days", "3,4", "--tasks-per-day", "5",
-         "--arms", "ttt", "--out", str(out)],
-        check=False, capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "molt", "bench", "run", *args, "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "MOLT_BENCH_TTT_VERSION": str(art)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "In-place TTT" in proc.stdout and "target: at least 50%" in proc.stdout
+    return proc.stdout, out
+
+
+def test_the_ttt_arm_plays_each_way_and_zero_ttt_layers_serve_the_base(tmp_path: Path) -> None:
+    # zero-initialised TTT layers: the served version is exactly the base model
+    stdout, out = bench_with_zero_ttt(tmp_path, "--days", "3,4", "--tasks-per-day", "5", "--arms", "ttt")
+    assert "In-place TTT" in stdout and "target: at least 50%" in stdout
     t = json.loads((out / "report.json").read_text())["arms"]["ttt"]["ttt"]
     assert t["version"].startswith("v") and t["revealing"]["episodes"] == 6
     assert set(t["later"]) == set(CONDITIONS)

@@ -4,9 +4,6 @@ version, the scheduler's overnight `ttt_delta` job in the idle window, the next 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +11,8 @@ import pytest
 from bench.arms import ARMS
 from bench.report import next_day_table, overnight_table
 from bench.runner import DEFAULT_CHECKPOINT, molt_settings
-from modeling.loading import load_base
-from modeling.ttt import attach
-from modeling.ttt_config import TTTConfig
 from molt.config import load_settings
+from tests.bench.test_ttt_arm import bench_with_zero_ttt
 
 
 @pytest.mark.timeout(900)
@@ -25,18 +20,10 @@ def test_the_overnight_job_makes_a_gated_delta_and_the_next_day_is_served_by_the
         tmp_path: Path) -> None:
     # zero-initialised TTT layers: the overnight pass adds exactly nothing, so the gate can
     # only reject the delta, and the delta serves exactly as its parent does
-    art = tmp_path / "zero-ttt"
-    attach(load_base(DEFAULT_CHECKPOINT).model, TTTConfig(every=2, chunk_size=32)).save_version(art)
-    out = tmp_path / "report"
-    proc = subprocess.run(
-        [sys.executable, "-m", "molt", "bench", "run", "--days", "3,4", "--tasks-per-day", "4",
-         "--arms", "ttt-overnight,ttt-overnight-ungated", "--out", str(out)],
-        check=False, capture_output=True, text=True, timeout=880,
-        env={**os.environ, "MOLT_BENCH_TTT_VERSION": str(art)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "## Overnight in-place TTT update (`ttt_delta`) windows" in proc.stdout
-    assert "## The day after each idle window" in proc.stdout
+    stdout, out = bench_with_zero_ttt(tmp_path, "--days", "3,4", "--tasks-per-day", "4",
+                                      "--arms", "ttt-overnight,ttt-overnight-ungated", timeout=880)
+    assert "## Overnight in-place TTT update (`ttt_delta`) windows" in stdout
+    assert "## The day after each idle window" in stdout
     arms = json.loads((out / "report.json").read_text())["arms"]
     versions = {}
     for name, arm in arms.items():

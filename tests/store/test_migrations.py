@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import tables
 from store.database import Database
@@ -13,6 +14,15 @@ from store.db import create_engine
 from store.migrations import MIGRATIONS, migrate
 from store.settings import StoreSettings
 from tests.store.conftest import _pg_url, _reset_pg
+
+
+async def _migrate_up_to(conn: AsyncConnection, name: str) -> None:
+    """A database as an older molt left it: every migration before `name` applied and recorded."""
+    await conn.execute(sa.text(
+        "CREATE TABLE schema_migrations (name VARCHAR(128) PRIMARY KEY, applied_at FLOAT NOT NULL)"))
+    for applied, fn in MIGRATIONS[:[n for n, _ in MIGRATIONS].index(name)]:
+        await fn(conn)
+        await conn.execute(sa.text("INSERT INTO schema_migrations VALUES (:n, 0)"), {"n": applied})
 
 
 async def test_blank_database_migrates_to_tables(db: Database) -> None:
@@ -72,14 +82,9 @@ async def test_key_limits_keep_existing_keys_on_the_default(store_url: str) -> N
     from store.settings import StoreSettings
 
     engine = create_async_engine(store_url)
-    upto = [n for n, _ in MIGRATIONS].index("m008_key_limits")
     try:
         async with engine.begin() as conn:
-            await conn.execute(sa.text(
-                "CREATE TABLE schema_migrations (name VARCHAR(128) PRIMARY KEY, applied_at FLOAT NOT NULL)"))
-            for name, fn in MIGRATIONS[:upto]:
-                await fn(conn)
-                await conn.execute(sa.text("INSERT INTO schema_migrations VALUES (:n, 0)"), {"n": name})
+            await _migrate_up_to(conn, "m008_key_limits")
             await conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES ('ten_a', 'acme', 0)"))
             await conn.execute(sa.text(
                 "INSERT INTO api_keys (id, tenant_id, role, prefix, key_hash, created_at) "
@@ -134,14 +139,9 @@ async def test_turns_written_before_m012_are_stamped_as_served(store_url: str) -
     from store.trajectories import TrajectoryStore
 
     engine = create_async_engine(store_url)
-    upto = [n for n, _ in MIGRATIONS].index("m012_turn_recorded_at")
     try:
         async with engine.begin() as conn:
-            await conn.execute(sa.text(
-                "CREATE TABLE schema_migrations (name VARCHAR(128) PRIMARY KEY, applied_at FLOAT NOT NULL)"))
-            for name, fn in MIGRATIONS[:upto]:
-                await fn(conn)
-                await conn.execute(sa.text("INSERT INTO schema_migrations VALUES (:n, 0)"), {"n": name})
+            await _migrate_up_to(conn, "m012_turn_recorded_at")
             await conn.execute(sa.text(
                 "INSERT INTO turns (id, tenant_id, session_id, idx, turn_type, created_at, request_model, stream,"
                 " request, status) VALUES ('turn_old', 'ten_a', 'ses_1', 0, 'main', 1000.5, 'm', false, '{}', 'ok')"))
