@@ -235,7 +235,7 @@ def overnight_table(report: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "## Overnight in-place TTT update (`ttt_delta`) windows", "",
              ("| arm | after day | job | parent -> delta version | sessions streamed | tokens | "
-              "chunk updates (clipped) | largest layer ||dW||_F | gate | held-out accuracy "
+              "chunk updates (clipped) | largest layer ||dW||_F (/ ||W_down||_F) | gate | held-out accuracy "
               "(paired steps) | retention accuracy | served next day | window wall min |"),
              "|---" * 13 + "|"]
     notes = []
@@ -249,7 +249,9 @@ def overnight_table(report: dict[str, Any]) -> list[str]:
             f"| {name} | {w.get('after_day')} | {w.get('job_status')} | {w.get('parent')} -> "
             f"{w.get('version') or '-'} | {_num(u.get('sessions'), '.0f')} | "
             f"{_num(u.get('tokens'), '.0f')} | {_num(u.get('updates'), '.0f')} "
-            f"({_num(u.get('clipped'), '.0f')}) | {_num(u.get('delta_norm'), '.4f')} | {status} | "
+            f"({_num(u.get('clipped'), '.0f')}) | {_num(u.get('delta_norm'), '.4f')} "
+            f"({_num(u.get('delta_ratio'), '.3f')}{', bounded' if u.get('bounded') else ''}) | "
+            f"{status} | "
             f"{_pair(gate.get('heldout'))} | {_pair(gate.get('retention'))} | {served} | "
             f"{_num(w.get('window_wall_min'), '.2f')} |")
         if w.get("job_status") != "succeeded":

@@ -39,8 +39,9 @@ class OvernightPlan:
 
     # the TTT layers the days are served with (bench/ttt_arm.py's recipe)
     layers: TTTPlan = field(default_factory=TTTPlan)
-    # the overnight update (trainer.ttt_config.TTTTrainConfig: the sum of the clipped
-    # per-chunk updates, times `delta_scale`)
+    # the overnight update (trainer.ttt_config.TTTTrainConfig: by default the mean over
+    # sessions of each session's clipped per-chunk updates, times `delta_scale`, bounded
+    # to `max_delta_ratio` times ||W_down||_F)
     delta_scale: float = 1.0
     ungated: bool = False  # promote the delta even when the gate rejects it
     timeout_s: float = 1800.0  # the job must end within this (wall clock)
@@ -134,8 +135,13 @@ def update_figures(metrics: dict[str, Any], work_dir: str | None) -> dict[str, A
         if path.is_file():
             figures = json.loads(path.read_text())
             layers = figures.get("layers") or {}
-            out.update(delta_scale=figures.get("delta_scale"), tau=figures.get("tau"),
+            ratios = [float(v["delta_norm"]) / float(v["w_down_norm"]) for v in layers.values()
+                      if v.get("delta_norm") is not None and v.get("w_down_norm")]
+            out.update(overnight=figures.get("overnight"), delta_scale=figures.get("delta_scale"),
+                       max_delta_ratio=figures.get("max_delta_ratio"), tau=figures.get("tau"),
                        layers=layers,
+                       delta_ratio=max(ratios, default=None),
+                       bounded=any(bool(v.get("bounded")) for v in layers.values()),
                        updates=sum(int(v.get("updates") or 0) for v in layers.values()),
                        clipped=sum(int(v.get("clipped") or 0) for v in layers.values()),
                        delta_norm=max((float(v.get("delta_norm") or 0.0)

@@ -413,6 +413,10 @@ class TTT:
             out[i] = name.replace(".base_layer.", ".")
         return out
 
+    def down_weights(self) -> dict[int, torch.Tensor]:
+        """Layer -> that layer's W_down as the model computes with it (detached)."""
+        return {i: m._down_weight().detach() for i, m in self.modules.items()}
+
     def flush(self, state: TTTState) -> None:
         """Fold every layer's partial chunk into its fast weights (end of a stream)."""
         for i, m in self.modules.items():

@@ -17,12 +17,17 @@ way serving renders it) and use the TTT layers of modeling/ttt.py.
    base-weight deltas, or zero deltas of the TTT layers' W_down), `ttt.safetensors` and
    `ttt_config.json` (the trained layers), `ttt_train_config.json` and `train_log.json`.
 
-`overnight_update` streams the window's sessions, in order, through the TTT layers of a
-version (streaming path, clipped per-chunk updates, the fast weights carried from one
-session to the next, every session's partial chunk folded in at its end) and writes a new
-`ttt_delta` artifact: the parent's delta plus `delta_scale` times the accumulated
-updates of each TTT layer's W_down, with the parent's TTT layers and the figures
-(`ttt_update.json`). `register` adds either artifact as a candidate version; the eval
+`overnight_update` streams the window's sessions through the TTT layers of a version
+(streaming path, clipped per-chunk updates, every session's partial chunk folded in at its
+end) and writes a new `ttt_delta` artifact: the parent's delta plus the accumulated update
+of each TTT layer's W_down, with the parent's TTT layers and the figures
+(`ttt_update.json`). By default (`overnight = "session_mean"`) each session starts from the
+version's W_down, as a served session does, and the update is the mean over sessions of
+what each session accumulated: what a typical session of the day taught the fast weights,
+a size that does not grow with the traffic. ("stream" carries one state through all the
+sessions and sums every chunk's update: with 20 sessions of the tiny policy that sum was
+3 times ||W_down||_F and broke the policy; dev/LOG.md.) The update is scaled by
+`delta_scale` and bounded to `max_delta_ratio` times ||W_down||_F. `register` adds either artifact as a candidate version; the eval
 gate and promotion are the ones every version goes through (trainer/gate.py).
 
 Hardware is configuration: the model goes wherever `device` says; nothing else names one.
@@ -332,6 +337,57 @@ def stream_sessions(model: Any, handle: TTT, state: TTTState, sequences: Sequenc
 
 
 @dataclass(slots=True)
+class Accumulated:
+    """What streaming the window's sessions left: per layer, the update to add to W_down
+    (before `delta_scale` and the bound) and the counts of the chunks folded in."""
+
+    updates: dict[int, torch.Tensor]
+    chunks: dict[int, int]
+    clipped: dict[int, int]
+    max_chunk_norm: dict[int, float]
+    session_norms: dict[int, list[float]]  # "session_mean": each session's own update
+    tokens: int
+
+
+def accumulate(model: Any, handle: TTT, sequences: Sequence[list[int]], seq_len: int,
+               mode: str) -> Accumulated:
+    """Stream the sessions as `mode` says (TTTTrainConfig.overnight)."""
+    usable = [s for s in sequences if len(s) >= 2]
+    if mode == "stream":
+        state = handle.new_state()
+        tokens = stream_sessions(model, handle, state, usable, seq_len)
+        ls = state.layers
+        return Accumulated(state.deltas(), {i: s.updates for i, s in ls.items()},
+                           {i: s.clipped for i, s in ls.items()},
+                           {i: s.max_norm for i, s in ls.items()}, {}, tokens)
+    total: dict[int, torch.Tensor] = {}
+    acc = Accumulated({}, {}, {}, {}, {}, 0)
+    for seq in usable:
+        state = handle.new_state()  # a session starts from the version's W_down
+        acc.tokens += stream_sessions(model, handle, state, [seq], seq_len)
+        for i, d in state.deltas().items():
+            one = state.layers[i]
+            total[i] = total[i] + d if i in total else d
+            acc.chunks[i] = acc.chunks.get(i, 0) + one.updates
+            acc.clipped[i] = acc.clipped.get(i, 0) + one.clipped
+            acc.max_chunk_norm[i] = max(acc.max_chunk_norm.get(i, 0.0), one.max_norm)
+            acc.session_norms.setdefault(i, []).append(float(torch.linalg.matrix_norm(d)))
+    acc.updates = {i: t / len(usable) for i, t in total.items()}
+    return acc
+
+
+def bound(add: torch.Tensor, w_down: torch.Tensor, ratio: float | None) -> tuple[torch.Tensor, bool]:
+    """`add` scaled down to ||add||_F <= ratio * ||w_down||_F; and whether it was."""
+    if ratio is None:
+        return add, False
+    limit = ratio * float(torch.linalg.matrix_norm(w_down.float()))
+    norm = float(torch.linalg.matrix_norm(add))
+    if norm <= limit or norm == 0.0:
+        return add, False
+    return add * (limit / norm), True
+
+
+@dataclass(slots=True)
 class OvernightResult:
     artifact_dir: Path
     metrics: dict[str, Any]
@@ -339,7 +395,8 @@ class OvernightResult:
 
 def overnight_update(sequences: Sequence[list[int]], base_dir: Path, parent_dir: Path,
                      out_dir: Path, cfg: TTTTrainConfig, *, device: str = "cpu") -> OvernightResult:
-    """A new `ttt_delta` artifact: `parent_dir`'s delta plus the window's accumulated updates."""
+    """A new `ttt_delta` artifact: `parent_dir`'s delta plus the window's accumulated updates
+    (`cfg.overnight`), times `cfg.delta_scale`, bounded by `cfg.max_delta_ratio`."""
     from safetensors.torch import load_file, save_file
 
     parent = Path(parent_dir)
@@ -351,26 +408,34 @@ def overnight_update(sequences: Sequence[list[int]], base_dir: Path, parent_dir:
     t0 = time.monotonic()
     base = load_base(base_dir, device=device)
     model, handle = load_version(base, parent)
-    state = handle.new_state()
-    tokens = stream_sessions(model, handle, state, sequences, cfg.seq_len)
-    names = handle.down_proj_names()
+    acc = accumulate(model, handle, sequences, cfg.seq_len, cfg.overnight)
+    names, weights = handle.down_proj_names(), handle.down_weights()
     delta = {k: v.float() for k, v in load_file(str(parent / DELTA_FILE)).items()}
     layers: dict[str, Any] = {}
-    for i, acc in state.deltas().items():
+    for i, upd in acc.updates.items():
         name = names[i]
-        add = acc.cpu() * cfg.delta_scale
+        w_down = weights[i].cpu()
+        add, capped = bound(upd.cpu() * cfg.delta_scale, w_down, cfg.max_delta_ratio)
         delta[name] = delta.get(name, torch.zeros_like(add)) + add
-        ls = state.layers[i]
-        layers[str(i)] = {"updates": ls.updates, "clipped": ls.clipped,
-                          "max_update_norm": ls.max_norm,
-                          "delta_norm": float(torch.linalg.matrix_norm(add))}
+        fig: dict[str, Any] = {
+            "updates": acc.chunks[i], "clipped": acc.clipped[i],
+            "max_update_norm": acc.max_chunk_norm[i],
+            "accumulated_norm": float(torch.linalg.matrix_norm(upd)),
+            "delta_norm": float(torch.linalg.matrix_norm(add)),
+            "w_down_norm": float(torch.linalg.matrix_norm(w_down.float())), "bounded": capped}
+        if acc.session_norms.get(i):
+            norms = acc.session_norms[i]
+            fig["session_norm_mean"] = sum(norms) / len(norms)
+            fig["session_norm_max"] = max(norms)
+        layers[str(i)] = fig
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.to(base.dtype).contiguous() for k, v in delta.items()}, str(out / DELTA_FILE))
     for name in (WEIGHTS_FILE, TTT_CONFIG_FILE):
         shutil.copyfile(parent / name, out / name)
     cfg.save(out)
-    metrics = {"sessions": len(sequences), "tokens": tokens, "delta_scale": cfg.delta_scale,
+    metrics = {"sessions": len(sequences), "tokens": acc.tokens, "overnight": cfg.overnight,
+               "delta_scale": cfg.delta_scale, "max_delta_ratio": cfg.max_delta_ratio,
                "tau": handle.cfg.tau, "chunk_size": handle.cfg.chunk_size, "layers": layers,
                "seconds": time.monotonic() - t0}
     (out / UPDATE_FILE).write_text(json.dumps(metrics, indent=2))

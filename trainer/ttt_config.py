@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modeling.ttt_config import TTTConfig, tiny_policy_config
 from store.config_files import config_dict, config_from_dict, read_config, save_config
@@ -33,8 +33,16 @@ class TTTTrainConfig:
     lora_alpha: int = 16
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     heldout_sessions: int = 4  # sessions kept out of training to measure the loss on
-    # the overnight update: sum of the clipped per-chunk updates, times `delta_scale`
-    delta_scale: float = 1.0
+    # The overnight update. "session_mean": every session is streamed from the version's own
+    # W_down (fresh fast weights, as serving starts a session) and the delta is the mean of
+    # the sessions' accumulated updates, so its size does not grow with the day's traffic;
+    # "stream": one fast-weight state carried through every session, the sum of all the
+    # clipped per-chunk updates (grows with the number of chunks streamed).
+    overnight: Literal["session_mean", "stream"] = "session_mean"
+    delta_scale: float = 1.0  # the accumulated update is multiplied by this
+    # then each layer's added delta is scaled down, when needed, to ||dW||_F <= this times
+    # ||W_down||_F of the parent version; None: no bound
+    max_delta_ratio: float | None = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +54,10 @@ class TTTTrainConfig:
             raise ValueError("batch_size must be >= 1 and seq_len >= 2")
         if self.delta_scale < 0:
             raise ValueError("delta_scale must be >= 0")
+        if self.overnight not in ("session_mean", "stream"):
+            raise ValueError(f"overnight must be 'session_mean' or 'stream', not {self.overnight!r}")
+        if self.max_delta_ratio is not None and self.max_delta_ratio <= 0:
+            raise ValueError("max_delta_ratio must be > 0 (or None for no bound)")
 
     def to_dict(self) -> dict[str, Any]:
         return config_dict(self)

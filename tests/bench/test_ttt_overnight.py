@@ -36,6 +36,7 @@ def test_the_overnight_job_makes_a_gated_delta_and_the_next_day_is_served_by_the
         assert w["version"] != parent and w["version_kind"] == "ttt_delta"
         assert w["update"]["sessions"] >= 1 and w["update"]["tokens"] > 0
         assert w["update"]["delta_norm"] == 0.0  # zero layers stream no update
+        assert w["update"]["overnight"] == "session_mean" and not w["update"]["bounded"]
         assert w["gate"]["status"] == "rejected" and w["gate"]["reasons"]
         assert w["gate"]["heldout"]["candidate"]["model"] == f"tiny@{w['version']}"
         # day 3 ran on the TTT-enabled version, every model request of it
@@ -85,11 +86,11 @@ def test_the_report_says_what_the_gate_decided_and_what_the_next_day_did() -> No
     ttt = _window("ttt-delta", "rejected", job="job_1", job_status="succeeded", parent="v0001",
                   version="v0002", served_next="v0001",
                   update={"sessions": 12, "tokens": 9000, "updates": 280, "clipped": 3,
-                          "delta_norm": 0.25})
+                          "delta_norm": 0.25, "delta_ratio": 0.05, "bounded": True})
     report = {"days": [4, 5], "arms": {"rl": arm(_window("lora", "promoted"), 0.8, 0.95),
                                        "ttt-overnight": arm(ttt, 0.8, 0.7)}}
     table = "\n".join(overnight_table(report))
-    assert ("| ttt-overnight | 4 | succeeded | v0001 -> v0002 | 12 | 9000 | 280 (3) | 0.2500 | "
+    assert ("| ttt-overnight | 4 | succeeded | v0001 -> v0002 | 12 | 9000 | 280 (3) | 0.2500 (0.050, bounded) | "
             "rejected | 60.0% -> 80.0% (5) | 60.0% -> 80.0% (5) | v0001 |") in table
     assert ("the gate **rejected** the delta v0002 (held-out gain 0.000 < 0.02); the next days "
             "are served by v0001") in table

@@ -148,60 +148,127 @@ def _by_hand(layer: TTTMLP, xs: list[torch.Tensor], chunk: int, tau: float) -> t
     return total
 
 
-def test_overnight_update_writes_a_delta_version_of_the_accumulated_clipped_updates(
-        tmp_path: Path, sequences: list[list[int]]) -> None:
-    tau = 0.5
-    c = cfg(tau=tau)
+def _trained_version(tmp_path: Path, sequences: list[list[int]],
+                     c: TTTTrainConfig) -> tuple[Registry, str]:
     trained = train_ttt(sequences[:2], [], POLICY, tmp_path / "v1", c)
     reg = Registry(tmp_path / "registry")
     v1 = register(reg, TENANT, BASE, tmp_path / "v1", POLICY, c, trained.metrics())
     reg.promote(TENANT, BASE, v1.version, base_dir=POLICY)
+    return reg, v1.version
 
-    night = sequences[1:]
-    res = overnight_update(night, POLICY, reg.path(TENANT, BASE, v1.version), tmp_path / "v2", c)
-    assert res.metrics["sessions"] == 3 and res.metrics["tokens"] == sum(len(s) for s in night)
-    for fig in res.metrics["layers"].values():
-        assert fig["updates"] > 0 and fig["max_update_norm"] <= tau * (1 + 1e-5)
-    assert any(fig["clipped"] > 0 for fig in res.metrics["layers"].values())
-    v2 = register(reg, TENANT, BASE, res.artifact_dir, POLICY, c, res.metrics,
-                  data_window={"sessions": 3})
-    assert v2.parent == v1.version and v2.kind == "ttt_delta"
-    reg.validate(TENANT, BASE, v2.version, POLICY)
 
-    # W_down(v2) - W_down(base) is the sum of the clipped per-chunk updates, recomputed by hand
-    # from every TTT layer's inputs in a second pass over the same sessions
-    base = load_base(POLICY)
-    model, handle = load_version(base, reg.path(TENANT, BASE, v1.version))
+def _updates_by_hand(version_dir: Path, night: list[list[int]], c: TTTTrainConfig, *,
+                     carry: bool) -> list[dict[int, torch.Tensor]]:
+    """Each session's sum of clipped per-chunk updates, recomputed by hand from every TTT
+    layer's inputs in a second pass over the sessions; the fast weights carry from one
+    session to the next (`carry`) or each session starts from the version's W_down."""
+    model, handle = load_version(load_base(POLICY), version_dir)
     seen: dict[int, list[torch.Tensor]] = {i: [] for i in handle.modules}
     hooks = [m.register_forward_hook(lambda mod, args, out, i=i: seen[i].append(args[0][0].detach()))
              for i, m in handle.modules.items()]
-    expected = {i: torch.zeros_like(m.down_proj.weight) for i, m in handle.modules.items()}
-    state = handle.new_state()  # one stream: the fast weights carry from session to session
+    per_session = []
+    state = handle.new_state()
     for seq in night:
+        if not carry:
+            state = handle.new_state()
         for xs in seen.values():
             xs.clear()
         stream_sessions(model, handle, state, [seq], c.seq_len)
         with torch.no_grad():
-            for i, m in handle.modules.items():
-                expected[i] += _by_hand(m, seen[i], 32, tau)
+            per_session.append({i: _by_hand(m, seen[i], c.ttt.chunk_size, c.ttt.tau or 0.0)
+                                for i, m in handle.modules.items()})
     for h in hooks:
         h.remove()
-    new_model, _ = load_version(base, reg.path(TENANT, BASE, v2.version))
+    return per_session
+
+
+def _served_diff(reg: Registry, version: str) -> dict[str, torch.Tensor]:
+    """W_down of a served version minus the base model's, for every layer that differs; and
+    nothing but W_down differs."""
+    new_model, _ = load_version(load_base(POLICY), reg.path(TENANT, BASE, version))
     plain = dict(load_base(POLICY).model.named_parameters())
     served = dict(new_model.named_parameters())
-    for i in handle.modules:
-        name = f"model.layers.{i}.mlp.down_proj.weight"
-        diff = (served[name] - plain[name]).detach()
-        assert diff.abs().sum() > 0
-        assert torch.allclose(diff, expected[i], atol=1e-5), (diff - expected[i]).abs().max()
-    others = [n for n in plain if "down_proj" not in n]
-    assert all(torch.equal(served[n], plain[n]) for n in others)
+    assert all(torch.equal(served[n], plain[n]) for n in plain if "down_proj" not in n)
+    return {n: (served[n] - plain[n]).detach() for n in plain if "down_proj" in n}
+
+
+def test_overnight_update_writes_a_delta_version_of_the_accumulated_clipped_updates(
+        tmp_path: Path, sequences: list[list[int]]) -> None:
+    tau = 0.5
+    c = cfg(tau=tau, overnight="stream", max_delta_ratio=None)
+    reg, v1 = _trained_version(tmp_path, sequences, c)
+
+    night = sequences[1:]
+    res = overnight_update(night, POLICY, reg.path(TENANT, BASE, v1), tmp_path / "v2", c)
+    assert res.metrics["sessions"] == 3 and res.metrics["tokens"] == sum(len(s) for s in night)
+    for fig in res.metrics["layers"].values():
+        assert fig["updates"] > 0 and fig["max_update_norm"] <= tau * (1 + 1e-5)
+        assert not fig["bounded"]
+    assert any(fig["clipped"] > 0 for fig in res.metrics["layers"].values())
+    v2 = register(reg, TENANT, BASE, res.artifact_dir, POLICY, c, res.metrics,
+                  data_window={"sessions": 3})
+    assert v2.parent == v1 and v2.kind == "ttt_delta"
+    reg.validate(TENANT, BASE, v2.version, POLICY)
+
+    # one stream: W_down(v2) - W_down(base) is the sum of every session's clipped updates
+    per_session = _updates_by_hand(reg.path(TENANT, BASE, v1), night, c, carry=True)
+    diff = _served_diff(reg, v2.version)
+    for i in per_session[0]:
+        d = diff[f"model.layers.{i}.mlp.down_proj.weight"]
+        expected = sum(s[i] for s in per_session)
+        assert d.abs().sum() > 0
+        assert torch.allclose(d, expected, atol=1e-5), (d - expected).abs().max()
 
     # it is served, and rolls back, like any other version
     reg.promote(TENANT, BASE, v2.version, base_dir=POLICY)
     assert reg.active(TENANT, BASE) == v2.version
     back = reg.rollback(TENANT, BASE, base_dir=POLICY, reason="test")
-    assert back.active == v1.version and reg.get(TENANT, BASE, v2.version).status == "rolled_back"
+    assert back.active == v1 and reg.get(TENANT, BASE, v2.version).status == "rolled_back"
+
+
+def test_by_default_the_overnight_delta_is_the_mean_of_what_each_session_taught(
+        tmp_path: Path, sequences: list[list[int]]) -> None:
+    c = cfg(tau=0.5)
+    assert c.overnight == "session_mean"
+    reg, v1 = _trained_version(tmp_path, sequences, c)
+    night = sequences[1:]
+    per_session = _updates_by_hand(reg.path(TENANT, BASE, v1), night, c, carry=False)
+
+    # no bound in the way: the delta is the mean of the sessions' own updates, each session
+    # streamed from the version's W_down as serving starts one
+    loose = cfg(tau=0.5, max_delta_ratio=None)
+    res = overnight_update(night, POLICY, reg.path(TENANT, BASE, v1), tmp_path / "v2", loose)
+    v2 = register(reg, TENANT, BASE, res.artifact_dir, POLICY, loose, res.metrics)
+    diff = _served_diff(reg, v2.version)
+    for i in per_session[0]:
+        d = diff[f"model.layers.{i}.mlp.down_proj.weight"]
+        expected = sum(s[i] for s in per_session) / len(night)
+        assert d.abs().sum() > 0
+        assert torch.allclose(d, expected, atol=1e-5), (d - expected).abs().max()
+        fig = res.metrics["layers"][str(i)]
+        norms = [float(torch.linalg.matrix_norm(s[i])) for s in per_session]
+        assert fig["session_norm_max"] == pytest.approx(max(norms), rel=1e-4)
+        assert fig["delta_norm"] <= fig["session_norm_max"] * (1 + 1e-5)  # mean, not sum
+
+    # twice the sessions (the same ones again) leave the same delta: it does not grow
+    # with the day's traffic
+    twice = overnight_update(night * 2, POLICY, reg.path(TENANT, BASE, v1), tmp_path / "v3", loose)
+    for i, fig in twice.metrics["layers"].items():
+        assert fig["delta_norm"] == pytest.approx(res.metrics["layers"][i]["delta_norm"], rel=1e-4)
+
+    # the bound: each layer's added delta is at most max_delta_ratio * ||W_down||_F
+    ratio = 0.5 * min(f["delta_norm"] / f["w_down_norm"] for f in res.metrics["layers"].values())
+    tight = cfg(tau=0.5, max_delta_ratio=ratio)
+    capped = overnight_update(night, POLICY, reg.path(TENANT, BASE, v1), tmp_path / "v4", tight)
+    v4 = register(reg, TENANT, BASE, capped.artifact_dir, POLICY, tight, capped.metrics)
+    diff4 = _served_diff(reg, v4.version)
+    for i, fig in capped.metrics["layers"].items():
+        assert fig["bounded"]
+        assert fig["delta_norm"] == pytest.approx(ratio * fig["w_down_norm"], rel=1e-4)
+        d = diff4[f"model.layers.{i}.mlp.down_proj.weight"]
+        full = diff[f"model.layers.{i}.mlp.down_proj.weight"]
+        # the same direction, shorter
+        assert torch.allclose(d, full * (fig["delta_norm"] / fig["accumulated_norm"]), atol=1e-5)
 
 
 def test_the_overnight_update_needs_trained_ttt_layers(tmp_path: Path,
