@@ -43,6 +43,7 @@ class OvernightPlan:
     # sessions of each session's clipped per-chunk updates, times `delta_scale`, bounded
     # to `max_delta_ratio` times ||W_down||_F)
     delta_scale: float = 1.0
+    max_delta_ratio: float | None = 0.1
     ungated: bool = False  # promote the delta even when the gate rejects it
     timeout_s: float = 1800.0  # the job must end within this (wall clock)
 
@@ -55,7 +56,8 @@ class OvernightPlan:
         and the gate's minimum are the rl arm's (bench/rl_arm.py), so both decide alike."""
         return {"skills": {"enabled": False}, "evolver": {"enabled": False},
                 "trainer": {"method": "ttt", "tick_s": 0.5,
-                            "ttt": {"delta_scale": self.delta_scale},
+                            "ttt": {"delta_scale": self.delta_scale,
+                                    "max_delta_ratio": self.max_delta_ratio},
                             "data": {"heldout_fraction": 0.2}, "gate": {"min_heldout": 4}}}
 
 

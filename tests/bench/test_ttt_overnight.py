@@ -65,6 +65,11 @@ def test_the_arms_settings_train_with_the_ttt_method(tmp_path: Path) -> None:
     settings = load_settings(None, molt_settings(ARMS["ttt-overnight"], tmp_path, DEFAULT_CHECKPOINT))
     assert settings.trainer.method == "ttt" and not settings.skills.enabled
     assert settings.trainer.gate == {"min_heldout": 4}  # the rl arm's gate minimum
+    # the overnight update the job runs: the bounded mean of the sessions' updates
+    from trainer.ttt_config import TTTTrainConfig
+
+    job = TTTTrainConfig.from_dict(settings.trainer.ttt)
+    assert (job.overnight, job.delta_scale, job.max_delta_ratio) == ("session_mean", 1.0, 0.1)
 
 
 def _window(kind: str, status: str, **more: object) -> dict[str, object]:
