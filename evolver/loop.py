@@ -88,11 +88,17 @@ class Evolver:
                                         children=settings.context_children)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    async def _groups(self, tenant_id: str, since: float | None = None
+    async def _groups(self, tenant_id: str, watch: FailureWatch | None = None
                       ) -> tuple[list[FailureGroup], list[Any], int, list[tuple[float, Check]]]:
-        since = max(since or 0.0, time.time() - self.settings.lookback_s)
-        mined = await mine(self.trajectories, self.feedback, tenant_id, since,
-                           good_sample=self.settings.gate_keep_sample)
+        """The lookback's failure groups not yet used, the good sample, the turns seen and every
+        recent refusal: read in full, or from `watch` (what it read since its last look)."""
+        if watch is not None:
+            await watch.look(tenant_id)
+            mined = watch.mined(tenant_id, good_sample=self.settings.gate_keep_sample)
+        else:
+            mined = await mine(self.trajectories, self.feedback, tenant_id,
+                               time.time() - self.settings.lookback_s,
+                               good_sample=self.settings.gate_keep_sample)
         # every recent refusal, used by a proposal or not: what the turns that went well are judged by
         refusals = refusal_checks([c for g in mined.groups if g.kind == "tool_error" for c in g.cases])
         used = await self.store.used_turns(tenant_id)
@@ -148,7 +154,10 @@ class Evolver:
                 log.warning("evolver: model call failed: %s", exc)
         return drafts, invalid
 
-    async def evolve(self, tenant: str, *, trigger: str = "manual") -> EvolutionReport:
+    async def evolve(self, tenant: str, *, trigger: str = "manual",
+                     watch: FailureWatch | None = None) -> EvolutionReport:
+        """One evolution of `tenant`'s skills (and context, descriptions). `watch`: mine from
+        it (the loop's, which only it looks at) instead of reading the whole lookback."""
         ten = await self.library.tenant(tenant)
         if not await self.store.try_lock(ten.id, self.holder, ttl_s=900):
             return EvolutionReport(tenant, None, "locked")
@@ -156,7 +165,7 @@ class Evolver:
         report = EvolutionReport(tenant, eid, "done")
         try:
             report.judged = await self._judge_recent(ten.id)
-            groups, good, _, refusals = await self._groups(ten.id)
+            groups, good, _, refusals = await self._groups(ten.id, watch)
             report.failures, report.groups = failure_count(groups), len(groups)
             drafts, invalid = await self._drafts(tenant, groups)
             for bad in invalid:
@@ -357,7 +366,7 @@ class EvolverLoop:
             due = self.clock() - max(last, self._since) >= s.interval_s
             if pending >= s.trigger_failures or due:
                 trigger = "failures" if pending >= s.trigger_failures else "interval"
-                report = await self.evolver.evolve(name, trigger=trigger)
+                report = await self.evolver.evolve(name, trigger=trigger, watch=self.watch)
                 out.append(report)
                 if report.status == "done":
                     self._pending[tid] = 0

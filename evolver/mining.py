@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +45,42 @@ class Mined:
     turns_seen: int
 
 
+def good_turns(session_id: str, turns: Sequence[Mapping[str, Any]], cases: Sequence[Case],
+               feedback: Sequence[Mapping[str, Any]]) -> list[Case]:
+    """One session's turns that went well (`turns` ordered by index): main answered turns
+    with tool calls, no failure case and no negative score; for non-regression checks."""
+    failed = {c.turn_id for c in cases}
+    bad_fb = {f["turn_id"] for f in feedback if f.get("score") is not None and f["score"] < 0}
+    good = []
+    for t in turns:
+        calls = [(n, a) for _, n, a in turn_calls(t)]
+        if (calls and t["turn_type"] == "main" and t["status"] == "ok"
+                and t["id"] not in failed and t["id"] not in bad_fb):
+            good.append(Case(str(t["id"]), session_id, "good", "", [n for n, _ in calls],
+                             t["request"], calls, calls[0], at=float(t.get("created_at") or 0.0)))
+    return good
+
+
+def assemble(sessions: Iterable[tuple[list[Case], list[Case]]], turns_seen: int, *,
+             good_sample: int = 12, seed: int = 0) -> Mined:
+    """Failure groups and the good sample from each session's (cases, good turns), the
+    sessions in the order their first turn was served."""
+    groups: dict[str, FailureGroup] = {}
+    good: list[Case] = []
+    for cases, ok in sessions:
+        for c in cases:
+            groups.setdefault(c.key, FailureGroup(c.key, c.kind, c.message)).cases.append(c)
+        good += ok
+    rng = random.Random(seed)
+    rng.shuffle(good)
+    ordered = sorted(groups.values(), key=lambda g: -len(g.cases))
+    return Mined(ordered, good[:good_sample], turns_seen)
+
+
 async def mine(trajectories: TrajectoryStore, feedback: FeedbackStore, tenant_id: str,
                since: float, *, good_sample: int = 12, seed: int = 0) -> Mined:
+    """Mine every turn served since `since` (a full read; evolver/watch.py keeps the same
+    incrementally)."""
     turns = await trajectories.turns_since(since, tenant_id=tenant_id)
     by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in turns:
@@ -55,27 +89,13 @@ async def mine(trajectories: TrajectoryStore, feedback: FeedbackStore, tenant_id
     fb_by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in fb:
         fb_by_session[str(f["session_id"])].append(f)
-    groups: dict[str, FailureGroup] = {}
-    failed_turns: set[str] = set()
-    good: list[Case] = []
+    per_session = []
     for sid, sturns in by_session.items():
         sturns.sort(key=lambda t: t["idx"])
-        cases = cases_from_session(sturns, fb_by_session.get(sid, []))
-        for c in cases:
-            g = groups.setdefault(c.key, FailureGroup(c.key, c.kind, c.message))
-            g.cases.append(c)
-            failed_turns.add(c.turn_id)
-        bad_fb = {f["turn_id"] for f in fb_by_session.get(sid, []) if f.get("score") is not None and f["score"] < 0}
-        for t in sturns:
-            calls = [(n, a) for _, n, a in turn_calls(t)]
-            if (calls and t["turn_type"] == "main" and t["status"] == "ok"
-                    and t["id"] not in failed_turns and t["id"] not in bad_fb):
-                good.append(Case(str(t["id"]), sid, "good", "", [n for n, _ in calls],
-                                 t["request"], calls, calls[0], at=float(t.get("created_at") or 0.0)))
-    rng = random.Random(seed)
-    rng.shuffle(good)
-    ordered = sorted(groups.values(), key=lambda g: -len(g.cases))
-    return Mined(ordered, good[:good_sample], len(turns))
+        sfb = fb_by_session.get(sid, [])
+        cases = cases_from_session(sturns, sfb)
+        per_session.append((cases, good_turns(sid, sturns, cases, sfb)))
+    return assemble(per_session, len(turns), good_sample=good_sample, seed=seed)
 
 
 def answers_an_error(request: Mapping[str, Any]) -> bool:

@@ -25,13 +25,16 @@ has not seen.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolver.cases import cases_from_session
+from evolver.cases import Case, cases_from_session
+from evolver.mining import Mined, assemble, good_turns
 from store.evolution import EvolutionStore
 from store.feedback import FeedbackStore
 from store.trajectories import TrajectoryStore
@@ -60,7 +63,18 @@ class Look:
 class _Session:
     turns: dict[str, dict[str, Any]] = field(default_factory=dict)  # turn id -> mining row
     feedback: dict[str, dict[str, Any]] = field(default_factory=dict)  # feedback id -> row
-    cases: list[tuple[str, float]] | None = None  # (turn id, when it became visible); None: derive
+    # the session's failure cases and its turns that went well; None: derive again
+    cases: list[Case] | None = None
+    good: list[Case] | None = None
+    first: float = float("inf")  # when its first kept turn was served
+
+    def derive(self) -> tuple[list[Case], list[Case]]:
+        if self.cases is None or self.good is None:
+            turns = sorted(self.turns.values(), key=lambda r: (r["idx"], r["created_at"]))
+            fb = list(self.feedback.values())
+            self.cases = cases_from_session(turns, fb)
+            self.good = good_turns(str(turns[0]["session_id"]), turns, self.cases, fb) if turns else []
+        return self.cases, self.good
 
 
 @dataclass
@@ -117,6 +131,10 @@ def _share(session: _Session, row: dict[str, Any]) -> None:
             if m != b:
                 break
             msgs[i] = b
+
+
+def _copied(case: Case) -> Case:
+    return dataclasses.replace(case, request=copy.deepcopy(case.request))
 
 
 class FailureWatch:
@@ -178,6 +196,7 @@ class FailureWatch:
             _share(session, row)
             session.turns[tid] = row
             session.cases = None
+            session.first = min(session.first, float(row["created_at"]))
             heapq.heappush(state.expiry, (float(row["created_at"]), sid, tid))
         # a session new to the watch brings all its feedback, filed before or after its turns
         for i in range(0, len(entering), _SESSIONS_PER_READ):
@@ -203,6 +222,8 @@ class FailureWatch:
             session.cases = None
             if not session.turns:
                 del state.sessions[sid]
+            else:
+                session.first = min(float(r["created_at"]) for r in session.turns.values())
 
     async def pending(self, tenant_id: str, since: float) -> int:
         """Failure cases that became visible since `since` and that no proposal used yet.
@@ -216,11 +237,28 @@ class FailureWatch:
         used = await self.evolutions.used_turns(tenant_id)
         n = 0
         for session in state.sessions.values():
-            if session.cases is None:
-                turns = sorted(session.turns.values(), key=lambda r: (r["idx"], r["created_at"]))
-                session.cases = [(c.turn_id, c.at) for c in cases_from_session(turns, session.feedback.values())]
-            n += sum(1 for turn_id, at in session.cases if at >= since and turn_id not in used)
+            cases, _ = session.derive()
+            n += sum(1 for c in cases if c.at >= since and c.turn_id not in used)
         return n
+
+    def mined(self, tenant_id: str, *, good_sample: int = 12, seed: int = 0) -> Mined:
+        """What `evolver.mining.mine` over the lookback would give now, from what the looks
+        read (call `look` first): the same failure groups and the same good sample.
+
+        Each case's request is a copy (the kept rows are shared between a session's turns and
+        stay read only). `turns_seen` counts the main answered turns kept.
+        """
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            return assemble([], 0, good_sample=good_sample, seed=seed)
+        self._expire(state)
+        ordered = sorted(state.sessions.values(), key=lambda s: s.first)
+        mined = assemble([s.derive() for s in ordered], self.kept(tenant_id),
+                         good_sample=good_sample, seed=seed)
+        for g in mined.groups:
+            g.cases = [_copied(c) for c in g.cases]
+        mined.good = [_copied(c) for c in mined.good]
+        return mined
 
     def kept(self, tenant_id: str) -> int:
         """How many turns the watch holds for the tenant (the lookback's main answered turns)."""

@@ -251,3 +251,36 @@ async def test_the_trigger_fires_at_the_same_turns_as_the_full_re_mine(tmp_path:
     finally:
         await watched.close()
         await mined.close()
+
+
+def _digest(m: Any) -> tuple[Any, ...]:
+    """What an evolution reads of a mining result: each group's cases, and the good sample."""
+    groups = [(g.key, g.kind, g.message, [(c.turn_id, c.at, c.request, c.calls, c.target) for c in g.cases])
+              for g in m.groups]
+    return groups, [(c.turn_id, c.request, c.calls) for c in m.good]
+
+
+async def test_an_evolution_mines_from_the_watch_what_a_full_read_gives(db: Database) -> None:  # noqa: F811
+    """At every step of a day's traffic, the watch's mining result (what the loop's evolutions
+    read) equals a full read of the lookback: the same groups, cases and good sample."""
+    from evolver.mining import mine
+
+    tid = await _tenant(db)
+    ts, fs = TrajectoryStore(db), FeedbackStore(db)
+    old = AgentSession(tid, "ses_old")  # served before the window: in neither
+    await ts.write_turns([old.call("date", created_at=time.time() - 7_200)])
+    watch = _watch(db, lookback_s=3_600.0)
+    for what in _scenario(tid):
+        if isinstance(what, tuple):
+            sid, turn_id, score = what
+            await fs.add(tenant_id=tid, session_id=sid, turn_id=turn_id, score=score, text=None)
+        else:
+            await ts.write_turns(what)
+        await watch.look(tid)
+        got = watch.mined(tid, good_sample=4)
+        full = await mine(ts, fs, tid, time.time() - 3_600.0, good_sample=4)
+        assert _digest(got) == _digest(full)
+    assert len(got.groups) >= 2 and len(got.good) == 4
+    # the cases handed out are copies: an evolution that edits one leaves the watch as it was
+    got.groups[0].cases[0].request["messages"].append({"role": "user", "content": "edited"})
+    assert _digest(watch.mined(tid, good_sample=4)) == _digest(full)
