@@ -17,7 +17,10 @@ Then, per N, the median wall and CPU time of:
   "steady" with the fill stamped as written when served, spread over the day
   (a store filled over a day); "burst" right after all N were written, when
   every id is within the settle window;
-- a poll after 10 new turns (continuing open sessions), look and count.
+- a poll after 10 new turns (continuing open sessions), look and count;
+- what an evolution mines (failure groups, cases, the good sample): a full
+  read of the lookback (`evolver.mining.mine`), against the loop's watch
+  (a look, then `FailureWatch.mined`).
 It checks that the watch counts what the full mine counts, and prints the
 SQL plans of the watch's reads at the largest N (EXPLAIN QUERY PLAN).
 """
@@ -38,6 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from evolver.loop import Evolver
+from evolver.mining import mine
 from evolver.replay import HTTPReplayer
 from evolver.watch import FailureWatch
 from store import tables as t
@@ -201,6 +205,22 @@ async def run_size(n: int, fail: float, repeat: int, root: Path, explain: bool) 
             cpus.append((time.process_time() - c) * 1e3)
         row["after10"] = (statistics.median(walls), statistics.median(cpus), pending)
         row["after10_full"] = await evolver.pending_failures(tenant_id)
+        # what an evolution mines (groups, cases, the good sample): a full read of the lookback,
+        # or the loop's watch (a look, then what it holds)
+        since = time.time() - evolver.settings.lookback_s
+        row["mine_full"] = await timed(lambda: mine(evolver.trajectories, evolver.feedback, tenant_id,
+                                                    since, good_sample=12), max(1, repeat // 2))
+
+        async def watch_mined() -> Any:
+            await steady.look(tenant_id)
+            return steady.mined(tenant_id, good_sample=12)
+
+        row["mine_watch"] = await timed(watch_mined, repeat)
+        row["mine_same"] = ([(g.key, g.turn_ids) for g in row["mine_full"][2].groups]
+                            == [(g.key, g.turn_ids) for g in row["mine_watch"][2].groups]
+                            and [c.turn_id for c in row["mine_full"][2].good]
+                            == [c.turn_id for c in row["mine_watch"][2].good])
+        row["mine_cases"] = sum(len(g.cases) for g in row["mine_watch"][2].groups)
         row["plans"] = await explain_reads(db, steady, tenant_id) if explain else []
         return row
     finally:
@@ -254,6 +274,11 @@ def main() -> None:
               f"{ms(r['after10'])} | {r['count_watch']} = {r['count_full']}, "
               f"+10: {r['after10'][2]} = {r['after10_full']} {'ok' if same else 'DIFFER'}")
     print("  idle, burst: an idle poll right after all the turns were written (every id within the settle window)")
+    print(f"\nWhat an evolution mines (groups, cases, good sample), ms wall / ms CPU, median\n"
+          f"{'turns':>7} | {'full read':>17} | {'the watch':>17} | cases | same result")
+    for r in rows:
+        print(f"{r['turns']:>7} | {ms(r['mine_full'])} | {ms(r['mine_watch'])} | {r['mine_cases']:>5} | "
+              f"{'yes' if r['mine_same'] else 'NO'}")
     for r in rows:
         if r["plans"]:
             print(f"\nSQL plans of one poll with a new turn, at {r['turns']} turns:")
