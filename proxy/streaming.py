@@ -148,6 +148,9 @@ class PassThroughStream(Response):
         error: ProxyError | None = None
         client_gone = False
         finished = False
+        # the client has every byte of the answer (the stream's `[DONE]`, or the encoder's end):
+        # a hang-up after that (an SDK closes at `[DONE]`) is not a disconnect
+        delivered = False
         task = asyncio.current_task()
         assert task is not None
 
@@ -182,12 +185,14 @@ class PassThroughStream(Response):
                     out = piece if encoder is None else encoder.chunk(piece)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
+                        delivered = encoder is None and out.rstrip().endswith(b"[DONE]")
                 tail = b"" if encoder is None else encoder.end()
             except UpstreamError as exc:
                 status, error = "upstream_error", exc
                 tail = error_event(exc) if encoder is None else encoder.error(exc)
             if tail:
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
+                delivered = True
             # Recorded before the client can see the end of the response: a turn whose
             # response a client received is always in the recorder (and its spool).
             finished = True
@@ -197,9 +202,11 @@ class PassThroughStream(Response):
             if not client_gone:
                 raise
             task.uncancel()
-            status = "client_disconnected"
+            if not delivered:
+                status = "client_disconnected"
         except OSError:
-            status = "client_disconnected"
+            if not delivered:
+                status = "client_disconnected"
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -32,6 +32,8 @@ class Reply:
     chunk_delay_s: float = 0.0
     # Stream only: close the connection after this many chunks.
     cut_after: int | None = None
+    # Stream only: keep the connection open this long after `data: [DONE]` (as an upstream may).
+    linger_s: float = 0.0
     prompt_tokens: int = 11
     completion_tokens: int = 7
     # Non-streamed only: send these bytes as the HTTP 200 body instead of a completion.
@@ -186,6 +188,8 @@ class FakeLLM:
                     if reply.chunk_delay_s:
                         await asyncio.sleep(reply.chunk_delay_s)
                 yield b"data: [DONE]\n\n"
+                if reply.linger_s:
+                    await asyncio.sleep(reply.linger_s)
             except asyncio.CancelledError:
                 self.disconnects += 1
                 self._notify()

@@ -117,6 +117,22 @@ def test_upstream_closes_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str)
     assert t["status"] == "upstream_error" and t["content"] == "a b"
 
 
+def test_a_client_that_leaves_after_done_got_the_whole_answer(
+        fake_llm: FakeLLM, molt: Any, recorded: str) -> None:
+    """The upstream keeps its connection open after `[DONE]`; the client reads up to `[DONE]`
+    and hangs up (as SDKs do): the turn is recorded as answered, not as a disconnect."""
+    fake_llm.push(Reply(content="all of it", linger_s=3.0))
+    with httpx.Client(base_url=molt.base_url) as c, \
+            c.stream("POST", "/chat/completions", json={**OK, "stream": True}) as r:
+        turn = r.headers["x-molt-turn-id"]
+        for line in r.iter_lines():
+            if line.strip() == "data: [DONE]":
+                break
+    t = molt.wait_turn(turn)
+    assert t["status"] == "ok" and t["content"] == "all of it"
+    _still_there(molt, recorded)
+
+
 def test_client_disconnect_mid_stream(fake_llm: FakeLLM, molt: Any, recorded: str) -> None:
     fake_llm.push(Reply(content=" ".join(f"w{i}" for i in range(200)), chunk_delay_s=0.02))
     with httpx.Client(base_url=molt.base_url) as c, \
