@@ -27,8 +27,9 @@ what each session accumulated: what a typical session of the day taught the fast
 a size that does not grow with the traffic. ("stream" carries one state through all the
 sessions and sums every chunk's update: with 20 sessions of the tiny policy that sum was
 3 times ||W_down||_F and broke the policy; dev/LOG.md.) The update is scaled by
-`delta_scale` and bounded to `max_delta_ratio` times ||W_down||_F. `register` adds either artifact as a candidate version; the eval
-gate and promotion are the ones every version goes through (trainer/gate.py).
+`delta_scale` and bounded to `max_delta_ratio` times the parent's ||W_down||_F (each night's
+update is bounded; a chain of nights can move further). `register` adds either artifact as
+a candidate version; the eval gate and promotion are the ones every version goes through (trainer/gate.py).
 
 Hardware is configuration: the model goes wherever `device` says; nothing else names one.
 """
@@ -347,6 +348,7 @@ class Accumulated:
     max_chunk_norm: dict[int, float]
     session_norms: dict[int, list[float]]  # "session_mean": each session's own update
     tokens: int
+    sessions: int  # streamed (those of 2 tokens or more)
 
 
 def accumulate(model: Any, handle: TTT, sequences: Sequence[list[int]], seq_len: int,
@@ -359,9 +361,9 @@ def accumulate(model: Any, handle: TTT, sequences: Sequence[list[int]], seq_len:
         ls = state.layers
         return Accumulated(state.deltas(), {i: s.updates for i, s in ls.items()},
                            {i: s.clipped for i, s in ls.items()},
-                           {i: s.max_norm for i, s in ls.items()}, {}, tokens)
+                           {i: s.max_norm for i, s in ls.items()}, {}, tokens, len(usable))
     total: dict[int, torch.Tensor] = {}
-    acc = Accumulated({}, {}, {}, {}, {}, 0)
+    acc = Accumulated({}, {}, {}, {}, {}, 0, len(usable))
     for seq in usable:
         state = handle.new_state()  # a session starts from the version's W_down
         acc.tokens += stream_sessions(model, handle, state, [seq], seq_len)
@@ -376,13 +378,10 @@ def accumulate(model: Any, handle: TTT, sequences: Sequence[list[int]], seq_len:
     return acc
 
 
-def bound(add: torch.Tensor, w_down: torch.Tensor, ratio: float | None) -> tuple[torch.Tensor, bool]:
-    """`add` scaled down to ||add||_F <= ratio * ||w_down||_F; and whether it was."""
-    if ratio is None:
-        return add, False
-    limit = ratio * float(torch.linalg.matrix_norm(w_down.float()))
+def bound(add: torch.Tensor, limit: float | None) -> tuple[torch.Tensor, bool]:
+    """`add` scaled down to ||add||_F <= limit (None: no bound); and whether it was."""
     norm = float(torch.linalg.matrix_norm(add))
-    if norm <= limit or norm == 0.0:
+    if limit is None or norm <= limit or norm == 0.0:
         return add, False
     return add * (limit / norm), True
 
@@ -414,15 +413,16 @@ def overnight_update(sequences: Sequence[list[int]], base_dir: Path, parent_dir:
     layers: dict[str, Any] = {}
     for i, upd in acc.updates.items():
         name = names[i]
-        w_down = weights[i].cpu()
-        add, capped = bound(upd.cpu() * cfg.delta_scale, w_down, cfg.max_delta_ratio)
+        w_norm = float(torch.linalg.matrix_norm(weights[i].float()))
+        limit = None if cfg.max_delta_ratio is None else cfg.max_delta_ratio * w_norm
+        add, capped = bound(upd.cpu() * cfg.delta_scale, limit)
         delta[name] = delta.get(name, torch.zeros_like(add)) + add
         fig: dict[str, Any] = {
             "updates": acc.chunks[i], "clipped": acc.clipped[i],
             "max_update_norm": acc.max_chunk_norm[i],
             "accumulated_norm": float(torch.linalg.matrix_norm(upd)),
             "delta_norm": float(torch.linalg.matrix_norm(add)),
-            "w_down_norm": float(torch.linalg.matrix_norm(w_down.float())), "bounded": capped}
+            "w_down_norm": w_norm, "bounded": capped}
         if acc.session_norms.get(i):
             norms = acc.session_norms[i]
             fig["session_norm_mean"] = sum(norms) / len(norms)
@@ -434,7 +434,7 @@ def overnight_update(sequences: Sequence[list[int]], base_dir: Path, parent_dir:
     for name in (WEIGHTS_FILE, TTT_CONFIG_FILE):
         shutil.copyfile(parent / name, out / name)
     cfg.save(out)
-    metrics = {"sessions": len(sequences), "tokens": acc.tokens, "overnight": cfg.overnight,
+    metrics = {"sessions": acc.sessions, "tokens": acc.tokens, "overnight": cfg.overnight,
                "delta_scale": cfg.delta_scale, "max_delta_ratio": cfg.max_delta_ratio,
                "tau": handle.cfg.tau, "chunk_size": handle.cfg.chunk_size, "layers": layers,
                "seconds": time.monotonic() - t0}

@@ -251,8 +251,10 @@ def test_by_default_the_overnight_delta_is_the_mean_of_what_each_session_taught(
         assert fig["delta_norm"] <= fig["session_norm_max"] * (1 + 1e-5)  # mean, not sum
 
     # twice the sessions (the same ones again) leave the same delta: it does not grow
-    # with the day's traffic
-    twice = overnight_update(night * 2, POLICY, reg.path(TENANT, BASE, v1), tmp_path / "v3", loose)
+    # with the day's traffic; a one-token session streams nothing and does not dilute it
+    twice = overnight_update([*night * 2, [night[0][0]]], POLICY, reg.path(TENANT, BASE, v1),
+                             tmp_path / "v3", loose)
+    assert twice.metrics["sessions"] == 2 * len(night)
     for i, fig in twice.metrics["layers"].items():
         assert fig["delta_norm"] == pytest.approx(res.metrics["layers"][i]["delta_norm"], rel=1e-4)
 
