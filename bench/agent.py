@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import openai
 
-from bench.toolworld import Episode, Task
+from bench.toolworld import Episode, StepScore, Task
 
 
 @dataclass
@@ -41,7 +41,21 @@ class EpisodeResult:
     affected_ok: int = 0
     # Steps whose right call is as on a base day (no drifted convention in it).
     unaffected_ok: int = 0
+    # drift-affected steps by the drifts they depend on ("date=dmy", "date=dmy+reminder=15"):
+    # [steps, right]
+    by_drift: dict[str, list[int]] = field(default_factory=dict)
     error: str | None = None
+
+
+def drift_counts(scores: Sequence[StepScore]) -> dict[str, list[int]]:
+    """Drift-affected steps grouped by the drifts they depend on: {key: [steps, right]}."""
+    out: dict[str, list[int]] = {}
+    for st in scores:
+        if st.affected:
+            n = out.setdefault("+".join(st.drifts) or "?", [0, 0])
+            n[0] += 1
+            n[1] += int(st.ok)
+    return out
 
 
 class AgentDriver:
@@ -155,6 +169,7 @@ class AgentDriver:
             affected_steps=sum(1 for st in episode.step_scores if st.affected),
             affected_ok=sum(1 for st in episode.step_scores if st.affected and st.ok),
             unaffected_ok=sum(1 for st in episode.step_scores if not st.affected and st.ok),
+            by_drift=drift_counts(episode.step_scores),
             error=error,
         )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.toolworld import drift_days
+from bench.toolworld.conventions import conventions_for_day
 
 
 def _fmt(x: Any) -> str:
@@ -39,6 +40,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {day}{mark} | " + " | ".join(cells) + " |")
     lines += gap_table(report)
     lines += drift_table(report)
+    lines += by_drift_table(report)
     lines += extraction_table(report)
     lines += tokens_table(report)
     lines += window_table(report)
@@ -172,6 +174,42 @@ def drift_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def by_drift_table(report: dict[str, Any]) -> list[str]:
+    """Per day: the drift-affected steps split by the drift they depend on (right / steps)."""
+    arms = report["arms"]
+    if not any((a["per_day"].get(str(d)) or {}).get("by_drift") for a in arms.values()
+               for d in report["days"]):
+        return []
+    lines = ["", "## Per day: drift-affected steps by drift (right / steps)", "",
+             "A step counts under every drifted convention that alone changes its right call.",
+             "", "| day | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for day in report["days"]:
+        cells = []
+        for a in arms.values():
+            drifts = (a["per_day"].get(str(day)) or {}).get("by_drift") or {}
+            cells.append(", ".join(f"{k} {ok}/{n}" for k, (n, ok) in drifts.items()) or "-")
+        lines.append(f"| {day} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def seen_split(by_drift: dict[str, list[int]], window_day: int) -> tuple[list[int], list[int]]:
+    """[steps, right] on drifts already in force on `window_day` (what the window could learn),
+    and on drifts that came after it (steps that depend on both count as after)."""
+    in_force = conventions_for_day(window_day)
+    seen, new = [0, 0], [0, 0]
+    for key, (n, ok) in by_drift.items():
+        parts = [p.split("=", 1) for p in key.split("+")]
+        side = seen if all(len(p) == 2 and in_force.get(p[0]) == p[1] for p in parts) else new
+        side[0] += n
+        side[1] += ok
+    return seen, new
+
+
+def _share(counts: list[int]) -> str:
+    n, ok = counts
+    return f"{_fmt(ok / n)} ({n})" if n else "-"
+
+
 def tokens_table(report: dict[str, Any]) -> list[str]:
     """Per day: step accuracy and the skill tokens injected per model request, windows marked."""
     arms = report["arms"]
@@ -280,8 +318,10 @@ def next_day_table(report: dict[str, Any]) -> list[str]:
     days = [str(d) for d in report["days"]]
     out = ["", "## The day after each idle window", "",
            ("| arm | window | gate | served the next day | step accuracy: day before -> next "
-            "day | drift-affected step accuracy | base-convention step accuracy |"),
-           "|---" * 7 + "|"]
+            "day | drift-affected step accuracy | base-convention step accuracy | drifts in force "
+            "at the window: day before -> next day (steps) | the same, every later day | drifts after "
+            "the window, next day (steps) |"),
+           "|---" * 10 + "|"]
     for name, a in report["arms"].items():
         for w in a.get("windows") or []:
             day = str(w.get("after_day"))
@@ -297,8 +337,14 @@ def next_day_table(report: dict[str, Any]) -> list[str]:
                                sorted((after.get("served_versions") or {}).items())) or "-"
             moves = " | ".join(f"{_fmt(before.get(k))} -> {_fmt(after.get(k))}" for k in
                                ("step_accuracy", "affected_accuracy", "unaffected_accuracy"))
+            seen_before, _ = seen_split(before.get("by_drift") or {}, int(day))
+            seen_after, new_after = seen_split(after.get("by_drift") or {}, int(day))
+            later = [seen_split((a["per_day"].get(d) or {}).get("by_drift") or {}, int(day))[0]
+                     for d in days[days.index(day) + 1:]]
+            seen_later = [sum(c[0] for c in later), sum(c[1] for c in later)]
             out.append(f"| {name} | {kind}, after day {day} | {status} | day {nxt}: {served} | "
-                       f"{moves} |")
+                       f"{moves} | {_share(seen_before)} -> {_share(seen_after)} | {_share(seen_later)} | "
+                       f"{_share(new_after)} |")
     return out if len(out) > 5 else []
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,19 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         # the calls a drift leaves as on a base day: what RL must not forget
         "unaffected_accuracy": (sum(r.unaffected_ok for r in results) / unaffected) if unaffected else None,
         "errors": sum(1 for r in results if r.error),
+        "by_drift": merge_drifts(r.by_drift for r in results),
     }
+
+
+def merge_drifts(parts: Iterable[Mapping[str, Sequence[int]]]) -> dict[str, list[int]]:
+    """Sum {drift key: [steps, right]} counts."""
+    out: dict[str, list[int]] = {}
+    for part in parts:
+        for key, (n, ok) in part.items():
+            tot = out.setdefault(key, [0, 0])
+            tot[0] += n
+            tot[1] += ok
+    return dict(sorted(out.items()))
 
 
 def run_arm(

@@ -43,6 +43,10 @@ class PlannedCall:
     name: str
     arguments: dict[str, Any]
     affected: bool = False  # differs from what the base conventions would want
+    # the drifted conventions ("family=value") that each, alone, change this call from the base
+    # one; empty on a base call. It says which drift a step measures (one before an idle window
+    # or one after it).
+    drifts: tuple[str, ...] = ()
 
     def arguments_json(self) -> str:
         return json.dumps(self.arguments)
@@ -236,6 +240,19 @@ def _final(template: str, user_slots: dict[str, Any], results: list[str]) -> tup
     return f"Done, {user_slots.get('name', 'they')} has the message.", None
 
 
+def _drifts(steps: list[Step], conventions: Conventions, key: str,
+            base: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str, ...]:
+    """The drifted conventions that, each alone on top of the base ones, change step `key`
+    (all the drifted ones if only their combination does)."""
+    drifted = [(f, v) for f, v in sorted(conventions.items()) if BASE[f] != v]
+    alone = []
+    for family, value in drifted:
+        one = {k: (tool, args) for k, tool, args in _render(steps, {**BASE, family: value})}
+        if one.get(key) != base.get(key):
+            alone.append(f"{family}={value}")
+    return tuple(alone) or tuple(f"{f}={v}" for f, v in drifted)
+
+
 def make_task(template: str, rng: random.Random, world_seed: str, conventions: Conventions,
               day: int = 0, task_id: str = "t0") -> Task:
     """Build one task from ``template`` with slots drawn from ``rng``."""
@@ -244,7 +261,8 @@ def make_task(template: str, rng: random.Random, world_seed: str, conventions: C
     user, steps, slots = TEMPLATES[template](_Slots(rng, world))
     base = {key: (tool, args) for key, tool, args in _render(steps, BASE)}
     plan = tuple(
-        PlannedCall(tool, args, affected=base.get(key) != (tool, args))
+        PlannedCall(tool, args, affected=base.get(key) != (tool, args),
+                    drifts=_drifts(steps, conventions, key, base) if base.get(key) != (tool, args) else ())
         for key, tool, args in _render(steps, conventions)
     )
     results = [call_tool(world, call.name, call.arguments) for call in plan]

@@ -40,6 +40,7 @@ class StepScore:
     reason: str
     expected: PlannedCall | None  # None when the plan was already complete
     affected: bool = False  # the expected call depends on non-base conventions
+    drifts: tuple[str, ...] = ()  # which drifted conventions it depends on (PlannedCall.drifts)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Verifier:
             return StepScore(False, "the task is already done; expected a final answer", None)
         planned = self.task.plan[done]
         why = self.mismatch(done, name, arguments)
-        return StepScore(why is None, why or "right call", planned, planned.affected)
+        return StepScore(why is None, why or "right call", planned, planned.affected, planned.drifts)
 
 
 # --- episode outcome ----------------------------------------------------------

@@ -86,6 +86,23 @@ def test_the_report_shows_skill_tokens_per_day_and_what_a_window_internalized() 
             in table)
 
 
+def test_after_a_window_the_report_splits_drifts_it_could_learn_from_later_ones() -> None:
+    # a window after day 5 (date=dmy in force since day 4); day 6 adds reminder=15
+    def day(by_drift: dict[str, list[int]]) -> dict:
+        return {"step_accuracy": 0.5, "affected_accuracy": 0.5, "unaffected_accuracy": 1.0,
+                "success": 0.5, "complaints": 0, "episodes": 4, "by_drift": by_drift}
+
+    per_day = {"5": day({"date=dmy": [8, 4]}),
+               "6": day({"date=dmy": [7, 7], "date=dmy+reminder=15": [1, 0], "reminder=15": [2, 0]}),
+               "7": day({"date=dmy": [3, 2]})}
+    arm = {"overall": per_day["5"], "per_day": per_day, "per_day_late": per_day,
+           "windows": [{"after_day": 5, "prm": "evidence", "gate": {"status": "promoted"}}]}
+    table = markdown({"days": [5, 6, 7], "tasks_per_day": 4, "seed": 0, "arms": {"rl": arm}})
+    # in force at the window: 4/8 before -> 7/7 next day, 9/10 over days 6-7; later drifts 0/3
+    assert "| 50.0% (8) -> 100.0% (7) | 90.0% (10) | 0.0% (3) |" in table
+    assert "| 6 | date=dmy 7/7, date=dmy+reminder=15 0/1, reminder=15 0/2 |" in table
+
+
 @pytest.mark.timeout(900)
 def test_a_loop_arm_is_a_function_of_its_seed(tmp_path: Path) -> None:
     """Two runs of the skills arm see the same evolutions after the same episodes and play the

@@ -225,6 +225,20 @@ def test_plans_chain_ids_and_follow_conventions() -> None:
     assert max(len(t.plan) for t in tasks) >= 4
 
 
+def test_each_planned_call_names_the_drifts_that_change_it() -> None:
+    conv = {**BASE, "date": "dmy", "reminder": "15", "notify": "true"}
+    tasks = generate_tasks(1, 60, seed=7, conventions=conv)
+    dinner = next(t for t in tasks if t.template == "dinner")
+    search, book, _, send = dinner.plan
+    assert search.drifts == () and not search.affected
+    assert book.drifts == ("date=dmy",)  # the booking's date; reminder and notify leave it
+    assert send.drifts == ("notify=true",)
+    event = next(t for t in tasks if t.template == "event")
+    assert set(event.plan[-1].drifts) == {"date=dmy", "reminder=15"}
+    # on a base day nothing is drifted
+    assert all(c.drifts == () for t in generate_tasks(1, 20, seed=7) for c in t.plan)
+
+
 # --- verifier -----------------------------------------------------------------
 
 
