@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -129,6 +130,9 @@ def run_arm(
     server: ServerThread | None = None
     clock = SimClock()
     if endpoint is None:
+        # a fresh molt: a rerun into the same --out must not train on, or serve from, the
+        # last run's store and registry
+        shutil.rmtree(out / arm.name, ignore_errors=True)
         port = free_port()
         overrides = molt_settings(arm, out / arm.name / "molt", checkpoint)
         overrides["server"] = {"port": port}
@@ -178,6 +182,8 @@ def run_arm(
             if arm.rl is not None and server is not None and day in arm.rl.windows_after(days):
                 windows.append({"after_day": day, **rl_window(arm, server.url, out, checkpoint,
                                                              days, tasks_per_day, seed, episodes)})
+                if windows[-1].get("promoted"):  # the next day is served by it from its first request
+                    windows[-1]["served_after"] = swap_now(server, windows[-1])
             if arm.overnight is not None and server is not None \
                     and day in arm.overnight.windows_after(days):
                 server.call(server.app.state.molt.recorder.flush())  # the day's turns are data
@@ -360,6 +366,19 @@ def overnight_window(arm: Arm, url: str) -> dict[str, Any]:
     assert arm.overnight is not None
     with httpx.Client(base_url=url, timeout=600) as client:
         return window(arm.overnight, client)
+
+
+def swap_now(server: Any, window: Mapping[str, Any]) -> dict[str, str]:
+    """After a promotion through the registry, make the running molt serve it now (what the
+    promote route does), not at its next registry poll: otherwise the next day's first
+    requests are measured on the version the window replaced."""
+    from bench.rl_arm import BASE_NAME, TENANT_NAME
+    from proxy.routes.admin_versions import sync_served
+
+    served: dict[str, str] = server.call(sync_served(server.app.state.molt, TENANT_NAME, BASE_NAME))
+    if served.get(BASE_NAME) != window.get("version"):
+        raise RuntimeError(f"serving did not swap to {window.get('version')}: {served}")
+    return served
 
 
 def add_served_versions(turns: Sequence[dict[str, Any]], per_day: dict[str, Any],

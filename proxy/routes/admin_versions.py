@@ -49,7 +49,9 @@ def _translate(exc: StoreError) -> ProxyError:
     return InvalidRequest(str(exc), code="invalid_version")
 
 
-async def _sync(state: ProxyState, tenant: str, base: str) -> dict[str, str]:
+async def sync_served(state: ProxyState, tenant: str, base: str) -> dict[str, str]:
+    """Ask every backend serving `base` to swap to the tenant's active version now, without
+    waiting for its registry poll; {alias: the version it now serves}."""
     served: dict[str, str] = {}
     backends = [b for b in state.upstreams.backends() if isinstance(b, VersionedBackend)]
     for b in backends:
@@ -107,7 +109,7 @@ async def promote(tenant: str, base: str, version: str, state: State, _admin: Ad
                                     reason=item.reason if item else None)
     except StoreError as exc:
         raise _translate(exc) from exc
-    return _promotion(p, await _sync(state, tenant, base))
+    return _promotion(p, await sync_served(state, tenant, base))
 
 
 @router.post("/{tenant}/{base}/rollback")
@@ -121,7 +123,7 @@ async def rollback(tenant: str, base: str, state: State, _admin: Admin,
                                     base_dir=base_dir, reason=item.reason if item else None)
     except StoreError as exc:
         raise _translate(exc) from exc
-    return _promotion(p, await _sync(state, tenant, base))
+    return _promotion(p, await sync_served(state, tenant, base))
 
 
 @router.delete("/{tenant}/{base}/{version}")
