@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.policy.data import THINK_TAU
 from bench.rl_arm import RLPlan
+from bench.rl_job import JobPlan
 from bench.toolworld import BASE, conventions_for_day, state_conventions
 from bench.ttt_arm import TTTPlan
 from bench.ttt_overnight import OvernightPlan
@@ -54,6 +55,8 @@ class Arm:
     # Days served by a TTT-enabled version, with an idle window of the overnight in-place
     # update (bench/ttt_overnight.py); None: never.
     overnight: OvernightPlan | None = None
+    # An idle window of molt's own training job on its defaults (bench/rl_job.py); None: never.
+    job: JobPlan | None = None
 
 
 def _oracle_block(day: int, _errors: str = "toolworld") -> list[str]:
@@ -104,6 +107,7 @@ def _skills(model: bool = False, loop: bool = True) -> Callable[[Path], dict[str
     return settings
 
 
+_JOB = JobPlan()
 _OVERNIGHT = OvernightPlan()
 _UNGATED = OvernightPlan(ungated=True)
 
@@ -131,6 +135,9 @@ ARMS: dict[str, Arm] = {
     "skills+rl": Arm("skills+rl", "skills as in `skills`, and RL on recorded evidence in the idle "
                      "window, with skill-conditioned distillation on the steps served with skills",
                      settings=_skills(), loop=True, rl=RLPlan("evidence", distill=1.0)),
+    "rl-job": Arm("rl-job", "as rl, as a user runs it: the idle window is molt's own training job "
+                  "(POST /admin/train, `molt train now`) on the embedded [trainer] defaults",
+                  settings=_JOB.settings, job=_JOB),
     "rl-verifier-prm": Arm("rl-verifier-prm", "upper bound: toolworld's verifier as PRM (as rl, "
                            "the window's rewards and gate from the hidden truth)",
                            rl=RLPlan("verifier")),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.toolworld import Task, Verifier, calls_from_messages
+from trainer.data import with_signal
 from trainer.types import Split, Step
 
 TENANT_NAME = "default"  # the open-mode tenant the driver's requests run as
@@ -42,7 +43,7 @@ class RLPlan:
         "num_generations": 8, "batch_size": 16, "max_completion_length": 64,
         "temperature": 1.0, "max_steps": 60, "learning_rate": 2e-3, "hindsight": True,
         "stop_at_reward": None, "save_steps": 10_000, "kl_samples": 8})
-    focus: bool = True  # train only on the steps the evidence flags (see `flagged`)
+    focus: bool = True  # train only on the steps with a learning signal (trainer.data.with_signal)
     # skill-conditioned distillation (RLConfig.distill_coef): steps served with skills are
     # trained too, the model with the skills in context as teacher, so skills move into weights;
     # the answers served with skills are the teacher's samples (RLConfig.teacher_samples)
@@ -63,17 +64,6 @@ def cpu_seconds() -> float:
     """This process's CPU time (all threads) plus its finished children's."""
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + kids.ru_utime + kids.ru_stime
-
-
-def flagged(steps: Sequence[Step], *, served_skills: bool = False) -> list[Step]:
-    """Steps the evidence flags: a hindsight fix or a negative step reward; with
-    `served_skills`, also the steps molt served with skills (distillation's teacher context).
-
-    The others are contexts the policy already handles; their groups are constant and
-    GRPO skips them, so they only cost sampling.
-    """
-    return [s for s in steps if s.hindsight or any(r is not None and r < 0 for r in s.step_rewards)
-            or (served_skills and s.served_messages is not None)]
 
 
 class VerifierCheck:
@@ -170,7 +160,7 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
         "recorded": source_agreement(split.train + split.heldout),  # each source vs the verifier
         "learned_prm": learned_prm_agreement(checkpoint, split)}
     if plan.focus:
-        split.train = flagged(split.train, served_skills=plan.distill > 0)
+        split.train = with_signal(split.train, served_skills=plan.distill > 0)
     report: dict[str, Any] = {"prm": plan.prm, "steps_recorded": n_train,
                               "steps_trained_on": len(split.train),
                               "heldout": len(split.heldout), "retention": len(split.retention),
@@ -181,7 +171,7 @@ def idle_window(plan: RLPlan, *, url: str, store_url: str, registry_root: Path,
     distill = ({"distill_coef": plan.distill, "teacher_samples": True,
                 "max_steps": plan.distill_steps, "stop_idle_steps": plan.distill_idle_steps}
                if plan.distill else {})
-    rl_fields = {**dict(plan.rl), **distill}
+    rl_fields = {**dict(plan.rl), **distill, "focus": plan.focus}
     result = train(split, checkpoint, out, RLConfig(**rl_fields), StepRewards(weights, checks=checks),
                    should_stop=lambda: cpu_seconds() - t_cpu > budget)
     train_cpu = cpu_seconds() - t_cpu

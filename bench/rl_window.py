@@ -72,9 +72,10 @@ from bench.policy.data import (
     system_messages,
 )
 from bench.policy.evaluate import default_seed, eval_items, generate, score
-from bench.rl_arm import VerifierCheck, cpu_seconds, flagged
+from bench.rl_arm import VerifierCheck, cpu_seconds
 from bench.runner import DEFAULT_CHECKPOINT, day_tasks, run_arm
 from bench.toolworld import BASE, conventions_for_day
+from trainer.data import with_signal
 
 DAYS = [int(d) for d in args.days.split(",") if d]
 OUT = args.out
@@ -130,7 +131,7 @@ split, evidence_checks = asyncio.run(load())
 n_fix = sum(1 for s in split.train if s.hindsight)
 if args.focus:
     # contexts whose groups can vary: the others are skipped by GRPO and cost only sampling
-    split.train = flagged(split.train)
+    split.train = with_signal(split.train)
 print(f"data: {len(split.train)} train steps ({n_fix} with a hindsight fix), "
       f"{len(split.heldout)} held out, {len(evidence_checks)} turns with evidence checks")
 
@@ -166,7 +167,7 @@ targets: list[str] | str = args.targets if args.targets == "all-linear" else arg
 cfg = RLConfig(num_generations=args.G, batch_size=args.batch, max_completion_length=args.max_len,
                temperature=args.temperature, max_steps=args.steps, learning_rate=args.lr,
                beta=args.beta, lora_r=args.rank, lora_alpha=args.alpha, target_modules=targets,
-               hindsight=args.hindsight, stop_at_reward=args.stop_at_reward, save_steps=10_000, kl_samples=8, seed=args.seed)
+               hindsight=args.hindsight, focus=args.focus, stop_at_reward=args.stop_at_reward, save_steps=10_000, kl_samples=8, seed=args.seed)
 t_wall, t_cpu = time.monotonic(), cpu_seconds()
 budget_s = args.cpu_budget_min * 60
 if args.adapter is not None:  # evaluate an adapter trained before: no training

@@ -182,12 +182,17 @@ def run_arm(
             if arm.rl is not None and server is not None and day in arm.rl.windows_after(days):
                 windows.append({"after_day": day, **rl_window(arm, server.url, out, checkpoint,
                                                              days, tasks_per_day, seed, episodes)})
-                if windows[-1].get("promoted"):  # the next day is served by it from its first request
-                    windows[-1]["served_after"] = swap_now(server, windows[-1])
             if arm.overnight is not None and server is not None \
                     and day in arm.overnight.windows_after(days):
                 server.call(server.app.state.molt.recorder.flush())  # the day's turns are data
                 windows.append({"after_day": day, **overnight_window(arm, server.url)})
+            if arm.job is not None and server is not None and day in arm.job.windows_after(days):
+                server.call(server.app.state.molt.recorder.flush())  # the day's turns are data
+                windows.append({"after_day": day, **job_window(arm, server.url)})
+            if windows and windows[-1]["after_day"] == day and windows[-1].get("promoted") \
+                    and not windows[-1].get("promoted_ungated"):
+                # the next day is served by the promoted version from its first request
+                windows[-1]["served_after"] = swap_now(server, windows[-1])
         if server is not None and not arm.evolve_every and arm.loop:
             evolutions = loop_evolutions(server.url, ends)
         if server is not None and (arm.evolve_every or arm.loop):
@@ -201,7 +206,7 @@ def run_arm(
     if server is not None:  # after the server stopped: the recorder has drained
         turns = main_turns(out / arm.name / "molt" / "molt.db")
         add_skill_tokens(turns, per_day, per_day_late, overall, episodes)
-        if arm.overnight is not None or arm.rl is not None:
+        if arm.overnight is not None or arm.rl is not None or arm.job is not None:
             add_served_versions(turns, per_day, episodes)
     cadence = (f"runner's cadence: POST /admin/evolve every {arm.evolve_every} episodes" if arm.evolve_every
                else loop_cadence(tasks_per_day) if arm.loop else "none")
@@ -366,6 +371,15 @@ def overnight_window(arm: Arm, url: str) -> dict[str, Any]:
     assert arm.overnight is not None
     with httpx.Client(base_url=url, timeout=600) as client:
         return window(arm.overnight, client)
+
+
+def job_window(arm: Arm, url: str) -> dict[str, Any]:
+    """The rl-job arm's idle window (bench/rl_job.py): molt's own training job."""
+    from bench.rl_job import job_window as window
+
+    assert arm.job is not None
+    with httpx.Client(base_url=url, timeout=600) as client:
+        return window(arm.job, client)
 
 
 def swap_now(server: Any, window: Mapping[str, Any]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from store.registry import Registry, base_id, served_base_dirs
 from store.registry_check import base_fingerprint
 from store.settings import ModelRoute, MoltSettings
 from store.trajectories import TrajectoryStore
-from trainer.data import DataConfig, load_split
+from trainer.data import DataConfig, load_split, with_signal
 from trainer.gate import EvalGate, register_candidate
 from trainer.gate_config import GateConfig
 from trainer.jobs import GateOutcome, JobParts, TrainOutcome, TrainRun
@@ -87,8 +87,13 @@ class TrainingParts:
     async def load(self, tenant: str, tenant_id: str, until: float) -> Split:
         self._tenant_ids[tenant] = tenant_id
         split = await load_split(self.db, tenant_id, DataConfig(**self.settings.trainer.data))
-        return Split(*([s for s in part if s.created_at <= until]
-                       for part in (split.train, split.heldout, split.retention)))
+        split = Split(*([s for s in part if s.created_at <= until]
+                        for part in (split.train, split.heldout, split.retention)))
+        if self.settings.trainer.method == "lora_rl":
+            cfg = RLConfig.from_dict(dict(self.settings.trainer.rl))
+            if cfg.focus:  # the job's frozen split is what trains: none left ends it as no_data
+                split.train = with_signal(split.train, served_skills=cfg.distill_coef > 0)
+        return split
 
     def _active_dir(self, tenant: str) -> Path | None:
         active = self.registry.active(tenant, self.base)

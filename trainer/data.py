@@ -265,6 +265,18 @@ async def load_split(db: Database, tenant_id: str, cfg: DataConfig | None = None
     return split
 
 
+def with_signal(steps: Sequence[Step], *, served_skills: bool = False) -> list[Step]:
+    """The steps a window can learn from: a hindsight fix, or a negative step reward (the
+    evidence says the recorded answer was wrong); with `served_skills`, also the steps molt
+    served with skills (skill-conditioned distillation's teacher context).
+
+    On the others the policy already does what the evidence asks: GRPO groups over them
+    score alike and are skipped, so they only cost sampling (RLConfig.focus).
+    """
+    return [s for s in steps if s.hindsight or any(r is not None and r < 0 for r in s.step_rewards)
+            or (served_skills and s.served_messages is not None)]
+
+
 # -- export ------------------------------------------------------------------
 
 def _wire_message(m: Mapping[str, Any]) -> JSON:

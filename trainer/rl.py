@@ -40,7 +40,7 @@ import torch
 
 from modeling.chat import render_prompt
 from modeling.loading import LoadedBase, eos_ids, load_base
-from trainer.data import to_dataset
+from trainer.data import to_dataset, with_signal
 from trainer.distill import completion_logprobs
 from trainer.errors import NotEnoughData
 from trainer.grpo import StepGRPOTrainer, StepReward, StepRewardFn
@@ -179,9 +179,13 @@ def build(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn:
 def train(split: Split, base_dir: Path, out_dir: Path, cfg: RLConfig, reward_fn: StepRewardFn, *,
           should_stop: Callable[[], bool] | None = None, resume_from: Path | None = None,
           blocks: Sequence[str] = ()) -> TrainResult:
-    """Train a LoRA adapter on `split.train`; see the module docstring."""
+    """Train a LoRA adapter on `split.train` (with `cfg.focus`, its steps with a learning
+    signal: trainer.data.with_signal); see the module docstring."""
     t0 = time.monotonic()
     out_dir = Path(out_dir)
+    if cfg.focus:
+        split = Split(with_signal(split.train, served_skills=cfg.distill_coef > 0), split.heldout,
+                      split.retention)
     if should_stop is not None and should_stop() and resume_from is None:
         return TrainResult(0, None, None, None, True, latest_checkpoint(out_dir), time.monotonic() - t0)
     run = build(split, base_dir, out_dir, cfg, reward_fn, should_stop=should_stop, blocks=blocks)

@@ -1,7 +1,10 @@
 """The configuration of one RL run (trainer/rl.py), saved as `rl_config.json` beside every
 artifact it writes (checkpoints and the adapter).
 
-Defaults are for the tiny policy on CPU; MetaClaw used LoRA rank 32, lr 1e-4, batch 4.
+Defaults are the window measured on the tiny policy on CPU (bench/rl_arm.py; dev/LOG.md
+2026-12-01 and 2026-12-03): G = 8, lr 2e-3, 60 steps, hindsight samples, training only on
+the steps with a learning signal. MetaClaw used LoRA rank 32, lr 1e-4, batch 4: lower
+`learning_rate` for a larger model.
 Hardware is not configured here: the same run goes to CPU, one GPU, or several GPUs
 through `accelerate launch` (trl's and transformers' own device handling); `bf16=None`
 means "bf16 when a GPU supports it".
@@ -21,13 +24,13 @@ CONFIG_FILE = "rl_config.json"
 @dataclass(slots=True)
 class RLConfig:
     # sampling: G completions per context
-    num_generations: int = 4
-    batch_size: int = 8  # completions per device and step: a multiple of num_generations
+    num_generations: int = 8
+    batch_size: int = 16  # completions per device and step: a multiple of num_generations
     max_completion_length: int = 96
     temperature: float = 1.0
     # optimisation
-    max_steps: int = 40
-    learning_rate: float = 5e-4
+    max_steps: int = 60
+    learning_rate: float = 2e-3
     loss_type: str = "dapo"  # any trl GRPOConfig loss_type ("grpo", "dapo", "cispo", ...)
     epsilon: float = 0.2
     num_iterations: int = 1
@@ -51,8 +54,13 @@ class RLConfig:
     distill_coef: float = 0.0
     distill_clip: float = 5.0
     # hindsight samples (trainer/grpo.py): the recorded step's hindsight fix replaces the
-    # last of its G samples (an off-policy, RAFT-style supervised term; off by default)
-    hindsight: bool = False
+    # last of its G samples (an off-policy, RAFT-style supervised term). Without it a policy
+    # that never writes the form the tools now want never samples it either: every group
+    # scores -1 and is skipped (dev/LOG.md 2026-12-01, e2)
+    hindsight: bool = True
+    # train only on the steps with a learning signal (trainer.data.with_signal): a hindsight
+    # fix or a negative step reward (and, with distillation, the steps served with skills)
+    focus: bool = True
     # teacher samples (trainer/grpo.py): a step served with skills whose answer drew no
     # negative reward gets that answer (written with the skills in context) as its last
     # sample, so distillation can push toward what the student never samples

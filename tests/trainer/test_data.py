@@ -15,8 +15,16 @@ from store.records import TurnRecord
 from store.settings import StoreSettings
 from store.skills.revisions import RevisionStore
 from store.trajectories import TrajectoryStore
-from tests.trainer.conftest import POLICY, WEATHER, call
-from trainer.data import DataConfig, is_heldout, load_split, read_jsonl, to_dataset, write_jsonl
+from tests.trainer.conftest import POLICY, WEATHER, call, make_step
+from trainer.data import (
+    DataConfig,
+    is_heldout,
+    load_split,
+    read_jsonl,
+    to_dataset,
+    with_signal,
+    write_jsonl,
+)
 
 T0 = time.time()
 
@@ -160,3 +168,16 @@ async def test_dataset_export_is_what_trl_renders_as_served(sqlite_db: Database,
     path = tmp_path / "train.jsonl"
     assert write_jsonl(split.train, path) == len(split.train)
     assert read_jsonl(path) == split.train
+
+
+def test_with_signal_keeps_steps_with_a_fix_or_a_negative_reward() -> None:
+    good, bad, fixed, silent = (make_step(i, skills=False) for i in range(4))
+    served = make_step(4)  # served with a skills block
+    good.step_rewards, bad.step_rewards, silent.step_rewards = [0.5], [0.5, -1.0], [None]
+    fixed.hindsight = {"role": "assistant", "content": "x"}
+    served.step_rewards = [1.0]
+    steps = [good, bad, fixed, silent, served]
+    assert [s.turn_id for s in with_signal(steps)] == ["turn_1", "turn_2"]
+    # distillation also learns from what was served with skills
+    assert [s.turn_id for s in with_signal(steps, served_skills=True)] == [
+        "turn_1", "turn_2", "turn_4"]

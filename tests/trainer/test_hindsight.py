@@ -109,7 +109,7 @@ def test_hindsight_fix_replaces_one_sample_per_group_and_is_learned(tmp_path: Pa
 
 def test_without_the_option_no_sample_is_replaced(tmp_path: Path) -> None:
     cfg = RLConfig(max_steps=1, batch_size=8, num_generations=4, max_completion_length=24,
-                   temperature=1.0, learning_rate=5e-3, kl_samples=1)
+                   temperature=1.0, learning_rate=5e-3, kl_samples=1, hindsight=False)
     run = build(Split(train=[_fix_step(i) for i in range(2)]), POLICY, tmp_path, cfg, _is_fix)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -24,7 +24,7 @@ from trainer.rl import build, latest_checkpoint, train
 from trainer.rl_config import CONFIG_FILE, RLConfig
 from trainer.types import Split
 
-SMALL: dict[str, Any] = {"batch_size": 8, "num_generations": 4, "max_completion_length": 24,
+SMALL: dict[str, Any] = {"focus": False, "batch_size": 8, "num_generations": 4, "max_completion_length": 24,
                          "temperature": 1.5, "learning_rate": 5e-3, "kl_samples": 2}
 
 
