@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -126,6 +127,24 @@ class StreamEncoder(Protocol):
         ...
 
 
+# The last event of each protocol's stream: OpenAI's `[DONE]`, Anthropic's `message_stop`,
+# the Responses API's terminal events
+_LAST = re.compile(rb'^(?:data: \[DONE\]|event: (?:message_stop|response\.(?:completed|failed|incomplete)))\s*$',
+                   re.MULTILINE)
+
+
+def ends_stream(recent: bytes) -> bool:
+    """Whether `recent`, the last bytes forwarded of an upstream's SSE stream, ends with the
+    stream's last event, complete (its blank line included)."""
+    text = recent.replace(b"\r\n", b"\n")
+    if text.rstrip().endswith(b"[DONE]"):
+        return True
+    if not text.endswith(b"\n\n"):
+        return False
+    block = text[:-2].rsplit(b"\n\n", 1)[-1]
+    return _LAST.search(block) is not None
+
+
 class PassThroughStream(Response):
     """Sends `turn.chunks` as they come: unchanged, or through `encoder`."""
 
@@ -148,9 +167,10 @@ class PassThroughStream(Response):
         error: ProxyError | None = None
         client_gone = False
         finished = False
-        # the client has every byte of the answer (the stream's `[DONE]`, or the encoder's end):
-        # a hang-up after that (an SDK closes at `[DONE]`) is not a disconnect
+        # the client has every byte of the answer (the stream's last event, `ends_stream`, or the
+        # encoder's end): a hang-up after that (an SDK closes there) is not a disconnect
         delivered = False
+        recent = b""
         task = asyncio.current_task()
         assert task is not None
 
@@ -185,7 +205,8 @@ class PassThroughStream(Response):
                     out = piece if encoder is None else encoder.chunk(piece)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
-                        delivered = encoder is None and out.rstrip().endswith(b"[DONE]")
+                        recent = (recent + out)[-1024:]  # an event may come in several pieces
+                        delivered = ends_stream(recent)
                 tail = b"" if encoder is None else encoder.end()
             except UpstreamError as exc:
                 status, error = "upstream_error", exc

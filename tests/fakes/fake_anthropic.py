@@ -11,6 +11,7 @@ headers are kept, and `stream_bytes` holds each stream exactly as it was sent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from typing import Any
@@ -109,5 +110,7 @@ class FakeAnthropic:
                 if reply.cut_after is not None and n >= reply.cut_after:
                     raise ConnectionAbortedError("scripted cut")
                 yield e
+            if reply.linger_s:  # the connection stays open after message_stop
+                await asyncio.sleep(reply.linger_s)
 
         return StreamingResponse(gen(), media_type="text/event-stream")

@@ -335,3 +335,20 @@ def test_rate_limits_answer_429_in_anthropics_shape(molt_factory: Any, tmp_path:
         client.messages.create(model="gpt-fake", max_tokens=5, messages=ASK)
     assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert info.value.response.headers["retry-after"].isdigit()
+
+
+def test_native_a_client_that_leaves_after_message_stop_got_the_whole_answer(
+        fake_anthropic: FakeAnthropic, native: Molt) -> None:
+    """The upstream keeps its connection open after `message_stop`; the client reads up to it
+    and hangs up (as the SDK does): the turn is recorded as answered, not as a disconnect."""
+    fake_anthropic.push(Reply(content="All of it.", linger_s=3.0))
+    with httpx.stream("POST", native.url + "/v1/messages", headers={"x-api-key": "x"}, json={
+            "model": "claude-fake", "max_tokens": 20, "stream": True, "messages": ASK}) as r:
+        turn_id = r.headers["x-molt-turn-id"]
+        seen = False
+        for line in r.iter_lines():
+            seen = seen or line.strip() == "event: message_stop"
+            if seen and line.startswith("data:"):  # the stop event's data: the answer is whole
+                break
+    t = native.wait_turn(turn_id)
+    assert t["status"] == "ok" and t["content"] == "All of it."
