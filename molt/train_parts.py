@@ -113,11 +113,13 @@ class TrainingParts:
         tenant_id = split.train[0].tenant_id if split.train else self._tenant_ids.get(run.tenant, "")
         checks = _mine_in_thread(self.settings, tenant_id)
         rewards = StepRewards(checks={"evidence": checks})
-        calls = {"n": run.steps_done}
+        calls = {"n": run.steps_done, "checked": 0}
 
-        def should_stop() -> bool:  # called once per optimiser step by trainer.rl
-            calls["n"] += 1
-            run.report(calls["n"])
+        def should_stop() -> bool:  # trainer.rl: once before training, then after every step
+            calls["checked"] += 1
+            if calls["checked"] > 1:
+                calls["n"] += 1
+                run.report(calls["n"])
             return run.should_stop()
 
         result = train(split, self.base_dir, run.work_dir / "rl", cfg, rewards,

@@ -13,7 +13,8 @@
    `cfg.stop_idle_steps`, it also ends after that many logged steps in a row with no
    learning signal: every group's rewards constant (skipped) and, with distillation,
    the teacher and the student agreeing within `cfg.idle_distill_eps` per token;
-   a `should_stop()` the scheduler passes is checked after every optimiser step: when it
+   a `should_stop()` the scheduler passes is checked once before training starts and
+   after every optimiser step: when it
    says stop, the trainer saves a checkpoint and returns (`stopped_early`), and a later
    call with `resume_from` (a trl/transformers checkpoint folder, e.g.
    `latest_checkpoint(out_dir)`) continues from it with the same optimizer state;
